@@ -1,0 +1,281 @@
+"""Experiment configs: YAML loaded into frozen, typed dataclasses, strictly.
+
+A config file names its kind at the top (`kind: data`, `kind: train_tokenizer`, ...); the kind
+picks the root dataclass from `CONFIG_KINDS`. Every key is checked against the dataclass fields:
+an unknown key, a wrong type, a missing required field or a missing file raises `ConfigError`
+with ONE line naming the key and the file. `key=value` overrides (dotted for nested keys, values
+parsed as YAML) are applied to the raw mapping before validation, so they get the same checks.
+
+A field whose dataclass metadata holds a registry (`field(metadata={"registry": DATASETS})`) is
+polymorphic: its `name` key picks the concrete dataclass from that registry, e.g.
+`data: {name: moving_digits, frames: 16}` is checked against `MovingDigitsConfig`. If that
+dataclass has a `PRESETS` class variable (preset name -> mapping of field values) and the section
+sets `preset: tiny`, the preset's values fill every key the section does not set itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from magvit.errors import ConfigError
+from magvit.fileio import atomic_write_text
+from magvit.registry import Registry
+
+T = TypeVar("T")
+
+# kind name -> root config dataclass (each has a `kind: str` field)
+CONFIG_KINDS: Registry[Any] = Registry("config kind")
+
+
+def registry_field(registry: Registry, default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field whose value is the config of one entry of `registry`, picked by `name`."""
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata={"registry": registry})
+    return dataclasses.field(default_factory=lambda: default, metadata={"registry": registry})
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: raw YAML mapping -> frozen dataclass
+
+
+class _Invalid(Exception):
+    """Raised inside validation; carries the dotted key. Turned into one ConfigError line."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _validate(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _validate(value, arm, key)
+            except _Invalid as e:
+                errors.append(e.message)
+        raise _Invalid(key, errors[0] if len(errors) == 1 else f"must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise _Invalid(key, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, key)
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(key, f"must be a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise _Invalid(key, f"must be a list of {len(args)} items, got {len(value)}")
+            return tuple(_validate(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        return tuple(_validate(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise _Invalid(key, f"must be a mapping, got {type(value).__name__} {value!r}")
+        ktp, vtp = args if args else (Any, Any)
+        return types.MappingProxyType(
+            {_validate(k, ktp, key): _validate(v, vtp, f"{key}.{k}") for k, v in value.items()}
+        )
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(key, f"must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, f"must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise _Invalid(key, f"must be {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise _Invalid(key, f"must be null, got {value!r}")
+        return None
+    raise TypeError(f"config field {key!r} has a type the loader does not handle: {tp!r}")
+
+
+def _build_dataclass(cls: type, data: Any, key: str) -> Any:
+    where = f"'{key}'" if key else "the top level"
+    if not isinstance(data, dict):
+        raise _Invalid(key, f"must be a mapping of keys for {cls.__name__}, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for k in data:
+        if k not in fields:
+            dotted = f"{key}.{k}" if key else str(k)
+            raise _Invalid(dotted, f"unknown key (valid keys under {where}: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{key}.{name}" if key else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _Invalid(dotted, "missing required key")
+            continue
+        registry = f.metadata.get("registry")
+        if registry is not None:
+            kwargs[name] = _build_registered(registry, data[name], dotted)
+        else:
+            kwargs[name] = _validate(data[name], hints[name], dotted)
+    return cls(**kwargs)
+
+
+def _build_registered(registry: Registry, data: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(data):  # a default that is already built
+        return data
+    if not isinstance(data, dict) or "name" not in data:
+        raise _Invalid(f"{key}.name", f"missing required key (one of: {', '.join(registry.names())})")
+    name = data["name"]
+    if name not in registry:
+        raise _Invalid(f"{key}.name", f"unknown {registry.family} {name!r} (one of: {', '.join(registry.names())})")
+    cls = registry[name].config
+    presets = getattr(cls, "PRESETS", None)
+    if presets is not None and "preset" in data:
+        preset = data["preset"]
+        if preset not in presets:
+            raise _Invalid(f"{key}.preset", f"unknown preset {preset!r} for {name} (one of: {', '.join(presets)})")
+        data = merge_preset(presets[preset], data)
+    return _build_dataclass(cls, data, key)
+
+
+def merge_preset(preset: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys given in `data` win over the preset's; nested sections merge unless `name` changes."""
+    merged = dict(preset)
+    for k, v in data.items():
+        base = merged.get(k)
+        if isinstance(v, dict) and isinstance(base, dict) and v.get("name", base.get("name")) == base.get("name"):
+            merged[k] = merge_preset(base, v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>") -> T:
+    """Validate a raw mapping against dataclass `cls`; errors name the key and `source`."""
+    try:
+        return _build_dataclass(cls, dict(data), "")
+    except _Invalid as e:
+        raise ConfigError(f"{source}: key '{e.key}': {e.message}") from None
+
+
+def build_registered(registry: Registry, data: Mapping[str, Any], source: str = "<config>") -> Any:
+    """Validate `{name: ..., **options}` against the config dataclass of `registry[name]`."""
+    try:
+        return _build_registered(registry, dict(data), "")
+    except _Invalid as e:
+        raise ConfigError(f"{source}: key '{e.key.lstrip('.')}': {e.message}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """`["a.b=1", "c=[1, 2]"]` -> `{"a.b": 1, "c": [1, 2]}`; values are parsed as YAML."""
+    parsed = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} is not of the form key=value (dotted.key=value for nested keys)")
+        try:
+            parsed[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            parsed[key] = raw
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Set each dotted key in a copy of the nested mapping `data`."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: i + 1])
+                raise ConfigError(f"{source}: key '{dotted}': '{prefix}' is a value, not a section (set on the command line)")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | None = None) -> Any:
+    """Read a YAML config, apply `key=value` overrides, validate it against its kind's dataclass."""
+    import magvit.kinds  # noqa: F401  (fills CONFIG_KINDS and the family registries)
+
+    source = str(path)
+    data = apply_overrides(read_yaml(path), parse_overrides(overrides), source)
+    kind = data.get("kind")
+    if kind is None:
+        raise ConfigError(f"{source}: key 'kind': missing required key (one of: {', '.join(CONFIG_KINDS.names())})")
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {', '.join(CONFIG_KINDS.names())})")
+    if expect is not None and kind != expect:
+        raise ConfigError(f"{source}: key 'kind': this command takes a '{expect}' config, got '{kind}'")
+    return from_dict(CONFIG_KINDS[kind].config, data, source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Back to plain data
+
+
+def to_dict(cfg: Any) -> Any:
+    """A frozen config -> plain dicts/lists/scalars (YAML- and JSON-safe)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def save_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config into a run folder (atomically); it reloads with `load_config`."""
+    path = Path(run_dir) / name
+    atomic_write_text(path, to_yaml(cfg))
+    return path

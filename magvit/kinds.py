@@ -1,0 +1,7 @@
+"""Imports every module that registers a config kind or a family member, so that the registries
+(`CONFIG_KINDS`, `DATASETS`, `TOKENIZERS`, `QUANTIZERS`, `TASKS`, `MASK_SCHEDULES`) are complete."""
+
+import magvit.data  # noqa: F401
+import magvit.schedules  # noqa: F401
+import magvit.tasks  # noqa: F401
+import magvit.tokenizers  # noqa: F401

@@ -1,0 +1,1 @@
+"""Tasks for the masked transformer (generation, frame prediction, in/outpainting, ...)."""
