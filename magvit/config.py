@@ -170,12 +170,21 @@ def merge_preset(preset: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>") -> T:
-    """Validate a raw mapping against dataclass `cls`; errors name the key and `source`."""
+def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>", overrides: Sequence[str] = ()) -> T:
+    """Validate a raw mapping against dataclass `cls`; errors name the key and `source`.
+
+    `overrides` are the dotted keys set on the command line: an error inside one names the whole
+    key as typed (`bogus.key`, not just the unknown section `bogus`).
+    """
     try:
         return _build_dataclass(cls, dict(data), "")
     except _Invalid as e:
-        raise ConfigError(f"{source}: key '{e.key}': {e.message}") from None
+        key, note = e.key, ""
+        for typed in overrides:
+            if typed == key or typed.startswith(key + "."):
+                key, note = typed, " (set on the command line)"
+                break
+        raise ConfigError(f"{source}: key '{key}': {e.message}{note}") from None
 
 
 def build_registered(registry: Registry, data: Mapping[str, Any], source: str = "<config>") -> Any:
@@ -244,7 +253,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | N
     import magvit.kinds  # noqa: F401  (fills CONFIG_KINDS and the family registries)
 
     source = str(path)
-    data = apply_overrides(read_yaml(path), parse_overrides(overrides), source)
+    parsed = parse_overrides(overrides)
+    data = apply_overrides(read_yaml(path), parsed, source)
     kind = data.get("kind")
     if kind is None:
         raise ConfigError(f"{source}: key 'kind': missing required key (one of: {', '.join(CONFIG_KINDS.names())})")
@@ -252,7 +262,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | N
         raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {', '.join(CONFIG_KINDS.names())})")
     if expect is not None and kind != expect:
         raise ConfigError(f"{source}: key 'kind': this command takes a '{expect}' config, got '{kind}'")
-    return from_dict(CONFIG_KINDS[kind].config, data, source)
+    return from_dict(CONFIG_KINDS[kind].config, data, source, overrides=list(parsed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +281,7 @@ def to_dict(cfg: Any) -> Any:
 
 
 def to_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
 def save_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") -> Path:

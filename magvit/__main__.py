@@ -1,0 +1,5 @@
+import sys
+
+from magvit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""The `magvit` command line.
+
+Each subcommand is a function `(args) -> None` registered in `COMMANDS` together with a function
+that adds its arguments. A `MagvitError` (bad config key, corrupt video, ...) is printed as one
+line `magvit: error: ...` with exit code 2; heavy imports happen inside the commands so that
+`magvit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from magvit.errors import MagvitError
+
+# (group, name) -> (add_arguments, run, help); group None for a top-level command
+COMMANDS: dict[tuple[str | None, str], tuple[Callable, Callable, str]] = {}
+
+
+def command(name: str, help: str, group: str | None = None):
+    """Register `run(args)` as a subcommand; the decorated function's `arguments` adds its flags."""
+
+    def wrap(run: Callable) -> Callable:
+        COMMANDS[(group, name)] = (getattr(run, "arguments", lambda p: None), run, help)
+        return run
+
+    return wrap
+
+
+def arguments(add: Callable[[argparse.ArgumentParser], None]):
+    """Attach an argument-adding function to a command function (use below @command)."""
+
+    def wrap(run: Callable) -> Callable:
+        run.arguments = add
+        return run
+
+    return wrap
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys for nested sections)")
+
+
+# ---------------------------------------------------------------------------------------------
+# magvit config show
+
+
+def _config_show_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML config file")
+    _overrides(p)
+
+
+@command("show", "print a config with its defaults and overrides resolved", group="config")
+@arguments(_config_show_args)
+def config_show(args: argparse.Namespace) -> None:
+    from magvit.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.config, args.overrides)), end="")
+
+
+# ---------------------------------------------------------------------------------------------
+# magvit data preview
+
+
+def _data_preview_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a dataset name (moving_digits, bundled_clips, video_folder, image_folder) or a `kind: data` YAML")
+    p.add_argument("--out", required=True, help="output file: .gif or .mp4 (clips), .png (first frames)")
+    p.add_argument("--num", type=int, default=16, help="number of samples shown (default 16)")
+    p.add_argument("--nrow", type=int, default=None, help="samples per row (default: a square grid)")
+    p.add_argument("--fps", type=float, default=8.0)
+    _overrides(p)
+
+
+@command("preview", "write a grid of a dataset's samples as a GIF, MP4 or PNG", group="data")
+@arguments(_data_preview_args)
+def data_preview(args: argparse.Namespace) -> None:
+    import torch
+
+    import magvit.kinds  # noqa: F401
+    from magvit.config import CONFIG_KINDS, apply_overrides, from_dict, load_config, parse_overrides
+    from magvit.data import DATASETS, build_dataset
+    from magvit.media import make_grid, write_image_grid, write_video
+
+    if args.name.endswith((".yaml", ".yml")):
+        cfg = load_config(args.name, args.overrides, expect="data")
+    else:
+        DATASETS[args.name]  # one clear line for an unknown name
+        overrides = parse_overrides(args.overrides)
+        raw = apply_overrides({"kind": "data", "dataset": {"name": args.name}}, overrides, "command line")
+        cfg = from_dict(CONFIG_KINDS["data"].config, raw, source="command line", overrides=list(overrides))
+    if args.num < 1:
+        raise MagvitError(f"--num must be at least 1, got {args.num}")
+    dataset = build_dataset(cfg.dataset)
+    count = min(args.num, len(dataset))
+    # evenly spaced samples: a preview should show the variety of the whole set
+    indices = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
+    videos = torch.stack([dataset[i]["video"] for i in indices])  # (N, 3, T, H, W)
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        write_image_grid(out, videos[:, :, :1], nrow=args.nrow)
+    else:
+        write_video(out, make_grid(videos, nrow=args.nrow), fps=args.fps)
+    t, h, w = videos.shape[2:]
+    print(f"wrote {out}: {count} samples of {len(dataset)}, {t} frames of {h}x{w}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magvit", description="Masked generative image and video models (MaskGIT, MAGVIT, MAGVIT-v2)."
+    )
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (group, name), (add_args, run, help) in COMMANDS.items():
+        if group is None:
+            sub = top.add_parser(name, help=help, description=help)
+        else:
+            if group not in groups:
+                group_parser = top.add_parser(group, help=f"{group} commands")
+                groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+            sub = groups[group].add_parser(name, help=help, description=help)
+        add_args(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # key=value overrides may come after options (`--out x.gif frames=8`), which argparse's
+    # positional matching does not allow: collect them from the leftovers instead.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        args.run(args)
+    except MagvitError as e:
+        print(f"magvit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("magvit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
