@@ -40,7 +40,9 @@ def arguments(add: Callable[[argparse.ArgumentParser], None]):
 
 
 def _overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys for nested sections)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys for nested sections)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +67,9 @@ def config_show(args: argparse.Namespace) -> None:
 
 
 def _data_preview_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="a dataset name (moving_digits, bundled_clips, video_folder, image_folder) or a `kind: data` YAML")
+    p.add_argument(
+        "name", help="a dataset name (moving_digits, bundled_clips, video_folder, image_folder) or a `kind: data` YAML"
+    )
     p.add_argument("--out", required=True, help="output file: .gif or .mp4 (clips), .png (first frames)")
     p.add_argument("--num", type=int, default=16, help="number of samples shown (default 16)")
     p.add_argument("--nrow", type=int, default=None, help="samples per row (default: a square grid)")
@@ -104,6 +108,25 @@ def data_preview(args: argparse.Namespace) -> None:
         write_video(out, make_grid(videos, nrow=args.nrow), fps=args.fps)
     t, h, w = videos.shape[2:]
     print(f"wrote {out}: {count} samples of {len(dataset)}, {t} frames of {h}x{w}")
+
+
+# ---------------------------------------------------------------------------------------------
+# magvit train-tokenizer
+
+
+def _train_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a `kind: train_tokenizer` YAML (see configs/tokenizer/)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    _overrides(p)
+
+
+@command("train-tokenizer", "train a tokenizer (VQGAN, 3D-VQ, causal LFQ) with accelerate")
+@arguments(_train_tokenizer_args)
+def train_tokenizer(args: argparse.Namespace) -> None:
+    from magvit.config import load_config
+    from magvit.training.tokenizer import train_tokenizer
+
+    train_tokenizer(load_config(args.config, args.overrides, expect="train_tokenizer"), resume=args.resume)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -133,7 +133,10 @@ def _build_dataclass(cls: type, data: Any, key: str) -> Any:
                 raise _Invalid(dotted, "missing required key")
             continue
         registry = f.metadata.get("registry")
-        if registry is not None:
+        if registry is not None and data[name] is None and f.default_factory is not dataclasses.MISSING \
+                and f.default_factory() is None:
+            kwargs[name] = None  # an optional section switched off
+        elif registry is not None:
             kwargs[name] = _build_registered(registry, data[name], dotted)
         else:
             kwargs[name] = _validate(data[name], hints[name], dotted)
@@ -225,7 +228,9 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], source: 
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 prefix = ".".join(parts[: i + 1])
-                raise ConfigError(f"{source}: key '{dotted}': '{prefix}' is a value, not a section (set on the command line)")
+                raise ConfigError(
+                    f"{source}: key '{dotted}': '{prefix}' is a value, not a section (set on the command line)"
+                )
             node = child
         node[parts[-1]] = value
     return data
@@ -259,7 +264,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | N
     if kind is None:
         raise ConfigError(f"{source}: key 'kind': missing required key (one of: {', '.join(CONFIG_KINDS.names())})")
     if kind not in CONFIG_KINDS:
-        raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {', '.join(CONFIG_KINDS.names())})")
+        kinds = ", ".join(CONFIG_KINDS.names())
+        raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {kinds})")
     if expect is not None and kind != expect:
         raise ConfigError(f"{source}: key 'kind': this command takes a '{expect}' config, got '{kind}'")
     return from_dict(CONFIG_KINDS[kind].config, data, source, overrides=list(parsed))

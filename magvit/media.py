@@ -102,6 +102,6 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
             raise MagvitError(f"{path}: the video has no frames")
         frames = reader.get_batch(list(range(count))).asnumpy()
         fps = float(reader.get_avg_fps())
-    except decord.DECORDError as e:
+    except (decord.DECORDError, RuntimeError) as e:  # decord raises either for a corrupt file
         raise MagvitError(f"{path}: cannot decode video ({str(e).splitlines()[0][:120]})") from None
     return from_uint8(frames), fps

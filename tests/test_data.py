@@ -80,7 +80,8 @@ def test_bundled_clips_are_real_and_split_in_time():
 def video_dir(tmp_path_factory):
     """Two good clips in class folders plus four bad files: empty, text, truncated, too short."""
     root = tmp_path_factory.mktemp("videos")
-    digits = MovingDigits(frames=12, size=64, num_samples=3, seed=5)  # decord 0.6 misreads some tiny widths (16, 24, 48)
+    # decord 0.6 misreads some tiny widths (16, 24, 48)
+    digits = MovingDigits(frames=12, size=64, num_samples=3, seed=5)
     write_video(root / "cats" / "good1.mp4", digits[0]["video"])
     write_video(root / "dogs" / "good2.mp4", digits[1]["video"])
     write_video(root / "dogs" / "short.mp4", digits[2]["video"][:, :3])
@@ -97,7 +98,9 @@ def test_video_folder_skips_bad_files_and_counts_them(video_dir):
         ds = VideoFolder(video_dir, frames=8, size=32, stride=1)
     assert len(ds) == 2 and len(ds.skipped) == 4
     reasons = {p.name: r for p, r in ds.skipped}
-    assert reasons == {"empty.mp4": "empty", "notes.mp4": "unreadable", "truncated.mp4": "unreadable", "short.mp4": "too short"}
+    assert reasons == {
+        "empty.mp4": "empty", "notes.mp4": "unreadable", "truncated.mp4": "unreadable", "short.mp4": "too short"
+    }
     assert ds.classes == ["cats", "dogs"]
     for i in range(len(ds)):
         _check_clip(ds[i], 8, 32)

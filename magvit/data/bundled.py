@@ -70,7 +70,9 @@ class BundledClips(ClipDataset):
         if split not in ("train", "val"):
             raise MagvitError(f"BundledClips split must be 'train' or 'val', got {split!r}")
         if frames < 1 or size < 1 or stride < 1 or (hop is not None and hop < 1):
-            raise MagvitError(f"BundledClips needs frames, size, stride and hop >= 1, got {frames}, {size}, {stride}, {hop}")
+            raise MagvitError(
+                f"BundledClips needs frames, size, stride and hop >= 1, got {frames}, {size}, {stride}, {hop}"
+            )
         self.frames, self.size, self.stride, self.flip = frames, size, stride, flip
         span = (frames - 1) * stride + 1
         hop = hop or max(1, span // 2)

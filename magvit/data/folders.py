@@ -60,7 +60,9 @@ class _FolderDataset(ClipDataset, abc.ABC):
                 stacklevel=3,
             )
         if not self.items:
-            raise MagvitError(f"{root}: none of the {len(files)} {self.kind} files is usable ({len(self.skipped)} skipped)")
+            raise MagvitError(
+                f"{root}: none of the {len(files)} {self.kind} files is usable ({len(self.skipped)} skipped)"
+            )
 
     @abc.abstractmethod
     def _probe(self, path: Path) -> str | None:

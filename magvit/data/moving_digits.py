@@ -76,7 +76,9 @@ class MovingDigits(ClipDataset):
         if split not in SPLITS:
             raise MagvitError(f"MovingDigits split must be one of {', '.join(SPLITS)}, got {split!r}")
         if frames < 1 or size < 8 or num_samples < 1:
-            raise MagvitError(f"MovingDigits needs frames >= 1, size >= 8, num_samples >= 1; got {frames}, {size}, {num_samples}")
+            raise MagvitError(
+                f"MovingDigits needs frames >= 1, size >= 8, num_samples >= 1; got {frames}, {size}, {num_samples}"
+            )
         if num_digits not in (1, 2):
             raise MagvitError(f"MovingDigits shows 1 or 2 digits, got num_digits={num_digits}")
         self.frames = 1 if image else frames

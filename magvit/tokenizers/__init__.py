@@ -1,1 +1,48 @@
-"""Tokenizers: video (B, 3, T, H, W) in [-1, 1] <-> token ids (B, t, h, w). An image is T = 1."""
+"""Tokenizers: video (B, 3, T, H, W) in [-1, 1] <-> token ids (B, t, h, w). An image is T = 1.
+
+- `vqgan2d`: MaskGIT's 2D VQGAN, frame by frame.
+- `vq3d`: MAGVIT's 3D-VQ, inflatable from a vqgan2d of the same architecture.
+- `causal3d`: MAGVIT-v2's causal 3D CNN with lookup-free quantization (images and video alike).
+"""
+
+from magvit.tokenizers.base import (
+    TOKENIZERS,
+    Tokenizer,
+    TokenizerOutput,
+    build_tokenizer,
+    load_tokenizer,
+)
+from magvit.tokenizers.causal3d import Causal3d, Causal3dConfig
+from magvit.tokenizers.quantizers import (
+    QUANTIZERS,
+    FSQConfig,
+    LFQConfig,
+    Quantizer,
+    QuantizerOutput,
+    VQConfig,
+    build_quantizer,
+)
+from magvit.tokenizers.vq3d import VQ3d, VQ3dConfig, inflate_kernel
+from magvit.tokenizers.vqgan2d import VQGAN2d, VQGAN2dConfig
+
+__all__ = [
+    "QUANTIZERS",
+    "TOKENIZERS",
+    "Causal3d",
+    "Causal3dConfig",
+    "FSQConfig",
+    "LFQConfig",
+    "Quantizer",
+    "QuantizerOutput",
+    "Tokenizer",
+    "TokenizerOutput",
+    "VQ3d",
+    "VQ3dConfig",
+    "VQConfig",
+    "VQGAN2d",
+    "VQGAN2dConfig",
+    "build_quantizer",
+    "build_tokenizer",
+    "inflate_kernel",
+    "load_tokenizer",
+]

@@ -1,0 +1,246 @@
+"""The tokenizer contract, its registry, and release weights on disk.
+
+A tokenizer maps a clip (B, 3, T, H, W) in [-1, 1] to token ids (B, t, h, w) and back; an image
+is a clip with T = 1. Every tokenizer is an `Encoder` / quantizer / `Decoder` stack from
+`magvit.tokenizers.blocks`, so the contract, the weight init and the save/load code live here once.
+
+Release weights are a folder with `config.json` (`{"format": "magvit-tokenizer", "version": 1,
+"config": {...}}`) and `model.safetensors`: plain data, no pickles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from magvit.config import build_registered, to_dict
+from magvit.errors import MagvitError
+from magvit.fileio import atomic_path, atomic_write_text
+from magvit.registry import Registry
+from magvit.tokenizers.blocks import ConvSpec, Decoder, Encoder, Norm, ResBlock
+from magvit.tokenizers.quantizers import Quantizer, QuantizerOutput, build_quantizer
+
+TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer")
+
+FORMAT, VERSION = "magvit-tokenizer", 1
+
+
+@dataclass
+class TokenizerOutput:
+    recon: Tensor  # (B, 3, T, H, W), not clamped
+    ids: Tensor  # (B, t, h, w) int64
+    quant: QuantizerOutput  # quantized latent, quantizer loss and metrics
+
+
+def check_tiling(name: str, what: str, size: int, step: int, offset: int = 0) -> None:
+    """Raise unless size = offset + step * k for some k >= (1 if offset == 0 else 0)."""
+    k, rest = divmod(size - offset, step)
+    if rest == 0 and k >= (0 if offset else 1):
+        return
+    form = f"{offset} + {step}k {what}" if offset else f"{what} divisible by {step}"
+    below, above = offset + step * k, offset + step * (k + 1)
+    use = f"{below} or {above}" if below >= max(offset, 1) else f"{above}"
+    raise MagvitError(f"{name} needs {form}, got {size}: use {use}")
+
+
+def _check_architecture(config: Any, temporal_downsample: tuple[bool, ...] | None) -> None:
+    name = config.name
+    if (
+        config.channels < 1
+        or config.num_res_blocks < 1
+        or not config.multipliers
+        or min(config.multipliers) < 1
+    ):
+        raise MagvitError(
+            f"{name} needs channels, num_res_blocks and multipliers >= 1, got {config.channels}, "
+            f"{config.num_res_blocks}, {list(config.multipliers)}"
+        )
+    if temporal_downsample is not None and len(temporal_downsample) != len(config.multipliers) - 1:
+        raise MagvitError(
+            f"{name} temporal_downsample needs one flag per downsampling ({len(config.multipliers) - 1}), "
+            f"got {list(temporal_downsample)}"
+        )
+
+
+class Tokenizer(nn.Module):
+    """Encoder -> quantizer -> decoder. Subclasses pass their `ConvSpec` fields and define
+    `token_shape`; everything else is shared."""
+
+    def __init__(self, config: Any, **spec: Any):
+        super().__init__()
+        self.config = config
+        _check_architecture(config, spec.get("temporal_downsample"))
+        self.quantizer: Quantizer = build_quantizer(config.quantizer)
+        self.spec = ConvSpec(latent_dim=self.quantizer.dim, **spec)
+        self.encoder = Encoder(self.spec)
+        self.decoder = Decoder(self.spec)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Xavier convs, zero biases; the second conv of each res block starts at zero (the block
+        starts as its skip path), and adaptive norms start as plain GroupNorm (scale = shift = 0)."""
+        for module in [*self.encoder.modules(), *self.decoder.modules()]:
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.GroupNorm) and module.affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in [*self.encoder.modules(), *self.decoder.modules()]:
+            if isinstance(module, ResBlock):
+                nn.init.zeros_(module.conv2.weight)
+            elif isinstance(module, Norm) and module.scale is not None:
+                nn.init.zeros_(module.scale.weight)
+                nn.init.zeros_(module.shift.weight)
+
+    # -- shapes ---------------------------------------------------------------------------------
+
+    def token_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(t, h, w) of the tokens of a (frames, height, width) clip; MagvitError if it cannot tile."""
+        f = 2 ** (len(self.spec.multipliers) - 1)
+        name = self.config.name
+        check_tiling(name, "height", height, f)
+        check_tiling(name, "width", width, f)
+        return self._token_frames(frames), height // f, width // f
+
+    def _token_frames(self, frames: int) -> int:
+        """Latent frames of a clip; 2D tokenizers keep every frame."""
+        if frames < 1:
+            raise MagvitError(f"{self.config.name} needs at least one frame, got {frames}")
+        return frames
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def _check_video(self, video: Tensor) -> None:
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise MagvitError(
+                f"{self.config.name} takes video (B, 3, T, H, W) in [-1, 1] (an image is T = 1), "
+                f"got shape {tuple(video.shape)}"
+            )
+        self.token_shape(*video.shape[2:])
+
+    # -- the model ------------------------------------------------------------------------------
+
+    def encode_latent(self, video: Tensor) -> Tensor:
+        """(B, 3, T, H, W) -> z (B, D, t, h, w), before quantization."""
+        self._check_video(video)
+        return self.encoder(video)
+
+    def decode_latent(self, quantized: Tensor) -> Tensor:
+        """(B, D, t, h, w) -> video (B, 3, T, H, W), not clamped."""
+        return self.decoder(quantized)
+
+    def forward(self, video: Tensor) -> TokenizerOutput:
+        quant = self.quantizer(self.encode_latent(video))
+        return TokenizerOutput(recon=self.decode_latent(quant.quantized), ids=quant.ids, quant=quant)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> ids (B, t, h, w) int64 in [0, codebook_size)."""
+        return self.quantizer(self.encode_latent(video)).ids
+
+    def decode(self, ids: Tensor) -> Tensor:
+        """ids (B, t, h, w) -> video (B, 3, T, H, W), not clamped."""
+        if ids.ndim != 4 or ids.dtype.is_floating_point:
+            raise MagvitError(
+                f"{self.config.name}.decode takes integer ids (B, t, h, w), "
+                f"got {ids.dtype} of shape {tuple(ids.shape)}"
+            )
+        return self.decode_latent(self.embed_ids(ids))
+
+    def code_embeddings(self) -> Tensor:
+        """(codebook_size, D): the vector of every code (for the transformer's input embedding)."""
+        return self.quantizer.codebook()
+
+    def embed_ids(self, ids: Tensor) -> Tensor:
+        """ids (B, t, h, w) -> code vectors (B, D, t, h, w)."""
+        return self.quantizer.embed(ids)
+
+    def last_layer_weight(self) -> Tensor:
+        """The decoder's final conv weight (VQGAN's adaptive GAN weight uses its gradients)."""
+        return self.decoder.conv_out.weight
+
+    # -- release weights ------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` into `directory`, each atomically."""
+        directory = Path(directory)
+        meta = {"format": FORMAT, "version": VERSION, "config": to_dict(self.config)}
+        atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(weights, str(tmp), metadata={"format": FORMAT})
+        return directory
+
+    @classmethod
+    def load_pretrained(cls, directory: str | Path) -> Tokenizer:
+        model = load_tokenizer(directory)
+        if not isinstance(model, cls):
+            raise MagvitError(f"{directory}: holds a {model.config.name} tokenizer, not a {cls.__name__}")
+        return model
+
+
+def load_tokenizer(directory: str | Path, map_location: str | torch.device = "cpu") -> Tokenizer:
+    """Rebuild a tokenizer from a `save_pretrained` folder; MagvitError if anything does not match."""
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise MagvitError(
+                f"{path}: not found; a tokenizer folder holds config.json and model.safetensors"
+            )
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise MagvitError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise MagvitError(
+            f"{config_path}: not a magvit tokenizer config "
+            f"(expected format '{FORMAT}' and a 'config' mapping)"
+        )
+    if meta.get("version") != VERSION:
+        raise MagvitError(
+            f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {VERSION}"
+        )
+    config = build_registered(TOKENIZERS, meta["config"], source=str(config_path))
+    model = TOKENIZERS[config.name].build(config)
+    try:
+        weights = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        raise MagvitError(f"{weights_path}: cannot read safetensors ({e})") from None
+    load_weights(model, weights, str(weights_path))
+    return model.to(map_location)
+
+
+def load_weights(model: nn.Module, weights: dict[str, Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)`, but a mismatch is one MagvitError line naming the first key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. '{missing[0]}')"] if missing else []
+        parts += [f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')"] if unexpected else []
+        raise MagvitError(f"{source}: weights do not match the config: {', '.join(parts)} keys")
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            raise MagvitError(
+                f"{source}: weights do not match the config: '{k}' has shape {tuple(weights[k].shape)}, "
+                f"the model expects {tuple(v.shape)}"
+            )
+    model.load_state_dict(weights, strict=True)
+
+
+def build_tokenizer(name: str, preset: str = "tiny", **overrides: Any) -> Tokenizer:
+    """`build_tokenizer("vq3d", "base", quantizer={"name": "fsq"})`; keys validated like a config."""
+    config = build_registered(
+        TOKENIZERS, {"name": name, "preset": preset, **overrides}, source="build_tokenizer"
+    )
+    return TOKENIZERS[name].build(config)

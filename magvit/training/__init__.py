@@ -1,0 +1,1 @@
+"""Training recipes (`train-tokenizer`, `train`) and what they share."""

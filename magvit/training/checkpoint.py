@@ -1,0 +1,156 @@
+"""Training checkpoints as plain data: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a folder `<run>/checkpoints/step-00001000/` holding
+- `<name>.safetensors` for each model (unwrapped, uncompiled weights) and its EMA,
+- `<name>.optim.safetensors` + `<name>.optim.json` for each optimizer (tensor state / hyper-params),
+- `rng.safetensors` (torch CPU and CUDA generator states) and `state.json` (step, epoch, batch
+  position, Python and NumPy RNG states, the resolved config).
+It is written into `step-….tmp` and renamed when complete, so a crash never leaves a half
+checkpoint that `latest_checkpoint` would pick; only the newest `keep` are kept. Nothing is
+pickled, and everything loads with the safe loaders (`weights_only` semantics).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from magvit.errors import MagvitError
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+def load_state_dict_into(module: nn.Module, path: Path) -> None:
+    """Load safetensors weights with strict key and shape checks; one clear line on mismatch."""
+    state = load_file(str(path))
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise MagvitError(f"{path}: weights do not match the model: {'; '.join(parts)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _optimizer_to_plain(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in sd["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_plain(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in [*tensors.items(), *meta["scalars"].items()]:
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    plain = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+    return tensors, plain
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    version, state, gauss = plain["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(
+    directory: Path, step: int, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+    state: dict, keep: int,
+) -> Path:
+    """Write `directory/step-XXXXXXXX` atomically and delete all but the newest `keep`."""
+    final = directory / f"step-{step:08d}"
+    tmp = directory / f"step-{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        save_state_dict(module.state_dict(), tmp / f"{name}.safetensors")
+    for name, optimizer in optimizers.items():
+        tensors, meta = _optimizer_to_plain(optimizer)
+        save_state_dict(tensors, tmp / f"{name}.optim.safetensors")
+        (tmp / f"{name}.optim.json").write_text(json.dumps(meta))
+    rng_tensors, rng_plain = _rng_state()
+    save_state_dict(rng_tensors, tmp / "rng.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": rng_plain}, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints under `directory`, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    path: Path, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer]
+) -> dict:
+    """Restore modules, optimizers and RNG states in place; return the saved `state.json` dict."""
+    if not (path / "state.json").is_file():
+        raise MagvitError(f"{path}: not a magvit training checkpoint (no state.json)")
+    for name, module in modules.items():
+        file = path / f"{name}.safetensors"
+        if not file.is_file():
+            raise MagvitError(f"{path}: checkpoint has no {file.name}; it was written by another kind of run")
+        load_state_dict_into(module, file)
+    for name, optimizer in optimizers.items():
+        meta = json.loads((path / f"{name}.optim.json").read_text())
+        tensors = load_file(str(path / f"{name}.optim.safetensors"))
+        try:
+            optimizer.load_state_dict(_optimizer_from_plain(tensors, meta))
+        except (ValueError, KeyError) as e:
+            raise MagvitError(f"{path}: optimizer state {name} does not match this run ({e})") from None
+    state = json.loads((path / "state.json").read_text())
+    _set_rng_state(load_file(str(path / "rng.safetensors")), state.pop("rng"))
+    return state

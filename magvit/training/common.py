@@ -1,0 +1,161 @@
+"""Pieces both training recipes share: optimizer + lr schedule, EMA, metric logs, accelerate."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from magvit.errors import MagvitError
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam(W) with linear warm-up then cosine decay to `min_lr_ratio * lr`."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How long and how often: shared by `train-tokenizer` and `train`."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema_decay: float | None = 0.999
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 10
+    val_every: int = 200
+    val_batches: int = 2
+    save_every: int = 500
+    keep_last: int = 2
+
+
+def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
+    """Learning rate at optimizer step `step` (0-based) of `total`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model).eval()
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model; buffers are copied. Every process does the same
+    update on the same (synchronised) weights, so the EMA stays identical across processes."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+class CsvLog:
+    """Appends rows of metrics to a CSV file; the columns are fixed by the first row written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.columns: list[str] | None = None
+        if path.is_file() and path.stat().st_size > 0:
+            with path.open() as f:
+                self.columns = next(csv.reader(f))
+
+    def write(self, row: dict[str, float | int | str]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self.columns])
+
+
+def _fmt(value) -> str:
+    if torch.is_tensor(value):
+        value = value.item()
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """On resume: drop rows logged after the checkpoint's step (they will be logged again)."""
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def make_accelerator(mixed_precision: str, grad_accum: int):
+    """An `accelerate.Accelerator`; fp16 on a machine without CUDA is one clear error."""
+    from accelerate import Accelerator
+
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise MagvitError("mixed_precision fp16 needs a CUDA GPU; use bf16 or no on this machine")
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+
+
+def find_epoch_sampler(loader):
+    """The `EpochSampler` inside a (possibly accelerate-prepared) DataLoader."""
+    from magvit.data import EpochSampler
+
+    seen, todo = set(), [loader]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, EpochSampler):
+            return obj
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        todo += [getattr(obj, "batch_sampler", None), getattr(obj, "sampler", None)]
+    raise TypeError("the loader was not built by magvit.data.build_dataloader")
+
+
+def infinite_batches(loader, start_epoch: int, skip: int):
+    """Yield (epoch, index_in_epoch, batch) forever; starts at `skip` batches into `start_epoch`.
+
+    Skipping works on indices (the sampler's permutation is a function of seed and epoch), so
+    resuming never loads the skipped data.
+    """
+    from accelerate import skip_first_batches
+
+    sampler, epoch = find_epoch_sampler(loader), start_epoch
+    while True:
+        sampler.set_epoch(epoch)
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        source = skip_first_batches(loader, skip) if skip else loader
+        for i, batch in enumerate(source, start=skip):
+            yield epoch, i, batch
+        epoch, skip = epoch + 1, 0

@@ -1,0 +1,65 @@
+"""The `magvit` command: help, one-line errors with exit code 2, config show, data preview."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from magvit.cli import main
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted(ROOT.joinpath("configs").rglob("*.yaml"))
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "magvit", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_help_lists_the_subcommands():
+    out = _run("--help")
+    assert out.returncode == 0
+    for name in ("config", "data", "train-tokenizer"):
+        assert name in out.stdout
+
+
+def test_unknown_override_is_one_line_and_exit_2():
+    out = _run("config", "show", str(CONFIGS[0]), "bogus.key=1")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bogus.key" in lines[0] and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_rejects_a_bogus_key(path, capsys):
+    assert main(["config", "show", str(path), "bogus.key=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'bogus.key'" in err and str(path) in err
+
+
+def test_config_show_prints_the_resolved_config(capsys):
+    assert main(["config", "show", str(ROOT / "configs/data/moving_digits.yaml"), "dataset.frames=5"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["dataset"]["frames"] == 5 and shown["dataset"]["num_digits"] == 1 and shown["kind"] == "data"
+
+
+def test_data_preview_writes_a_gif(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "p.gif"
+    args = ["data", "preview", "moving_digits", "--out", str(out), "--num", "4", "dataset.frames=6", "dataset.size=32"]
+    assert main(args) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == 6 and gif.size == (2 + 2 * 34, 2 + 2 * 34)
+    images = str(ROOT / "configs/data/digit_images.yaml")
+    assert main(["data", "preview", images, "--out", str(tmp_path / "d.png")]) == 0
+
+
+def test_data_preview_errors(tmp_path, capsys):
+    assert main(["data", "preview", "nope", "--out", str(tmp_path / "x.gif")]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+    assert main(["data", "preview", "video_folder", "--out", str(tmp_path / "x.gif"), f"dataset.root={tmp_path}"]) == 2
+    assert "no video files" in capsys.readouterr().err
+    assert main(["data", "preview", "moving_digits", "--out", str(tmp_path / "x.webm")]) == 2
+    assert "unsupported video format" in capsys.readouterr().err

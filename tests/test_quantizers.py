@@ -1,0 +1,265 @@
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from magvit.config import build_registered
+from magvit.errors import MagvitError
+from magvit.tokenizers.quantizers import (
+    QUANTIZERS,
+    FSQConfig,
+    LFQConfig,
+    VQConfig,
+    bits_to_ids,
+    build_quantizer,
+    ids_to_bits,
+    lfq_entropy,
+)
+
+SMALL = {
+    "vq": VQConfig(codebook_size=64, dim=8),
+    "vq_cosine": VQConfig(codebook_size=64, dim=8, l2_normalize=True),
+    "vq_ema": VQConfig(codebook_size=64, dim=8, ema=True),
+    "lfq": LFQConfig(bits=8, entropy_groups=2),
+    "fsq": FSQConfig(levels=(8, 5, 5, 4)),
+}
+SHAPES = [(2, 5, 6), (2, 3, 4, 5)]  # spatial dims of images (h, w) and video (t, h, w)
+
+
+def _brute_force_probs(z: torch.Tensor, tau: float) -> torch.Tensor:
+    """(N, d) -> (N, 2^d) softmax over every code in {-1, 1}^d of 2 z.c / tau, in float64."""
+    codes = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=z.shape[1])), dtype=torch.float64)
+    return torch.softmax(2 * z.double() @ codes.T / tau, dim=-1)
+
+
+def _entropy64(p: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(p, p).sum(-1)
+
+
+def test_registry_builds_each_family_from_a_config_section():
+    assert {"vq", "lfq", "fsq"} <= set(QUANTIZERS)
+    fsq = build_quantizer(build_registered(QUANTIZERS, {"name": "fsq", "levels": [8, 5, 5]}))
+    assert fsq.codebook_size == 200 and fsq.dim == 3
+    lfq = build_quantizer(build_registered(QUANTIZERS, {"name": "lfq", "bits": 10}))
+    assert lfq.codebook_size == 1024 and lfq.dim == 10
+    vq = build_quantizer(VQConfig())
+    assert vq.codebook().shape == (1024, 256)
+
+
+@pytest.mark.parametrize("spatial", SHAPES, ids=["image", "video"])
+@pytest.mark.parametrize("name", SMALL)
+def test_shapes_ids_and_embed_round_trip(name, spatial):
+    quantizer = build_quantizer(SMALL[name]).eval()
+    z = torch.randn(2, quantizer.dim, *spatial)
+    out = quantizer(z)
+    assert out.quantized.shape == z.shape and out.quantized.dtype == torch.float32
+    assert out.ids.shape == (2, *spatial) and out.ids.dtype == torch.int64
+    assert 0 <= out.ids.min() and out.ids.max() < quantizer.codebook_size
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    assert all(v.dim() == 0 and not v.requires_grad for v in out.metrics.values())
+    assert 0 < out.metrics["usage"] <= 1
+    # ids -> code vectors reproduces the quantized output exactly, through embed and codebook
+    assert torch.equal(quantizer.embed(out.ids), out.quantized)
+    flat = out.quantized.movedim(1, -1).reshape(-1, quantizer.dim)
+    assert torch.equal(quantizer.codebook()[out.ids.flatten()], flat)
+
+
+@pytest.mark.parametrize("name", ["lfq", "fsq"])
+def test_codebook_rows_are_distinct(name):
+    codebook = build_quantizer(SMALL[name]).codebook()
+    assert codebook.shape[0] == build_quantizer(SMALL[name]).codebook_size
+    assert torch.unique(codebook, dim=0).shape[0] == codebook.shape[0]
+    assert codebook.abs().max() <= 1
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_gradients_reach_z_straight_through(name):
+    quantizer = build_quantizer(SMALL[name]).train()
+    z = torch.randn(2, quantizer.dim, 3, 4, 4, requires_grad=True)
+    weight = torch.randn_like(z)
+    (quantizer(z).quantized * weight).sum().backward()
+    assert torch.isfinite(z.grad).all() and (z.grad != 0).float().mean() > 0.9
+    if name in ("vq", "vq_ema", "lfq"):  # identity gradient: d quantized / d z = 1
+        torch.testing.assert_close(z.grad, weight)
+
+
+@pytest.mark.parametrize("name", ["vq", "vq_ema", "lfq"])
+def test_losses_follow_their_definition(name):
+    cfg = SMALL[name]
+    quantizer = build_quantizer(cfg).eval()
+    z = torch.randn(2, quantizer.dim, 4, 4)
+    out = quantizer(z)
+    mse = F.mse_loss(z, out.quantized)
+    if name == "lfq":
+        expected = cfg.commitment * mse + cfg.entropy_weight * out.metrics["entropy_loss"]
+    else:
+        expected = (cfg.commitment + (0.0 if cfg.ema else cfg.codebook_weight)) * mse
+    torch.testing.assert_close(out.loss, expected)
+    assert build_quantizer(SMALL["fsq"])(torch.randn(2, 4, 3, 3)).loss == 0
+
+
+def test_wrong_channel_count_is_a_user_error():
+    with pytest.raises(MagvitError, match=r"expects z of shape \(B, 8"):
+        build_quantizer(SMALL["lfq"])(torch.randn(2, 7, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# LFQ
+
+
+def test_ids_bits_round_trip():
+    ids = torch.randint(0, 2**18, (1000,))
+    bits = ids_to_bits(ids, 18)
+    assert set(bits.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(bits_to_ids(bits), ids)
+    expected = torch.tensor([[-1.0, -1, -1], [1, -1, -1], [-1, 1, 1]])
+    assert torch.equal(ids_to_bits(torch.tensor([0, 1, 6]), 3), expected)
+
+
+def test_lfq_quantizes_to_signs_with_zero_negative():
+    lfq = build_quantizer(LFQConfig(bits=4, entropy_groups=1))
+    z = torch.tensor([0.3, 0.0, -2.0, 5.0]).view(1, 4, 1, 1)
+    out = lfq(z)
+    assert out.quantized.flatten().tolist() == [1.0, -1.0, -1.0, 1.0]
+    assert out.ids.item() == 1 + 8
+
+
+@pytest.mark.parametrize("bits", [4, 8, 10])
+@pytest.mark.parametrize("tau,scale", [(0.01, 0.01), (1.0, 1.0), (0.01, 1.0)], ids=["soft", "wide", "sharp"])
+def test_lfq_entropies_equal_brute_force(bits, tau, scale):
+    z = torch.randn(256, bits, dtype=torch.float64) * scale
+    probs = _brute_force_probs(z, tau)  # (N, 2^d)
+    per_token, codebook = lfq_entropy(z, tau, groups=1)
+    torch.testing.assert_close(per_token, _entropy64(probs).mean(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(codebook, _entropy64(probs.mean(0)), rtol=1e-9, atol=1e-9)
+    # the same in fp32, as the quantizer computes it
+    per_token32, codebook32 = lfq_entropy(z.float(), tau, groups=1)
+    torch.testing.assert_close(per_token32.double(), per_token, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(codebook32.double(), codebook, rtol=1e-4, atol=1e-4)
+    # grouped bits: an upper bound on the joint codebook entropy (subadditivity)
+    _, grouped = lfq_entropy(z, tau, groups=2)
+    assert grouped >= codebook - 1e-9
+
+
+def test_lfq_bits_must_divide_into_groups():
+    with pytest.raises(MagvitError, match="divisible by entropy_groups"):
+        build_quantizer(LFQConfig(bits=9, entropy_groups=2))
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the element count of the largest tensor any op produces."""
+
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.largest = max([self.largest, *sizes])
+        return out
+
+
+def test_lfq_18_bits_on_10240_tokens_never_materialises_the_codebook():
+    lfq = build_quantizer(LFQConfig(bits=18, entropy_groups=2)).train()
+    z = torch.randn(4, 18, 10, 16, 16, requires_grad=True)  # 10,240 tokens
+    n = z.numel() // 18
+    with _LargestTensor() as mode:
+        lfq(z).loss.backward()
+    assert torch.isfinite(z.grad).all()
+    # O(N (d + 2^(d/groups))): the doubling product builds N x 2^9; N x 2^18 would be 512x more
+    assert mode.largest <= 2 * n * 2**9 < n * 2**18
+
+
+def test_lfq_is_fp32_exact_under_bf16_autocast():
+    lfq = build_quantizer(LFQConfig(bits=10, entropy_groups=2))
+    z = torch.randn(2, 10, 4, 8, 8)
+    reference = lfq(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lfq(z)
+    assert out.quantized.dtype == torch.float32
+    assert torch.equal(out.loss, reference.loss)
+    for key, value in reference.metrics.items():
+        assert torch.equal(out.metrics[key], value), key
+
+
+# ---------------------------------------------------------------------------------------------
+# FSQ
+
+
+def test_fsq_reaches_every_level_and_ids_are_mixed_radix():
+    levels = (8, 5, 2, 3)
+    fsq = build_quantizer(FSQConfig(levels=levels))
+    assert fsq.codebook_size == math.prod(levels) == 240
+    out = fsq(torch.randn(1, 4, 64, 64) * 3)
+    codes = out.quantized.movedim(1, -1).reshape(-1, 4)
+    for channel, n_levels in enumerate(levels):
+        values = codes[:, channel].unique()
+        assert len(values) == n_levels and values.min() == -1 and values.max() <= 1
+    # the digits read off the code values rebuild the id: id = d0 + 8 d1 + 40 d2 + 80 d3
+    half = torch.tensor([n // 2 for n in levels])
+    digits = (codes * half + half).round().long()
+    ids = (digits * torch.tensor([1, 8, 40, 80])).sum(-1)
+    assert torch.equal(ids, out.ids.flatten())
+    # and every id maps to a code that reads back to the same id
+    all_digits = (fsq.codebook() * half + half).round().long()
+    assert torch.equal((all_digits * torch.tensor([1, 8, 40, 80])).sum(-1), torch.arange(240))
+
+
+# ---------------------------------------------------------------------------------------------
+# VQ
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_vq_picks_the_true_nearest_code_in_chunks(l2):
+    vq = build_quantizer(VQConfig(codebook_size=100, dim=6, l2_normalize=l2, init="normal")).double().eval()
+    vq.max_distance_elements = 700  # 7 tokens per chunk
+    z = torch.randn(3, 6, 5, 7, dtype=torch.float64)
+    out = vq(z)
+    flat = z.movedim(1, -1).reshape(-1, 6)
+    if l2:
+        flat = F.normalize(flat, dim=-1)
+    expected = torch.cdist(flat, vq.codebook()).argmin(-1)
+    assert torch.equal(out.ids.flatten(), expected)
+
+
+def test_vq_ema_moves_codes_toward_assigned_inputs():
+    vq = build_quantizer(VQConfig(codebook_size=4, dim=2, ema=True, ema_decay=0.8, restart_dead_codes=False))
+    centers = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
+    with torch.no_grad():
+        vq.codes.copy_(centers * 0.5)
+    z = (centers.repeat(64, 1) + 0.05 * torch.randn(256, 2)).T.reshape(1, 2, 16, 16)
+    before = (vq.codes - centers).norm(dim=-1)
+    vq.train()
+    for _ in range(10):
+        out = vq(z)
+    after = (vq.codes - centers).norm(dim=-1)
+    assert torch.all(after < 0.2 * before)
+    assert vq.codes.grad is None and not vq.codes.requires_grad and "codebook" not in out.metrics
+    assert torch.equal(out.ids.flatten().bincount(minlength=4), torch.full((4,), 64))
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_vq_restarts_dead_codes_from_batch_outputs(ema):
+    vq = build_quantizer(VQConfig(codebook_size=8, dim=4, ema=ema, ema_decay=0.5, dead_code_threshold=1.0))
+    with torch.no_grad():
+        vq.codes.copy_(torch.cat([torch.eye(4), torch.full((4, 4), 100.0)]))  # codes 4..7 never win
+    z = (torch.eye(4).repeat(16, 1) + 0.1 * torch.randn(64, 4)).T.reshape(1, 4, 8, 8)
+    tokens = z.movedim(1, -1).reshape(-1, 4)
+    vq.eval()
+    for _ in range(8):
+        vq(z)
+    assert torch.all(vq.codes[4:] > 99), "no restarts in eval mode"
+    vq.train()
+    # usage starts at the fair share 64 / 8 = 8 and halves each step: dead (< 1) after 4 steps
+    for _ in range(4):
+        vq(z)
+    assert torch.all(vq.codes[4:] > 99)  # (the EMA's Laplace smoothing moves them a hair)
+    out = vq(z)
+    assert vq.codes[4:].abs().max() < 2 and torch.all(vq.usage >= 1.0)
+    assert torch.all(out.ids.flatten().bincount(minlength=8)[4:] > 0), "restarted codes win tokens at once"
+    if not ema:  # the EMA update has already moved them on
+        matches = (vq.codes[4:, None, :] - tokens[None]).abs().amax(-1) == 0  # (4, 64)
+        assert matches.any(-1).all(), "each restarted code is one of this batch's encoder outputs"

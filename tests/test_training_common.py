@@ -1,0 +1,101 @@
+"""Checkpoints (plain data, atomic, keep-last-K, exact restore), lr schedule, EMA, CSV logs."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from magvit.errors import MagvitError
+from magvit.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from magvit.training.common import CsvLog, OptimConfig, lr_at, make_ema, truncate_log, update_ema
+
+
+def _model_and_opt(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.0, 0.99))
+    return model, opt
+
+
+def _train(model, opt, steps):
+    for _ in range(steps):
+        x = torch.randn(16, 4)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def test_checkpoint_restores_everything_exactly(tmp_path):
+    model, opt = _model_and_opt()
+    _train(model, opt, 3)
+    save_checkpoint(tmp_path, 3, {"model": model}, {"opt": opt}, {"epoch": 1, "next_batch": 2}, keep=2)
+    after = [_train(model, opt, 2), random.random(), np.random.rand()]
+
+    model2, opt2 = _model_and_opt(seed=1)  # other weights: all must come from the checkpoint
+    state = load_checkpoint(latest_checkpoint(tmp_path), {"model": model2}, {"opt": opt2})
+    assert state["step"] == 3 and state["epoch"] == 1 and state["next_batch"] == 2
+    again = [_train(model2, opt2, 2), random.random(), np.random.rand()]
+    assert again == after, "RNG, optimizer moments and weights all restored"
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_files_are_plain_and_old_ones_are_pruned(tmp_path):
+    model, opt = _model_and_opt()
+    _train(model, opt, 1)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, {"model": model}, {"opt": opt}, {}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    files = {p.name for p in latest_checkpoint(tmp_path).iterdir()}
+    assert files == {"model.safetensors", "opt.optim.safetensors", "opt.optim.json", "rng.safetensors", "state.json"}
+    json.loads((latest_checkpoint(tmp_path) / "opt.optim.json").read_text())
+    (tmp_path / "step-00000009.tmp").mkdir()  # an interrupted write is never picked
+    assert latest_checkpoint(tmp_path).name == "step-00000003"
+
+
+def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
+    model, opt = _model_and_opt()
+    save_checkpoint(tmp_path, 1, {"model": model}, {"opt": opt}, {}, keep=1)
+    other = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Linear(16, 2))
+    with pytest.raises(MagvitError, match="of another shape"):
+        load_checkpoint(latest_checkpoint(tmp_path), {"model": other}, {})
+    with pytest.raises(MagvitError, match="no disc.safetensors"):
+        load_checkpoint(latest_checkpoint(tmp_path), {"disc": model}, {})
+    with pytest.raises(MagvitError, match="not a magvit training checkpoint"):
+        load_checkpoint(tmp_path, {"model": model}, {})
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lr_at(100, 100, cfg) == pytest.approx(0.1)
+
+
+def test_ema_moves_toward_the_model():
+    model, _ = _model_and_opt()
+    ema = make_ema(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in ema.parameters()]
+    update_ema(ema, model, decay=0.9)
+    for e, b, p in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p)
+        assert not e.requires_grad
+
+
+def test_csv_log_appends_and_truncates_on_resume(tmp_path):
+    log = CsvLog(tmp_path / "m.csv")
+    for step in range(1, 5):
+        log.write({"step": step, "loss": 1.0 / step})
+    truncate_log(tmp_path / "m.csv", 2)
+    CsvLog(tmp_path / "m.csv").write({"step": 3, "loss": 0.5})
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
