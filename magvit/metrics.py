@@ -83,7 +83,7 @@ def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.nd
     f = np.asarray(features.detach().cpu() if torch.is_tensor(features) else features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise MagvitError(f"Frechet statistics need (N >= 2, D) features, got shape {f.shape}")
-    return f.mean(0), np.cov(f, rowvar=False)
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))  # (D, D) even for D = 1
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
