@@ -130,6 +130,47 @@ def train_tokenizer(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# magvit bench tokenizers | decode | quality
+
+
+def _bench_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default fp32)")
+    p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported (default 3)")
+
+
+def _bench_tokenizers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizers", nargs="+", required=True, metavar="A",
+                   help="saved tokenizer folders or name:preset (random weights), e.g. vq3d:tiny causal3d:tiny")
+    p.add_argument("--data", default="moving_digits",
+                   help="moving_digits, bundled_clips, or a folder of videos or images (default moving_digits)")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip, the same for all (default 16)")
+    p.add_argument("--size", type=int, default=64, help="clip height and width (default 64)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per encode/decode call (default 8)")
+    p.add_argument("--num-clips", type=int, default=32, help="clips the quality metrics average over (default 32)")
+    p.add_argument("--i3d", default=None, help="local I3D (TorchScript or .safetensors) for reconstruction FVD")
+    p.add_argument("--inception", default=None, help="local Inception (TorchScript or .safetensors) for rFID")
+    _bench_common_args(p)
+
+
+@command("tokenizers", "compare tokenizers on the same clips: quality, compression, speed, memory", group="bench")
+@arguments(_bench_tokenizers_args)
+def bench_tokenizers(args: argparse.Namespace) -> None:
+    from magvit.bench import write_table
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.tokenizers import bench_tokenizers
+
+    table = bench_tokenizers(
+        args.tokenizers, args.data, frames=args.frames, size=args.size, device=resolve_device(args.device),
+        dtype=args.dtype, batch_size=args.batch_size, num_clips=args.num_clips, i3d=args.i3d,
+        inception=args.inception, warmup=args.warmup, repeats=args.repeats,
+    )
+    write_table(table, args.out)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,186 @@
+"""Benchmark tables: one row per method, printed on the terminal and written as JSON, CSV, Markdown.
+
+A `Table` holds plain values (numbers, strings, None = "n/a") under column keys, the notes that
+explain every "n/a" and every caveat (random weights, which memory is measured), and the
+environment a figure needs to be reproduced: the exact command, the device, the torch version,
+the date and the git commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magvit.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str  # with its unit, e.g. "encode clips/s"
+    digits: int = 3  # significant digits shown (JSON and CSV keep full precision)
+
+
+@dataclass
+class Table:
+    name: str  # file stem: tokenizers -> tokenizers.json / .csv / .md
+    title: str
+    columns: list[Column]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """'NVIDIA H100 80GB HBM3' or '2-core CPU (x86_64)': what a reader needs to compare figures."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores}-core CPU ({platform.machine()})"
+
+
+def git_commit() -> str:
+    """Short hash of HEAD of the checkout this package runs from, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def environment(device: torch.device | str, argv: list[str] | None = None) -> dict[str, str]:
+    """The facts every published figure carries: command, device, torch, date, commit."""
+    argv = sys.argv[1:] if argv is None else argv
+    return {
+        "command": "magvit " + shlex.join(argv),
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": git_commit(),
+    }
+
+
+def format_value(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "nan"
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            whole = len(str(int(abs(value)))) if abs(value) >= 1 else 0
+            return f"{value:.{max(digits - whole, 0)}f}" if abs(value) >= 1 else f"{value:.{digits}g}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _cells(table: Table) -> list[list[str]]:
+    return [[format_value(row.get(c.key), c.digits) for c in table.columns] for row in table.rows]
+
+
+def render_text(table: Table) -> str:
+    """An aligned plain-text table with its title, notes and environment, for the terminal."""
+    headers = [c.header for c in table.columns]
+    cells = _cells(table)
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda parts: "  ".join(p.rjust(w) if i else p.ljust(w) for i, (p, w) in enumerate(zip(parts, widths)))
+    out = [table.title, line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+    out += [f"note: {n}" for n in table.notes]
+    env = table.environment
+    if env:
+        out.append(f"{env['device']}, torch {env['torch']}, {env['date']}, commit {env['commit']}")
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(table: Table) -> str:
+    escape = lambda s: s.replace("|", "\\|")
+    out = [f"### {table.title}", ""]
+    env = table.environment
+    if env:
+        out += [f"`{env['command']}`", "", f"{env['device']}, torch {env['torch']}, {env['date']}, "
+                f"commit `{env['commit']}`", ""]
+    out.append("| " + " | ".join(escape(c.header) for c in table.columns) + " |")
+    out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+    out += ["| " + " | ".join(escape(v) for v in row) + " |" for row in _cells(table)]
+    if table.notes:
+        out += [""] + [f"- {escape(n)}" for n in table.notes]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.key for c in table.columns])
+    for row in table.rows:
+        writer.writerow(["" if row.get(c.key) is None else row.get(c.key) for c in table.columns])
+    return buffer.getvalue()
+
+
+def to_json(table: Table) -> dict[str, Any]:
+    """Rows keep every key they hold (also those not shown as columns); None is "n/a"."""
+    return {
+        "name": table.name,
+        "title": table.title,
+        "columns": [{"key": c.key, "header": c.header} for c in table.columns],
+        "rows": table.rows,
+        "notes": table.notes,
+        "environment": table.environment,
+    }
+
+
+def write_table(table: Table, out: str | Path | None) -> list[Path]:
+    """Print the table; with `out`, also write <name>.json, .csv and .md there (atomically)."""
+    print(render_text(table), end="", flush=True)
+    if out is None:
+        return []
+    out = Path(out)
+    paths = [out / f"{table.name}.{ext}" for ext in ("json", "csv", "md")]
+    text = json.dumps(_finite(to_json(table)), indent=2, allow_nan=False, default=_json_default)
+    atomic_write_text(paths[0], text + "\n")
+    atomic_write_text(paths[1], render_csv(table))
+    atomic_write_text(paths[2], render_markdown(table))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return paths
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become None: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,136 @@
+"""`magvit bench`: each command on tiny presets on CPU, its JSON / CSV / Markdown, and its helpers."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from magvit.bench.features import InceptionI3d, _load_into, lpips_per_clip
+from magvit.bench.measure import PeakMemory, time_call
+from magvit.bench.report import Column, Table, format_value, write_table
+from magvit.cli import main
+from magvit.errors import MagvitError
+from magvit.tokenizers import build_tokenizer
+
+FAST = ["--warmup", "0", "--repeats", "1"]
+
+
+def _table(out, name):
+    data = json.loads((out / f"{name}.json").read_text())
+    assert set(data) >= {"rows", "columns", "notes", "environment"}
+    assert {"command", "device", "torch", "date", "commit"} <= set(data["environment"])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# bench tokenizers
+
+
+class MeanFeatures(nn.Module):
+    """A stand-in feature extractor: per-channel mean and std, (N, C, ...) -> (N, 2C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        return torch.cat([flat.mean(-1), flat.std(-1)], 1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is how I3D files ship
+def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
+    saved = build_tokenizer("vqgan2d", "tiny").save_pretrained(tmp_path / "mine")
+    scripted = torch.jit.script(MeanFeatures())
+    scripted.save(str(tmp_path / "features.pt"))
+    out = tmp_path / "out"
+    argv = ["bench", "tokenizers", "--tokenizers", str(saved), "vq3d:tiny", "--frames", "4", "--size", "16",
+            "--num-clips", "3", "--batch-size", "2", "--i3d", str(tmp_path / "features.pt"),
+            "--inception", str(tmp_path / "features.pt"), "--out", str(out), *FAST]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "vq3d:tiny" in printed and "PSNR" in printed
+    data = _table(out, "tokenizers")
+    rows = data["rows"]
+    assert [r["tokenizer"] for r in rows] == [str(saved), "vq3d:tiny"]
+    assert [r["weights"] for r in rows] == ["trained", "random"]
+    assert [r["token_grid"] for r in rows] == ["4x4x4", "1x4x4"]
+    for row in rows:
+        tokens = row["tokens_per_clip"]
+        assert row["bits_per_pixel"] == pytest.approx(tokens * math.log2(row["codebook_size"]) / (4 * 16 * 16))
+        assert 0 < row["usage_pct"] <= 100 and 1 <= row["perplexity"] <= row["codebook_size"]
+        assert row["perplexity"] <= 3 * tokens  # no more distinct codes than tokens seen
+        assert -1 <= row["ssim"] <= 1 and math.isfinite(row["psnr"])
+        assert row["fvd"] >= -1e-6 and row["fid"] >= -1e-6
+        assert row["encode_clips_per_s"] > 0 and row["decode_clips_per_s"] > 0 and row["peak_mib"] >= 0
+        assert row["lpips"] is None  # no AlexNet weights in the test machine's hub cache
+    assert any("LPIPS n/a" in n for n in data["notes"]) and any("random" in n for n in data["notes"])
+    with open(out / "tokenizers.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and table[1]["tokenizer"] == "vq3d:tiny"
+    assert (out / "tokenizers.md").read_text().count("\n| ") >= 3  # header + 2 rows
+
+
+def test_bench_tokenizers_names_the_tokenizer_and_the_fix(capsys):
+    argv = ["bench", "tokenizers", "--tokenizers", "vqgan2d:tiny", "causal3d:tiny", "--frames", "16",
+            "--size", "16", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "causal3d:tiny" in err and "--frames 17" in err
+    # vq3d needs 4k frames, causal3d 1 + 4k: there is no fair common clip
+    assert main(["bench", "tokenizers", "--tokenizers", "vq3d:tiny", "causal3d:tiny", "--frames", "16"]) == 2
+    assert "separate runs" in capsys.readouterr().err
+    assert main(["bench", "tokenizers", "--tokenizers", "nonsense"]) == 2
+    assert "name:preset" in capsys.readouterr().err
+
+
+def test_lpips_is_averaged_over_frames():
+    fake = lambda a, b: (a - b).abs().mean((1, 2, 3), keepdim=True)  # (N, 1, 1, 1) like lpips
+    x = torch.zeros(2, 3, 3, 4, 4)
+    y = x.clone()
+    y[1, :, 0] = 1  # one frame of three differs by 1 in clip 1
+    assert torch.allclose(lpips_per_clip(fake, x, y), torch.tensor([0.0, 1 / 3]))
+
+
+def test_i3d_state_dict_layout_round_trips(tmp_path):
+    model = InceptionI3d(num_classes=7)
+    weights = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    loaded = _load_into(InceptionI3d(num_classes=7), weights, tmp_path / "i3d.safetensors")
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+        assert loaded(x).shape == (1, 7)
+    with pytest.raises(MagvitError, match="mismatching key"):
+        _load_into(InceptionI3d(), {"bogus": torch.zeros(1)}, tmp_path / "x.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers: timing, memory, tables
+
+
+def test_peak_memory_sees_a_large_allocation_on_cpu():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        block += 1
+    assert memory.bytes >= 48 * 2**20 and "CPU" in memory.kind
+
+
+def test_time_call_runs_warmup_then_repeats():
+    calls = []
+    assert time_call(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=3) >= 0
+    assert len(calls) == 5
+    with pytest.raises(MagvitError):
+        time_call(lambda: None, torch.device("cpu"), repeats=0)
+
+
+def test_table_files_are_well_formed(tmp_path, capsys):
+    table = Table("demo", "Demo", [Column("method", "method"), Column("ms", "ms"), Column("x", "x")])
+    table.rows = [{"method": "a|b", "ms": 1234.5678, "x": float("nan")}, {"method": "c", "ms": None, "x": 3}]
+    table.note("a note")
+    write_table(table, tmp_path)
+    data = json.loads((tmp_path / "demo.json").read_text())  # strict JSON: NaN became null
+    assert data["rows"][0]["x"] is None and data["rows"][1]["ms"] is None
+    assert "a\\|b" in (tmp_path / "demo.md").read_text()
+    assert "n/a" in capsys.readouterr().out
+    assert format_value(0.000123) == "0.000123" and format_value(12.3456, 4) == "12.35"
+    assert format_value(None) == "n/a" and format_value(np.float64(2.0).item()) == "2.00"
