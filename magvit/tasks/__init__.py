@@ -1,8 +1,31 @@
 """Tasks for the masked transformer: each defines its pixel condition, padding, latent condition
-mask and prompt token (MAGVIT's COMMIT, REFERENCE.md section 2). Registered in `TASKS`."""
+mask and prompt token (MAGVIT's COMMIT, REFERENCE.md section 2). Registered in `TASKS`: cg, uncond,
+fp, fi, opc, opv, oph, opd, ipc, ipd, cfp (`magvit.tasks.video`) and edit, inpaint, outpaint (images
+with a user region, `magvit.tasks.image`)."""
 
-from magvit.registry import Registry
+from magvit.tasks import image, video  # register the tasks
+from magvit.tasks.base import (
+    PADDINGS,
+    TASKS,
+    Condition,
+    Layout,
+    Task,
+    build_task,
+    commit_inputs,
+    latent_condition,
+    layout_of,
+)
 
-TASKS: Registry = Registry("task")
-
-__all__ = ["TASKS"]
+__all__ = [
+    "PADDINGS",
+    "TASKS",
+    "Condition",
+    "Layout",
+    "Task",
+    "build_task",
+    "commit_inputs",
+    "image",
+    "latent_condition",
+    "layout_of",
+    "video",
+]

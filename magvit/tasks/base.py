@@ -1,0 +1,256 @@
+"""The task contract (MAGVIT's COMMIT, REFERENCE.md section 2): given pixels -> padded clip -> z~.
+
+A task says which pixels of a clip are given (the condition), how the rest is padded before the
+frozen tokenizer encodes the padded clip into the condition tokens z~ (`replicate`, `interpolate`
+in time, `zeros`, or `none` = keep the clip as it is), whether the class token is used, and which
+latent positions count as condition. The latent rule is the same for every task:
+
+    a latent position (i, y, x) is a condition position iff every pixel of its block is given,
+    its block being the pixel frames that latent frame i summarises (vq3d: frames [s i, s (i + 1));
+    causal3d: frame 0 for i = 0, frames [1 + s (i - 1), 1 + s i) after; 2D tokenizers: frame i)
+    times rows [f y, f (y + 1)) and columns [f x, f (x + 1)), f the spatial downsampling;
+
+then, for the image tasks (MaskGIT editing), the generated region grows by `expand` tokens (the
+conv encoder's receptive field reaches past a block, so tokens next to the hole saw the padding).
+
+`commit_inputs` builds COMMIT's training input: mask a cosine-scheduled share of positions; a
+masked condition position shows z~, a masked other position [MASK], the rest the true tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import Tensor
+
+from magvit.errors import MagvitError
+from magvit.registry import Registry
+from magvit.schedules import mask_ratio
+
+TASKS: Registry[Task] = Registry("task")
+PADDINGS: Registry[Callable[[Tensor, Tensor], Tensor]] = Registry("padding")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel grid <-> token grid
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a (frames, height, width) clip maps onto a tokenizer's (t, h, w) token grid."""
+
+    frames: int
+    height: int
+    width: int
+    t: int
+    h: int
+    w: int
+    time_blocks: tuple[tuple[int, int], ...]  # pixel frames [start, end) of each latent frame
+    fh: int  # pixel rows per token
+    fw: int  # pixel columns per token
+
+
+def layout_of(tokenizer: Any, frames: int, height: int, width: int) -> Layout:
+    """The layout of a clip under `tokenizer` (anything with `token_shape`); MagvitError if it cannot tile."""
+    t, h, w = tokenizer.token_shape(frames, height, width)
+    if t == frames:  # 2D tokenizer, or no temporal downsampling
+        blocks = tuple((i, i + 1) for i in range(t))
+    elif _takes_single_frames(tokenizer, height, width):  # causal: the first frame alone, then groups
+        s = (frames - 1) // (t - 1)
+        blocks = ((0, 1),) + tuple((1 + s * (i - 1), 1 + s * i) for i in range(1, t))
+    else:
+        s = frames // t
+        blocks = tuple((s * i, s * (i + 1)) for i in range(t))
+    return Layout(frames, height, width, t, h, w, blocks, height // h, width // w)
+
+
+def _takes_single_frames(tokenizer: Any, height: int, width: int) -> bool:
+    """A causal tokenizer encodes one frame (an image) as one latent frame; a 3D-VQ cannot."""
+    try:
+        return tokenizer.token_shape(1, height, width)[0] == 1
+    except MagvitError:
+        return False
+
+
+def latent_condition(given: Tensor, layout: Layout, expand: int = 0) -> Tensor:
+    """given pixels (B, T, H, W) bool -> condition positions (B, t, h, w) bool (the module's rule)."""
+    per_frame = reduce(given.to(torch.uint8), "b f (h p) (w q) -> b f h w", "min", p=layout.fh, q=layout.fw)
+    cond = torch.stack([per_frame[:, a:b].amin(1) for a, b in layout.time_blocks], 1).bool()  # (B, t, h, w)
+    if expand:
+        grown = F.max_pool2d(rearrange(~cond, "b t h w -> (b t) h w").float(), 2 * expand + 1, 1, expand)
+        cond = ~rearrange(grown > 0, "(b t) h w -> b t h w", t=layout.t)
+    return cond
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding: fill the pixels that are not given. video (B, 3, T, H, W), given (B, 1, T, H, W) bool
+
+
+def _nearest_given(x: Tensor, given: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """Fill every position that is not given with the nearest given one along `dim` (ties: the
+    earlier). Returns the filled x and the new given mask (positions whose line had nothing stay)."""
+    n = given.shape[dim]
+    shape = [1] * given.ndim
+    shape[dim] = n
+    idx = torch.arange(n, device=given.device).view(shape).expand(given.shape)
+    before = torch.where(given, idx, -1).cummax(dim).values  # last given at or before
+    after = torch.where(given, idx, n).flip(dim).cummin(dim).values.flip(dim)  # first given at or after
+    use_before = (before >= 0) & ((after >= n) | (idx - before <= after - idx))
+    source = torch.where(use_before, before, after).clamp(0, n - 1)
+    found = (before >= 0) | (after < n)
+    filled = x.gather(dim, source.expand(x.shape))
+    return torch.where(given, x, torch.where(found, filled, x)), given | found
+
+
+@PADDINGS.register("replicate")
+def replicate(video: Tensor, given: Tensor) -> Tensor:
+    """Nearest given pixel: along time (frame prediction: the last frame repeats), then along rows,
+    then along columns (for a given rectangle this is exactly edge padding); the rest zeros."""
+    x = video
+    for dim in (2, 4, 3):
+        x, given = _nearest_given(x, given, dim)
+    return torch.where(given, x, torch.zeros_like(x))
+
+
+@PADDINGS.register("interpolate")
+def interpolate(video: Tensor, given: Tensor) -> Tensor:
+    """Linear interpolation in time between the nearest given frames before and after (frame
+    interpolation); past the last given frame the nearest one repeats; never-given pixels are 0."""
+    n = given.shape[2]
+    idx = torch.arange(n, device=given.device).view(1, 1, n, 1, 1).expand(given.shape)
+    before = torch.where(given, idx, -1).cummax(2).values
+    after = torch.where(given, idx, n).flip(2).cummin(2).values.flip(2)
+    a = video.gather(2, before.clamp(0, n - 1).expand(video.shape))
+    b = video.gather(2, after.clamp(0, n - 1).expand(video.shape))
+    both = (before >= 0) & (after < n)
+    weight = torch.where(both, (idx - before) / (after - before).clamp(min=1), 0.0)
+    value = torch.where(both, a + weight * (b - a), torch.where(before >= 0, a, b))
+    value = torch.where((before >= 0) | (after < n), value, torch.zeros_like(value))
+    return torch.where(given, video, value)
+
+
+@PADDINGS.register("zeros")
+def zeros(video: Tensor, given: Tensor) -> Tensor:
+    """Zero (mid-grey) where not given."""
+    return torch.where(given, video, torch.zeros_like(video))
+
+
+@PADDINGS.register("none")
+def keep(video: Tensor, given: Tensor) -> Tensor:
+    """The clip as it is (MaskGIT editing encodes the whole image and masks the box's tokens)."""
+    return video
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+
+@dataclass
+class Condition:
+    """What a task makes of a clip: the padded clip, its tokens z~ and where they count."""
+
+    pixels: Tensor  # (B, 3, T, H, W) the padded condition clip in [-1, 1]
+    tokens: Tensor  # (B, t, h, w) int64 z~ = tokenizer.encode(pixels) (zeros when nothing is given)
+    latent_mask: Tensor  # (B, t, h, w) bool: True = condition position
+    pixel_mask: Tensor  # (B, 1, T, H, W) bool: True = pixel given (for paste-back)
+    use_class: bool
+    refine: bool = True  # COMMIT: condition positions are refined; False: fixed from the start
+
+
+Region = Callable[[Layout, dict[str, Any]], Tensor]  # (layout, options) -> given pixels (1 | B, T, H, W) bool
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    help: str
+    given: Region
+    padding: str  # a PADDINGS name
+    use_class: bool
+    options: tuple[str, ...] = ()  # the keyword options `condition` takes
+    refine: bool = True  # False: condition tokens are fixed from the start (image editing)
+    expand: int = 0  # grow the generated region by this many tokens
+    min_latent_frames: int = 1
+
+    def masks(self, tokenizer: Any, batch: int, frames: int, height: int, width: int,
+              **options: Any) -> tuple[Tensor, Tensor]:
+        """-> pixel_mask (B, 1, T, H, W) bool (True = given), latent_mask (B, t, h, w) bool, on the CPU."""
+        layout = layout_of(tokenizer, frames, height, width)
+        if layout.t < self.min_latent_frames:
+            raise MagvitError(f"task {self.name} needs a clip of at least {self.min_latent_frames} latent frames; "
+                              f"{frames} frame(s) give {layout.t} with this tokenizer")
+        options = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            takes = ", ".join(self.options) if self.options else "none"
+            raise MagvitError(f"task {self.name} takes no option {', '.join(unknown)} (its options: {takes})")
+        try:
+            given = self.given(layout, options)
+        except MagvitError as e:
+            raise MagvitError(f"task {self.name}: {e}") from None
+        if given.shape[0] not in (1, batch):
+            raise MagvitError(f"task {self.name}: a mask for {given.shape[0]} samples does not fit a batch of {batch}")
+        given = given.expand(batch, -1, -1, -1)
+        return given.unsqueeze(1).clone(), latent_condition(given, layout, self.expand)
+
+    @torch.no_grad()
+    def condition(self, video: Tensor, tokenizer: Any, **options: Any) -> Condition:
+        """video (B, 3, T, H, W) in [-1, 1] (for cg / uncond only its shape matters) -> Condition."""
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise MagvitError(f"task {self.name} takes video (B, 3, T, H, W), got shape {tuple(video.shape)}")
+        b, _, frames, height, width = video.shape
+        pixel_mask, latent_mask = self.masks(tokenizer, b, frames, height, width, **options)
+        pixel_mask, latent_mask = pixel_mask.to(video.device), latent_mask.to(video.device)
+        pixels = PADDINGS[self.padding].build(video, pixel_mask)
+        if latent_mask.any():
+            tokens = tokenizer.encode(pixels).to(video.device)
+        else:  # nothing is given: z~ is never read
+            tokens = torch.zeros(latent_mask.shape, dtype=torch.long, device=video.device)
+        return Condition(pixels, tokens, latent_mask, pixel_mask, self.use_class, self.refine)
+
+
+def register(task: Task) -> Task:
+    """Add a task to `TASKS` (its entry builds the task)."""
+    TASKS.register(task.name, help=task.help)(lambda: task)
+    return task
+
+
+def build_task(name: str) -> Task:
+    return TASKS.build(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# COMMIT training input
+
+
+def commit_inputs(tokens: Tensor, cond: Condition | None, mask_token: int, generator: torch.Generator,
+                  schedule: str = "cosine") -> tuple[Tensor, Tensor]:
+    """COMMIT's multivariate mask (MAGVIT section 3.2).
+
+    tokens (B, t, h, w) the true codes z. Per sample r ~ U[0, 1), ratio = gamma(r) of `schedule`;
+    scores s_i ~ U(0, 1) and the max(1, floor(N ratio)) lowest positions are masked. A masked
+    condition position shows z~ (`cond.tokens`), a masked other position `mask_token`, the rest z.
+    Returns inputs (B, t, h, w) int64 and kinds (B, t, h, w) int8: 0 original, 1 condition-refine,
+    2 mask. With `cond=None` it is MaskGIT's MVTM mask. Random draws come from `generator`.
+    """
+    b, t, h, w = tokens.shape
+    n = t * h * w
+    r = torch.rand(b, generator=generator, device=generator.device, dtype=torch.float64)
+    count = torch.floor(n * mask_ratio(schedule, r, n)).long().clamp(1, n).to(tokens.device)  # (B,)
+    scores = torch.rand(b, n, generator=generator, device=generator.device).to(tokens.device)
+    rank = scores.argsort(1).argsort(1)  # rank of each position's score within its sample
+    masked = (rank < count[:, None]).view(b, t, h, w)
+    if cond is None:
+        refine = torch.zeros_like(masked)
+        z_cond = tokens
+    else:
+        refine = masked & cond.latent_mask.to(tokens.device)
+        z_cond = cond.tokens.to(tokens.device)
+    inputs = torch.where(refine, z_cond, torch.where(masked, torch.full_like(tokens, mask_token), tokens))
+    kinds = masked.to(torch.int8) * 2 - refine.to(torch.int8)
+    return inputs, kinds
