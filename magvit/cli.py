@@ -170,6 +170,33 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
     write_table(table, args.out)
 
 
+def _bench_decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="tiny", help="transformer preset: tiny, maskgit, magvit_b, magvit_l")
+    p.add_argument("--grid", required=True, help="token grid T,H,W, e.g. 4,16,16 (MAGVIT) or 1,16,16 (MaskGIT)")
+    p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps (default 12)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 32], metavar="B",
+                   help="batch for latency, then batch for throughput (default 1 32)")
+    p.add_argument("--codebook-size", type=int, default=1024, help="codes per token (default 1024)")
+    p.add_argument("--schedule", default="cosine", help="mask schedule (default cosine)")
+    _bench_common_args(p)
+
+
+@command("decode", "MaskGIT decoding latency and throughput against an autoregressive KV-cache baseline",
+         group="bench")
+@arguments(_bench_decode_args)
+def bench_decode(args: argparse.Namespace) -> None:
+    from magvit.bench import write_table
+    from magvit.bench.decode import bench_decode, parse_grid
+    from magvit.bench.measure import resolve_device
+
+    table = bench_decode(
+        args.preset, parse_grid(args.grid), steps=args.steps, batches=tuple(args.batch),
+        device=resolve_device(args.device), dtype=args.dtype, codebook_size=args.codebook_size,
+        schedule=args.schedule, warmup=args.warmup, repeats=args.repeats,
+    )
+    write_table(table, args.out)
+
+
 # ---------------------------------------------------------------------------------------------
 
 

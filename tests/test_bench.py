@@ -134,3 +134,32 @@ def test_table_files_are_well_formed(tmp_path, capsys):
     assert "n/a" in capsys.readouterr().out
     assert format_value(0.000123) == "0.000123" and format_value(12.3456, 4) == "12.35"
     assert format_value(None) == "n/a" and format_value(np.float64(2.0).item()) == "2.00"
+
+
+# ---------------------------------------------------------------------------------------------
+# bench decode
+
+
+def test_bench_decode_one_row_per_method(tmp_path):
+    out = tmp_path / "out"
+    argv = ["bench", "decode", "--preset", "tiny", "--grid", "1,4,4", "--steps", "4", "--batch", "1", "3",
+            "--codebook-size", "256", "--out", str(out), *FAST]
+    assert main(argv) == 0
+    rows = _table(out, "decode")["rows"]
+    assert [r["method"] for r in rows] == ["maskgit", "autoregressive (KV cache)"]
+    masked, ar = rows
+    assert masked["forwards"] == 4 and ar["forwards"] == 16  # steps vs one forward per token
+    assert masked["batch_latency"] == 1 and masked["batch_throughput"] == 3
+    assert ar["speedup_latency"] == 1.0 and ar["speedup_throughput"] == 1.0
+    for row in rows:
+        assert row["latency_ms"] > 0 and row["throughput"] > 0 and row["gflop_per_sample"] > 0
+        # achieved TFLOP/s is FLOPs / time: both columns are consistent with the GFLOP count
+        assert row["latency_tflops"] == pytest.approx(row["gflop_per_sample"] / row["seconds_first"] / 1e3)
+        assert row["throughput_tflops"] == pytest.approx(3 * row["gflop_per_sample"] / row["seconds_last"] / 1e3)
+    assert masked["speedup_latency"] == pytest.approx(ar["latency_ms"] / masked["latency_ms"])
+
+
+def test_bench_decode_rejects_a_bad_grid(capsys):
+    assert main(["bench", "decode", "--grid", "4,16"]) == 2
+    assert "T,H,W" in capsys.readouterr().err
+    assert main(["bench", "decode", "--grid", "1,4,4", "--batch", "1", "2", "3"]) == 2

@@ -72,13 +72,16 @@ def git_commit() -> str:
 def environment(device: torch.device | str, argv: list[str] | None = None) -> dict[str, str]:
     """The facts every published figure carries: command, device, torch, date, commit."""
     argv = sys.argv[1:] if argv is None else argv
-    return {
+    env = {
         "command": "magvit " + shlex.join(argv),
         "device": describe_device(device),
         "torch": torch.__version__,
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": git_commit(),
     }
+    if torch.device(device).type == "cpu" and hasattr(os, "getloadavg"):
+        env["load"] = f"{os.getloadavg()[0]:.1f}"  # other processes on the same cores slow CPU timings
+    return env
 
 
 def format_value(value: Any, digits: int = 3) -> str:
@@ -112,7 +115,8 @@ def render_text(table: Table) -> str:
     out += [f"note: {n}" for n in table.notes]
     env = table.environment
     if env:
-        out.append(f"{env['device']}, torch {env['torch']}, {env['date']}, commit {env['commit']}")
+        load = f", load average {env['load']}" if "load" in env else ""
+        out.append(f"{env['device']}{load}, torch {env['torch']}, {env['date']}, commit {env['commit']}")
     return "\n".join(out) + "\n"
 
 
@@ -121,7 +125,8 @@ def render_markdown(table: Table) -> str:
     out = [f"### {table.title}", ""]
     env = table.environment
     if env:
-        out += [f"`{env['command']}`", "", f"{env['device']}, torch {env['torch']}, {env['date']}, "
+        load = f", load average {env['load']}" if "load" in env else ""
+        out += [f"`{env['command']}`", "", f"{env['device']}{load}, torch {env['torch']}, {env['date']}, "
                 f"commit `{env['commit']}`", ""]
     out.append("| " + " | ".join(escape(c.header) for c in table.columns) + " |")
     out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")

@@ -1,0 +1,110 @@
+"""`magvit bench decode`: MaskGIT's parallel decoding against the autoregressive baseline.
+
+Both models are randomly initialised at the same preset (decoding speed does not depend on the
+weights: every step runs the same shapes whatever the logits say) and fill the same token grid.
+The masked transformer runs `steps` forwards over the whole grid (`magvit.decode.decode`); the
+autoregressive one runs one forward per token with a KV cache (`ARTransformer.generate`).
+Latency is one call at the first batch size (1 by default), throughput one call at the last. FLOPs
+are the matmul FLOPs the models count for themselves (`decode_flops`, `generate_flops`: 2 per
+multiply-add in projections, MLPs, attention scores and values, and the output head), so the
+achieved TFLOP/s says how far from the hardware's peak each decoder runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from magvit.bench.measure import autocast, count_parameters, time_call
+from magvit.bench.report import Column, Table, environment
+from magvit.decode import DecodeConfig, decode, decode_flops
+from magvit.errors import MagvitError
+from magvit.transformer import build_transformer
+
+TASK = "uncond"  # no class token to choose; a class-conditional run has the same sequence length
+
+COLUMNS = [
+    Column("method", "method"), Column("forwards", "forwards/sample"), Column("params_m", "params M"),
+    Column("gflop_per_sample", "GFLOP/sample"), Column("latency_ms", "latency ms @b1"),
+    Column("latency_tflops", "TFLOP/s @b1"), Column("throughput", "samples/s @bN"),
+    Column("throughput_tflops", "TFLOP/s @bN"), Column("speedup_latency", "speed-up @b1"),
+    Column("speedup_throughput", "speed-up @bN"),
+]
+
+
+def parse_grid(text: str) -> tuple[int, int, int]:
+    """'4,16,16' -> (4, 16, 16)."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        grid = tuple(int(p) for p in parts)
+    except ValueError:
+        grid = ()
+    if len(grid) != 3 or min(grid) < 1:
+        raise MagvitError(f"--grid takes the token grid T,H,W (e.g. 4,16,16), got {text!r}")
+    return grid  # type: ignore[return-value]
+
+
+def bench_decode(
+    preset: str, grid: tuple[int, int, int], steps: int = 12, batches: tuple[int, ...] = (1, 32),
+    device: torch.device | str = "cpu", dtype: str = "fp32", codebook_size: int = 1024, schedule: str = "cosine",
+    warmup: int = 1, repeats: int = 3, argv: list[str] | None = None,
+) -> Table:
+    """One row for MaskGIT decoding and one for the autoregressive baseline with a KV cache."""
+    device = torch.device(device)
+    if not 1 <= len(batches) <= 2 or min(batches) < 1:
+        raise MagvitError(f"--batch takes one or two sizes >= 1 (latency, throughput), got {list(batches)}")
+    first, last = batches[0], batches[-1]
+    tokens = math.prod(grid)
+    common = dict(codebook_size=codebook_size, grid=grid, dropout=0.0)
+    masked = build_transformer(preset, **common).to(device).eval()
+    ar = build_transformer(preset, name="autoregressive", **common).to(device).eval()
+    cfg = DecodeConfig(steps=steps, schedule=schedule)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def run_masked(batch: int):
+        return lambda: decode(masked, None, TASK, None, grid, batch, cfg, gen)
+
+    def run_ar(batch: int):
+        return lambda: ar.generate(grid, batch=batch, generator=gen)
+
+    methods = [
+        ("maskgit", masked, run_masked, lambda b: decode_flops(masked, tokens, cfg, b), steps),
+        ("autoregressive (KV cache)", ar, run_ar, lambda b: b * ar.generate_flops(tokens), tokens),
+    ]
+    rows = []
+    with torch.inference_mode(), autocast(device, dtype):
+        for name, model, run, flops, forwards in methods:
+            latency = time_call(run(first), device, warmup, repeats)
+            busy = latency if last == first else time_call(run(last), device, warmup, repeats)
+            rows.append({
+                "method": name,
+                "forwards": forwards,
+                "params_m": count_parameters(model) / 1e6,
+                "gflop_per_sample": flops(1) / 1e9,
+                "latency_ms": 1e3 * latency,
+                "latency_tflops": flops(first) / latency / 1e12,
+                "throughput": last / busy,
+                "throughput_tflops": flops(last) / busy / 1e12,
+                "seconds_first": latency,
+                "seconds_last": busy,
+                "batch_latency": first,
+                "batch_throughput": last,
+            })
+    baseline = rows[1]
+    for row in rows:
+        row["speedup_latency"] = baseline["latency_ms"] / row["latency_ms"]
+        row["speedup_throughput"] = row["throughput"] / baseline["throughput"]
+    t, h, w = grid
+    table = Table(
+        "decode",
+        f"Decoding a {t}x{h}x{w} token grid ({tokens} tokens, codebook {codebook_size}) with the {preset} "
+        f"transformer, {dtype}",
+        COLUMNS, rows, environment=environment(device, argv),
+    )
+    table.note(f"maskgit: {steps} steps, {schedule} schedule; autoregressive: one token per forward, KV cache")
+    table.note(f"@b1 = batch {first} (latency of one call), @bN = batch {last} (samples/s of one call); "
+               f"median of {repeats} timed calls after {warmup} warm-up")
+    table.note("random weights: decoding speed does not depend on them; speed-up = relative to autoregressive")
+    table.note("FLOPs: matmuls only, 2 per multiply-add, as counted by decode_flops / generate_flops")
+    return table
