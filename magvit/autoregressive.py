@@ -99,6 +99,11 @@ class ARTransformer(TransformerBase):
             self.train(was_training)
         return out.view(batch, t, h, w)
 
+    def flops_per_forward(self, num_tokens: int) -> int:
+        """Matmul FLOPs of one teacher-forced forward at batch 1 (a sequence of `num_tokens` positions)."""
+        return self.sequence_flops(num_tokens)
+
     def generate_flops(self, num_tokens: int) -> int:
-        """Matmul FLOPs of `generate` with the cache at batch 1: one forward per token, the head on it."""
-        return sum(self.flops_per_forward(1, past=i, head_tokens=1) for i in range(num_tokens))
+        """Matmul FLOPs of `generate` with the KV cache at batch 1: one position per forward, each
+        attending to those before it, the head on it."""
+        return sum(self.sequence_flops(1, past=i, head_tokens=1) for i in range(num_tokens))

@@ -308,15 +308,15 @@ class TransformerBase(nn.Module):
         logits = F.linear(x, weight, self.head_bias)
         return rearrange(logits.float(), "b l (k v) -> b l k v", k=self.sub_tokens)
 
-    def flops_per_forward(self, num_tokens: int, past: int = 0, head_tokens: int | None = None) -> int:
-        """Matmul FLOPs (2 per multiply-add) of one forward at batch 1: `num_tokens` new positions
-        attending to `past` cached ones (autoregressive) or to each other; the head runs on
-        `head_tokens` positions (default all new ones)."""
-        c, hidden, layers = self.config.width, int(self.config.width * self.config.mlp_ratio), self.config.layers
-        q = num_tokens
-        pairs = q * (past + q) if not self.causal else q * past + q * (q + 1) // 2  # attended (query, key) pairs
-        per_layer = 2 * q * (3 * c * c + c * c + 2 * c * hidden) + 4 * pairs * c
-        heads = q if head_tokens is None else head_tokens
+    def sequence_flops(self, queries: int, past: int = 0, head_tokens: int | None = None) -> int:
+        """Matmul FLOPs (2 per multiply-add) at batch 1 of running `queries` sequence positions that
+        attend to `past` cached ones and to each other (causally for the autoregressive model), with
+        the head on `head_tokens` positions (default: all of them). Softmax and norms are not counted."""
+        c, layers = self.config.width, self.config.layers
+        hidden = int(c * self.config.mlp_ratio)
+        pairs = queries * past + (queries * (queries + 1) // 2 if self.causal else queries * queries)
+        per_layer = 2 * queries * (4 * c * c + 2 * c * hidden) + 4 * pairs * c  # qkv + proj + MLP; QK^T + AV
+        heads = queries if head_tokens is None else head_tokens
         return layers * per_layer + 2 * heads * (c * c + c * self.head_bias.shape[0])
 
     # -- release weights --------------------------------------------------------------------------
@@ -348,6 +348,10 @@ class MaskedTransformer(TransformerBase):
         x = self.drop(self.embed_ids(seq) + self.pos(t, h, w))  # (B, 2 + N, C)
         logits = self.head(self.run_blocks(x)[:, self.prefix :])  # (B, N, k, V)
         return rearrange(logits, "b (t h w) k v -> b t h w k v", t=t, h=h, w=w)
+
+    def flops_per_forward(self, num_tokens: int) -> int:
+        """Matmul FLOPs of one forward at batch 1 over `num_tokens` latent tokens (plus the 2 prefix)."""
+        return self.sequence_flops(num_tokens + self.prefix, head_tokens=num_tokens)
 
 
 TransformerConfig.PRESETS = {

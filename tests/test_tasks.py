@@ -1,0 +1,180 @@
+"""Tasks: the COMMIT latent masks against REFERENCE.md's task table, paddings, options, commit_inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from magvit.errors import MagvitError
+from magvit.schedules import mask_ratio
+from magvit.tasks import TASKS, build_task, commit_inputs, layout_of
+from magvit.tokenizers import build_tokenizer
+
+VIDEO_TASKS = ["cg", "uncond", "fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cfp"]
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {name: build_tokenizer(name, "tiny") for name in ("vq3d", "causal3d", "vqgan2d")}
+
+
+def table(task: str, t: int, h: int, w: int) -> torch.Tensor:
+    """REFERENCE.md section 2's table on a (t, h, w) grid, written out at the latent level."""
+    m = torch.zeros(t, h, w, dtype=torch.bool)
+    mid_h, mid_w = slice(h // 4, h // 4 + h // 2), slice(w // 4, w // 4 + w // 2)
+    offsets = [round(i * (w // 2) / (t - 1)) for i in range(t)]  # left to right over the latent frames
+    if task in ("fp", "cfp"):
+        m[0] = True  # the first frame(s): latent frame 0
+    elif task == "fi":
+        m[0] = m[-1] = True  # first and last
+    elif task == "opc":
+        m[:, mid_h, mid_w] = True
+    elif task == "opv":
+        m[:, :, mid_w] = True
+    elif task == "oph":
+        m[:, mid_h, :] = True
+    elif task == "opd":
+        for i, o in enumerate(offsets):
+            m[i, :, o : o + w // 2] = True
+    elif task == "ipc":
+        m[:] = True
+        m[:, mid_h, mid_w] = False
+    elif task == "ipd":
+        m[:] = True
+        for i, o in enumerate(offsets):
+            m[i, mid_h, o : o + w // 2] = False
+    return m
+
+
+@pytest.mark.parametrize("tokenizer, clip, grid", [("vq3d", (16, 64, 64), (4, 16, 16)),
+                                                   ("causal3d", (17, 64, 64), (5, 16, 16))])
+@pytest.mark.parametrize("task", VIDEO_TASKS)
+def test_latent_mask_matches_the_table(tokenizers, tokenizer, clip, grid, task):
+    tok = tokenizers[tokenizer]
+    pixel_mask, latent_mask = build_task(task).masks(tok, 2, *clip)
+    assert latent_mask.shape == (2, *grid) and pixel_mask.shape == (2, 1, *clip)
+    assert torch.equal(latent_mask[0], table(task, *grid)) and torch.equal(latent_mask[1], latent_mask[0])
+    # the rule: a condition position's whole pixel block is given (vq3d: 4 frames; causal3d: frame 0, then 4)
+    layout = layout_of(tok, *clip)
+    for i, y, x in latent_mask[0].nonzero().tolist():
+        a, b = layout.time_blocks[i]
+        assert pixel_mask[0, 0, a:b, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4].all()
+
+
+def test_layouts_of_the_tiny_tokenizers(tokenizers):
+    assert layout_of(tokenizers["vq3d"], 16, 64, 64).time_blocks == ((0, 4), (4, 8), (8, 12), (12, 16))
+    assert layout_of(tokenizers["causal3d"], 17, 64, 64).time_blocks == ((0, 1), (1, 5), (5, 9), (9, 13), (13, 17))
+    assert layout_of(tokenizers["vqgan2d"], 3, 32, 32).time_blocks == ((0, 1), (1, 2), (2, 3))
+
+
+@pytest.mark.parametrize("tokenizer, frames, k, latent", [
+    ("causal3d", 17, 1, 1), ("causal3d", 17, 5, 2), ("causal3d", 17, 13, 4),
+    ("vq3d", 16, 4, 1), ("vq3d", 16, 12, 3), ("vqgan2d", 5, 3, 3),
+])
+def test_frame_prediction_takes_every_k_the_time_grid_allows(tokenizers, tokenizer, frames, k, latent):
+    pixel_mask, latent_mask = build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
+    assert latent_mask[0].flatten(1).all(1).tolist() == [True] * latent + [False] * (latent_mask.shape[1] - latent)
+    assert latent_mask[0].flatten(1).any(1).sum() == latent
+    assert pixel_mask[0, 0].flatten(1).all(1).sum() == k
+
+
+@pytest.mark.parametrize("tokenizer, frames, k, valid", [
+    ("vq3d", 16, 5, "4, 8, 12"), ("vq3d", 16, 16, "4, 8, 12"), ("causal3d", 17, 4, "1, 5, 9, 13"),
+    ("vqgan2d", 4, 0, "1, 2, 3"),
+])
+def test_impossible_cond_frames_is_one_clear_error(tokenizers, tokenizer, frames, k, valid):
+    with pytest.raises(MagvitError, match=f"task fp: cond_frames={k} does not fill whole latent frames.*"
+                                          f"for a {frames}-frame clip use one of: {valid}$"):
+        build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
+    with pytest.raises(MagvitError, match="task fi needs a clip of at least 2 latent frames"):
+        build_task("fi").masks(tokenizers["causal3d"], 1, 1, 32, 32)
+    with pytest.raises(MagvitError, match="task opc takes no option cond_frames"):
+        build_task("opc").masks(tokenizers["causal3d"], 1, 17, 32, 32, cond_frames=5)
+
+
+def test_condition_encodes_the_padded_clip(tokenizers, digit_clips):
+    tok = tokenizers["vq3d"]
+    cond = build_task("fp").condition(digit_clips, tok, cond_frames=4)
+    assert torch.equal(cond.pixels[:, :, 4:], cond.pixels[:, :, 3:4].expand(-1, -1, 12, -1, -1))  # replicate last
+    assert torch.equal(cond.pixels[:, :, :4], digit_clips[:, :, :4])
+    assert torch.equal(cond.tokens, tok.encode(cond.pixels))
+    assert cond.use_class is False and cond.refine is True
+    none = build_task("cg").condition(digit_clips, tok)
+    assert not none.latent_mask.any() and not none.pixel_mask.any() and none.use_class
+
+
+def test_replicate_padding_of_a_box_is_edge_padding(tokenizers):
+    video = torch.rand(1, 3, 4, 32, 32) * 2 - 1
+    cond = build_task("opc").condition(video, tokenizers["vqgan2d"])
+    box = video[..., 8:24, 8:24].numpy()
+    edge = np.pad(box, [(0, 0)] * 3 + [(8, 8), (8, 8)], mode="edge")
+    assert np.array_equal(cond.pixels.numpy(), edge)
+
+
+def test_interpolation_padding_is_linear_between_the_end_blocks(tokenizers):
+    video = torch.rand(1, 3, 16, 8, 8) * 2 - 1
+    cond = build_task("fi").condition(video, tokenizers["vq3d"])
+    a, b = video[:, :, 3], video[:, :, 12]  # last given frame of block 0, first of block 3
+    for j in range(4, 12):
+        assert torch.allclose(cond.pixels[:, :, j], a + (j - 3) / 9 * (b - a), atol=1e-6)
+    assert torch.equal(cond.pixels[:, :, 12:], video[:, :, 12:])
+
+
+def test_zero_padding_and_dynamic_tasks(tokenizers):
+    video = torch.rand(1, 3, 17, 32, 32) + 0.5
+    cond = build_task("ipd").condition(video, tokenizers["causal3d"])
+    assert torch.equal(cond.pixels, video * cond.pixel_mask)
+    assert (cond.pixels == 0).any() and cond.refine
+
+
+def test_image_tasks_with_box_or_mask(tokenizers):
+    tok = tokenizers["vqgan2d"]  # 32x32 -> 8x8, 4 pixels per token
+    image = torch.rand(2, 3, 1, 32, 32) * 2 - 1
+    edit = build_task("edit").condition(image, tok, box=(8, 8, 8, 12))
+    generated = torch.zeros(8, 8, dtype=torch.bool)
+    generated[1:5, 1:6] = True  # box tokens rows 2..3, cols 2..4, grown by one token
+    assert torch.equal(edit.latent_mask[0, 0], ~generated) and edit.use_class and not edit.refine
+    assert torch.equal(edit.pixels, image)  # editing encodes the image as it is
+    # a per-sample pixel mask: sample 0 regenerates the left half, sample 1 one corner token
+    mask = torch.zeros(2, 32, 32, dtype=torch.bool)
+    mask[0, :, :16] = True
+    mask[1, :4, :4] = True
+    inpaint = build_task("inpaint").condition(image, tok, mask=mask)
+    assert inpaint.latent_mask.sum((1, 2, 3)).tolist() == [8 * 8 - 8 * 5, 8 * 8 - 4]
+    assert torch.equal(inpaint.pixel_mask[:, 0, 0], ~mask)
+    outpaint = build_task("outpaint").condition(image, tok, box=(8, 8, 16, 16))
+    assert outpaint.latent_mask[0, 0].sum() == 2 * 2  # the kept 4x4 tokens shrink by one on each side
+    for bad, match in [(dict(), "exactly one of box"), (dict(box=(0, 0, 40, 8)), "must lie inside"),
+                       (dict(mask=torch.zeros(32, 32, dtype=torch.bool)), "marks nothing")]:
+        with pytest.raises(MagvitError, match=match):
+            build_task("inpaint").condition(image, tok, **bad)
+
+
+@pytest.mark.parametrize("with_condition", [True, False])
+def test_commit_inputs(tokenizers, with_condition):
+    b, shape, mask_id = 64, (4, 4, 4), 1000
+    tokens = torch.randint(0, 256, (b, *shape))
+    cond = build_task("fi").condition(torch.zeros(1, 3, 16, 16, 16), tokenizers["vq3d"])
+    cond.latent_mask = cond.latent_mask.expand(b, -1, -1, -1)
+    cond.tokens = torch.randint(256, 512, (b, *shape))  # distinguishable from the true tokens
+    inputs, kinds = commit_inputs(tokens, cond if with_condition else None, mask_id, torch.Generator().manual_seed(5))
+    # kinds: 0 keeps z, 1 shows z~ at a masked condition position, 2 shows MASK at a masked other one
+    assert torch.equal(inputs[kinds == 0], tokens[kinds == 0])
+    assert torch.equal(inputs[kinds == 2], torch.full_like(inputs[kinds == 2], mask_id))
+    if with_condition:
+        assert torch.equal(inputs[kinds == 1], cond.tokens[kinds == 1]) and (kinds == 1).any()
+        assert cond.latent_mask[kinds == 1].all() and not cond.latent_mask[kinds == 2].any()
+    else:
+        assert not (kinds == 1).any()
+    # per sample: max(1, floor(N cos(pi r / 2))) masked, r ~ U[0, 1) the generator's first draw
+    r = torch.rand(b, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    expected = [max(1, math.floor(64 * float(mask_ratio("cosine", x, 64)))) for x in r]
+    assert (kinds > 0).flatten(1).sum(1).tolist() == expected
+    again = commit_inputs(tokens, cond if with_condition else None, mask_id, torch.Generator().manual_seed(5))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], kinds)
+
+
+def test_every_task_is_registered():
+    assert set(TASKS.names()) == set(VIDEO_TASKS) | {"edit", "inpaint", "outpaint"}
+    assert all(build_task(name).name == name for name in TASKS.names())
