@@ -71,6 +71,11 @@ def guidance_at(cfg: DecodeConfig, step: int) -> float:
     return cfg.guidance * ramp
 
 
+def choice_temperature_at(cfg: DecodeConfig, step: int) -> float:
+    """tau_s = tau (1 - (s + 1) / T): linear to 0 at the last step, from tau each time (not compounded)."""
+    return cfg.choice_temperature * (1 - (step + 1) / cfg.steps)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sampling
 
@@ -189,8 +194,7 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
             sub = sample_sub_tokens(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B, N, k)
             sampled = merge_ids(sub, model.bits_per)  # (B, N)
             confidence = F.log_softmax(logits, -1).gather(-1, sub.unsqueeze(-1)).squeeze(-1).sum(-1)  # (B, N)
-            tau = cfg.choice_temperature * (1 - (s + 1) / cfg.steps)
-            score = confidence + tau * gumbel((batch, n), generator, device)
+            score = confidence + choice_temperature_at(cfg, s) * gumbel((batch, n), generator, device)
             score = score.masked_fill(fixed, math.inf)
             still = masked_after(unknown, s, cfg, n)  # (B,)
             rank = score.argsort(dim=1, stable=True).argsort(dim=1)

@@ -23,6 +23,15 @@ from magvit.transformer import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster than two fighting over busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**overrides):
     kw = dict(codebook_size=256, width=32, heads=2, grid=(3, 4, 4), num_classes=5)
     return build_transformer("tiny", **{**kw, **overrides}).eval()
