@@ -198,6 +198,143 @@ def bench_decode(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# magvit train | extract-tokens
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a `kind: train_transformer` YAML (see configs/train/)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    _overrides(p)
+
+
+@command("train", "train a masked transformer (MaskGIT MVTM, MAGVIT COMMIT, multi-task) with accelerate")
+@arguments(_train_args)
+def train(args: argparse.Namespace) -> None:
+    from magvit.config import load_config
+    from magvit.training.transformer import train_transformer
+
+    train_transformer(load_config(args.config, args.overrides, expect="train_transformer"), resume=args.resume)
+
+
+def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a `kind: train_transformer` YAML: its tokenizer, data and tasks are used")
+    p.add_argument("--out", default=None, help="the cache folder (default: the config's `tokens`)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per tokenizer call (default 16)")
+    p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard (default 1024)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    _overrides(p)
+
+
+@command("extract-tokens", "tokenize a dataset once (tokens, labels, every task's condition) for fast training")
+@arguments(_extract_tokens_args)
+def extract_tokens(args: argparse.Namespace) -> None:
+    import torch
+
+    from magvit.config import load_config
+    from magvit.training.tokens import extract_tokens
+
+    cfg = load_config(args.config, args.overrides, expect="train_transformer")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    path = extract_tokens(cfg, args.out, batch_size=args.batch_size, shard_size=args.shard_size, device=device)
+    print(f"wrote {path}; train from it with: magvit train {args.config} tokens={path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# magvit generate | predict | interpolate | inpaint | outpaint | edit
+
+# flag (argparse dest) -> key of the `kind: sample` settings it sets
+_SAMPLE_FLAGS = {
+    "checkpoint": "checkpoint", "task": "task", "prompt": "prompt", "classes": "classes", "num": "num",
+    "batch_size": "batch_size", "steps": "decode.steps", "schedule": "decode.schedule",
+    "temperature": "decode.temperature", "choice_temperature": "decode.choice_temperature", "top_k": "decode.top_k",
+    "top_p": "decode.top_p", "cfg": "decode.guidance", "guidance_schedule": "decode.guidance_schedule",
+    "paste_back": "decode.paste_back", "seed": "seed", "video": "input", "image": "input",
+    "cond_frames": "cond_frames", "box": "box", "mask": "mask", "out": "out", "fps": "fps", "device": "device",
+}
+# command -> (its own flags, help)
+_SAMPLE_COMMANDS = {
+    "generate": (("class",), "generate samples (class-conditional or unconditional) as MP4/GIF/PNG grids"),
+    "predict": (("video", "cond_frames", "class"), "predict the next frames of a video from its first K"),
+    "interpolate": (("video",), "generate the frames between the first and the last frame of a clip"),
+    "inpaint": (("image", "video", "box", "mask", "class"), "regenerate a box or masked region of an image or video"),
+    "outpaint": (("image", "video", "box", "mask", "class"), "keep a box (or all but a mask) and generate the rest"),
+    "edit": (("image", "video", "class", "box"), "regenerate a box of an image with a target class"),
+}
+
+
+def _sample_args(own: tuple[str, ...]) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", default=None,
+                       help="a `kind: sample` YAML (see configs/generate/); flags and key=value override it")
+        p.add_argument("--checkpoint", help="a model folder (<run_dir>/model), a run folder, or a name in checkpoints/")
+        extra = {
+            "class": lambda: p.add_argument("--class", dest="classes", type=int, action="append", metavar="C",
+                                            help="class of the samples (repeat for several; default 0, 1, 2, ...)"),
+            "video": lambda: p.add_argument("--video", help="input video (mp4, gif, ...), resized and centre-cropped"),
+            "image": lambda: p.add_argument("--image", help="input image (png, jpg, ...), resized and centre-cropped"),
+            "cond_frames": lambda: p.add_argument("--cond-frames", type=int, metavar="K",
+                                                  help="frames given (default: as trained)"),
+            "box": lambda: p.add_argument("--box", metavar="T,L,H,W",
+                                          help="region top,left,height,width in pixels of the model's frame"),
+            "mask": lambda: p.add_argument("--mask", metavar="PNG", help="mask image, white = the region to generate"),
+        }
+        for name in own:
+            extra[name]()
+        p.add_argument("--task", help="the task to run (default: the command's task the model was trained on)")
+        p.add_argument("--prompt", help="the task prompt to run the model with (default: the task's own)")
+        p.add_argument("--num", type=int, help="number of samples (default 16)")
+        p.add_argument("--batch-size", type=int, help="samples per decode call (default 16)")
+        p.add_argument("--steps", type=int, help="decoding steps (default 12)")
+        p.add_argument("--schedule", help="mask schedule: cosine, linear, square, cubic, sqrt, exp, log, arccos")
+        p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
+        p.add_argument("--choice-temperature", type=float, help="Gumbel noise on the confidences (default 4.5)")
+        p.add_argument("--top-k", type=int)
+        p.add_argument("--top-p", type=float)
+        p.add_argument("--cfg", type=float, help="classifier-free guidance weight (default 0: none)")
+        p.add_argument("--guidance-schedule", help="constant, linear or cosine ramp of the guidance weight")
+        p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
+                       help="put the given condition pixels back into the result")
+        p.add_argument("--seed", type=int, help="random seed (default 0)")
+        p.add_argument("--out", help="output folder, or one .mp4 / .gif / .png file (default samples)")
+        p.add_argument("--fps", type=float, help="frames per second of the MP4/GIF (default: the model's)")
+        p.add_argument("--device", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+        _overrides(p)
+
+    return add
+
+
+def _parse_box(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 4 or not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
+        from magvit.config import parse_overrides
+        from magvit.sampling import run_sampling, sample_settings
+
+        config, overrides = args.config, list(args.overrides)
+        if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+            config, overrides = None, [config, *overrides]  # `magvit generate steps=4 --checkpoint x`
+        if getattr(args, "video", None) and getattr(args, "image", None):
+            raise MagvitError("give --video or --image, not both")
+        values = {**vars(args), "box": _parse_box(getattr(args, "box", None))}
+        flags = {key: values.get(dest) for dest, key in _SAMPLE_FLAGS.items() if values.get(dest) is not None}
+        run_sampling(name, sample_settings(name, config, parse_overrides(overrides), flags))
+
+    run.__name__ = name.replace("-", "_")
+    return run
+
+
+for _name, (_own, _help) in _SAMPLE_COMMANDS.items():
+    command(_name, _help)(arguments(_sample_args(_own))(_sampling_command(_name)))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,3 +159,52 @@ def infinite_batches(loader, start_epoch: int, skip: int):
         for i, batch in enumerate(source, start=skip):
             yield epoch, i, batch
         epoch, skip = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders and resume (both recipes)
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """The newest checkpoint of `run_dir` to resume from (None for a fresh run).
+
+    A fresh run in a folder that already holds checkpoints, or `--resume` without one, is one
+    clear error: silently mixing two runs in one folder is worse than stopping."""
+    from magvit.training.checkpoint import latest_checkpoint
+
+    ckpt_dir = run_dir / "checkpoints"
+    previous = latest_checkpoint(ckpt_dir)
+    if previous is not None and not resume:
+        raise MagvitError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue it, or set run_dir= to a new folder"
+        )
+    if resume and previous is None:
+        raise MagvitError(f"--resume: no checkpoint under {ckpt_dir}")
+    return previous
+
+
+def finite_everywhere(accelerator, loss: torch.Tensor) -> bool:
+    """True if the loss is finite on every process (all skip together, or none: no DDP hang)."""
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="min")
+    return bool(flag.item())
+
+
+def step_generator(seed: int, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator seeded by (seed, *keys), e.g. (seed, step, process): randomness that is a pure
+    function of the step needs no saved state, so a resumed run draws exactly the same values."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def held_out_version(data_cfg):
+    """The validation counterpart of a training data config: the same data, held-out split (or,
+    for a folder without splits, the same files without random clips, crops and flips)."""
+    from dataclasses import replace
+
+    if hasattr(data_cfg, "split"):
+        return replace(data_cfg, split="val", **({"num_samples": 64} if hasattr(data_cfg, "num_samples") else {}))
+    return replace(data_cfg, **{k: False for k in ("random_clip", "random_crop", "flip") if hasattr(data_cfg, k)})

@@ -1,0 +1,292 @@
+"""Token caches: a dataset tokenized once by a frozen tokenizer, for the fast training path.
+
+`magvit extract-tokens CONFIG` runs the tokenizer of a `train_transformer` config over its `data`
+(and its held-out version) and writes, into the config's `tokens` folder:
+
+    index.json                  {"format": "magvit-tokens", "version": 1, "grid": [t, h, w], "clip":
+                                 [T, H, W], "codebook_size", "num_classes", "class_names", "tasks":
+                                 {name: {"use_class", "refine"}}, "task_options", "splits": {"train": {"count",
+                                 "shards"}, "val": ...}, "data", "tokenizer": "tokenizer"}
+    tokenizer/                  a copy of the tokenizer (config.json + model.safetensors)
+    train-00000.safetensors     tokens (n, t, h, w) int32, label (n,) int64 (-1: no label), and per
+                                task: cond.<task> (n, t, h, w) int32 and mask.<task> (n, t, h, w) uint8
+    val-00000.safetensors       the same for the held-out split
+
+The cache is written into `<dir>.tmp` and renamed when complete, so a crash never leaves a cache
+that training would read. Sample i of a split is sample i of the dataset, so a cached run sees
+exactly the batches an on-the-fly run sees (the same `EpochSampler`). A dataset with per-epoch
+randomness (random clips, crops, flips) is frozen at its epoch-0 samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from magvit.errors import MagvitError
+from magvit.tasks import TASKS
+
+FORMAT, VERSION = "magvit-tokens", 1
+
+
+@dataclass
+class TaskTokens:
+    """What training needs of one task's condition for a batch (a `Condition` without pixels)."""
+
+    tokens: Tensor  # (B, t, h, w) int64: z~, the condition clip's tokens
+    latent_mask: Tensor  # (B, t, h, w) bool: True = condition position
+    use_class: bool
+    refine: bool = True  # COMMIT refines condition positions; False: they stay fixed (image editing)
+
+
+def task_tokens(task: Any, video: Tensor, tokenizer: Any, options: Mapping[str, Any]) -> TaskTokens:
+    """The condition tokens and latent mask of `task` for real clips `video` (B, 3, T, H, W).
+
+    The one place both training paths get a condition from, so the cache equals the on-the-fly path."""
+    cond = task.condition(video, tokenizer, **dict(options))
+    return TaskTokens(cond.tokens.long(), cond.latent_mask.bool(), bool(cond.use_class), bool(cond.refine))
+
+
+def dataset_classes(dataset: Dataset) -> tuple[int, list[str] | None]:
+    """(number of classes, their names or None) a dataset declares; (0, None) without labels."""
+    names = getattr(dataset, "classes", None)
+    if names:
+        return len(names), [str(n) for n in names]
+    return int(getattr(dataset, "num_classes", 0) or 0), None
+
+
+def build_tasks(names: Iterable[str]) -> dict[str, Any]:
+    return {name: TASKS[name].build() for name in names}
+
+
+class TokenSource:
+    """Where training gets its tokens: a frozen tokenizer on the fly, or a token cache.
+
+    `batch(loader_batch, task)` -> tokens (B, t, h, w) int64, labels (B,) int64 (-1: none) and the
+    task's condition (`TaskTokens`), on `device`."""
+
+    def __init__(self, *, tokenizer: Any, tokenizer_dir: Path, train: Dataset, val: Dataset, tasks: dict[str, Any],
+                 task_options: Mapping[str, Mapping[str, Any]], flags: dict[str, dict[str, bool]],
+                 grid: tuple[int, ...],
+                 clip: tuple[int, ...], num_classes: int, class_names: list[str] | None,
+                 device: str | torch.device):
+        self.tokenizer, self.tokenizer_dir, self.train, self.val = tokenizer, tokenizer_dir, train, val
+        self.tasks, self.task_options = tasks, task_options
+        self.flags = flags  # task -> {"use_class", "refine"}: constant per task, learnt on first use
+        self.grid, self.clip = tuple(grid), tuple(clip)
+        self.num_classes, self.class_names = num_classes, class_names
+        self.codebook_size = tokenizer.codebook_size
+        self.device = device
+
+    @torch.no_grad()
+    def batch(self, batch: Mapping[str, Tensor], task: str) -> tuple[Tensor, Tensor, TaskTokens]:
+        if "tokens" in batch:  # from a TokenCache
+            tokens = batch["tokens"].to(self.device)
+            cond = TaskTokens(batch[f"cond.{task}"].to(self.device), batch[f"mask.{task}"].to(self.device),
+                              **self.flags[task])
+        else:
+            video = batch["video"].to(self.device)  # (B, 3, T, H, W)
+            tokens = self.tokenizer.encode(video)
+            cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}))
+            self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
+        labels = batch["label"] if "label" in batch else torch.full((len(tokens),), -1)
+        return tokens, labels.long().to(self.device), cond
+
+
+def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSource:
+    """The token source of a `train_transformer` config: its `tokens` cache if set, else its tokenizer."""
+    if cfg.tokens is not None:
+        return _cached_source(cfg, device)
+    return _on_the_fly_source(cfg, device)
+
+
+def _on_the_fly_source(cfg: Any, device: str | torch.device) -> TokenSource:
+    from magvit.data import build_dataset
+    from magvit.tokenizers import load_tokenizer
+    from magvit.training.common import held_out_version
+
+    if cfg.tokenizer is None or cfg.data is None:
+        raise MagvitError("tokenizing on the fly needs `tokenizer` (a tokenizer folder) and `data`")
+    tokenizer = load_tokenizer(cfg.tokenizer).eval().requires_grad_(False).to(device)
+    train = build_dataset(cfg.data)
+    val = build_dataset(cfg.val_data or held_out_version(cfg.data))
+    clip = tuple(train[0]["video"].shape[1:])  # (T, H, W)
+    grid = tokenizer.token_shape(*clip)  # a clip that cannot tile fails here, with one line
+    num_classes, names = dataset_classes(train)
+    return TokenSource(tokenizer=tokenizer, tokenizer_dir=Path(cfg.tokenizer), train=train, val=val,
+                       tasks=build_tasks(cfg.tasks), task_options=cfg.task_options, flags={}, grid=grid,
+                       clip=clip, num_classes=num_classes, class_names=names, device=device)
+
+
+def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
+    from magvit.config import to_dict
+    from magvit.tokenizers import load_tokenizer
+
+    directory = Path(cfg.tokens)
+    index = read_index(directory)
+    for task in cfg.tasks:
+        used = index["task_options"].get(task, {})
+        if task in index["tasks"] and used != to_dict(cfg.task_options.get(task, {})):
+            raise MagvitError(f"{directory}: task '{task}' was extracted with options {used}, the config sets "
+                              f"{to_dict(cfg.task_options.get(task, {}))}; extract tokens again")
+    names = tuple(cfg.tasks)
+    tokenizer_dir = directory / index["tokenizer"]
+    tokenizer = load_tokenizer(tokenizer_dir).eval().requires_grad_(False).to(device)
+    return TokenSource(tokenizer=tokenizer, tokenizer_dir=tokenizer_dir, train=TokenCache(directory, "train", names),
+                       val=TokenCache(directory, "val", names), tasks={}, task_options=cfg.task_options,
+                       flags={t: index["tasks"][t] for t in names}, grid=tuple(index["grid"]),
+                       clip=tuple(index["clip"]), num_classes=int(index["num_classes"]),
+                       class_names=index.get("class_names"), device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: int = 16, shard_size: int = 1024,
+                   device: str | torch.device = "cpu", quiet: bool = False) -> Path:
+    """Tokenize `cfg.data` (split "train") and its held-out version ("val") with `cfg.tokenizer`, plus
+    every task's condition, into `directory` (default `cfg.tokens`)."""
+    from magvit.config import to_dict
+    from magvit.data import build_dataloader
+
+    target = directory if directory is not None else cfg.tokens
+    if target is None:
+        raise MagvitError("set the cache folder: tokens=DIR (or --out DIR)")
+    directory = Path(target)
+    if (directory / "index.json").is_file():
+        raise MagvitError(f"{directory} already holds a token cache; delete it or choose another folder")
+    if directory.exists() and any(directory.iterdir()):
+        raise MagvitError(f"{directory} exists and is not empty; choose another folder")
+    if shard_size < 1 or batch_size < 1:
+        raise MagvitError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
+    source = _on_the_fly_source(dataclasses.replace(cfg, tokens=None), device)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    source.tokenizer.save_pretrained(tmp / "tokenizer")
+
+    splits: dict[str, Any] = {}
+    for split, dataset in (("train", source.train), ("val", source.val)):
+        loader = build_dataloader(dataset, batch_size, shuffle=False, drop_last=False)
+        shards: list[str] = []
+        pending: list[dict[str, Tensor]] = []
+        with tqdm(total=len(dataset), desc=f"extract-tokens {split}", disable=quiet, dynamic_ncols=True) as bar:
+            for batch in loader:
+                row: dict[str, Tensor] = {}
+                for task in source.tasks:
+                    tokens, labels, cond = source.batch(batch, task)
+                    row[f"cond.{task}"] = cond.tokens.to(torch.int32).cpu()
+                    row[f"mask.{task}"] = cond.latent_mask.to(torch.uint8).cpu()
+                row["tokens"], row["label"] = tokens.to(torch.int32).cpu(), labels.cpu()
+                pending.append(row)
+                bar.update(len(tokens))
+                while sum(len(r["tokens"]) for r in pending) >= shard_size:
+                    pending = _flush(tmp, split, shards, pending, shard_size)
+        while pending:
+            pending = _flush(tmp, split, shards, pending, shard_size)
+        splits[split] = {"count": len(dataset), "shards": shards}
+
+    index = {
+        "format": FORMAT, "version": VERSION, "codebook_size": source.codebook_size, "grid": list(source.grid),
+        "clip": list(source.clip), "num_classes": source.num_classes, "class_names": source.class_names,
+        "tasks": {t: source.flags[t] for t in source.tasks},
+        "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "splits": splits,
+        "data": to_dict(cfg.data), "tokenizer": "tokenizer",
+    }
+    (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return directory
+
+
+def _flush(tmp: Path, split: str, shards: list[str], pending: list[dict], shard_size: int) -> list[dict]:
+    """Write the first `shard_size` pending samples as one shard; return what is left."""
+    joined = {k: torch.cat([r[k] for r in pending]) for k in pending[0]}
+    name = f"{split}-{len(shards):05d}.safetensors"
+    save_file({k: v[:shard_size].contiguous() for k, v in joined.items()}, str(tmp / name))
+    shards.append(name)
+    rest = {k: v[shard_size:] for k, v in joined.items()}
+    return [rest] if len(rest["tokens"]) else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_index(directory: str | Path) -> dict[str, Any]:
+    """The cache's index.json, checked; one clear line if the folder is not a token cache."""
+    path = Path(directory) / "index.json"
+    if not path.is_file():
+        raise MagvitError(f"{directory}: not a token cache (no index.json); write one with `magvit extract-tokens`")
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MagvitError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise MagvitError(f"{path}: not a magvit token cache of version {VERSION}")
+    return index
+
+
+class TokenCache(Dataset):
+    """One split of a token cache as a dataset: {"tokens", "label", "cond.<task>", "mask.<task>"}.
+
+    Holds the split in memory (int32 tokens: 4 bytes per token per task); `tasks` limits which
+    tasks' conditions are loaded."""
+
+    def __init__(self, directory: str | Path, split: str = "train", tasks: tuple[str, ...] | None = None):
+        self.directory = Path(directory)
+        self.index = read_index(directory)
+        if split not in self.index["splits"]:
+            raise MagvitError(f"{directory}: the token cache has no '{split}' split "
+                              f"(it has {', '.join(self.index['splits'])})")
+        missing = [t for t in tasks or () if t not in self.index["tasks"]]
+        if missing:
+            raise MagvitError(f"{directory}: the token cache has no conditions for task(s) {', '.join(missing)} "
+                              f"(it has {', '.join(self.index['tasks'])}); extract tokens again with them")
+        keep = tasks if tasks is not None else tuple(self.index["tasks"])
+        wanted = {"tokens", "label", *(f"cond.{t}" for t in keep), *(f"mask.{t}" for t in keep)}
+        self.shards: list[dict[str, Tensor]] = []
+        for name in self.index["splits"][split]["shards"]:
+            try:
+                shard = load_file(str(self.directory / name))
+            except (SafetensorError, OSError) as e:
+                raise MagvitError(f"{self.directory / name}: cannot read token shard ({e})") from None
+            self.shards.append({k: v for k, v in shard.items() if k in wanted})
+        self.starts = [0]
+        for shard in self.shards:
+            self.starts.append(self.starts[-1] + len(shard["tokens"]))
+        self.num_classes = int(self.index.get("num_classes", 0))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        s = bisect.bisect_right(self.starts, index) - 1
+        shard, i = self.shards[s], index - self.starts[s]
+        out: dict[str, Tensor | int] = {"label": int(shard["label"][i])}
+        for key, value in shard.items():
+            if key.startswith("mask."):
+                out[key] = value[i].bool()
+            elif key != "label":
+                out[key] = value[i].long()
+        return out
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(self.index["grid"])

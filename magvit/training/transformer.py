@@ -1,0 +1,371 @@
+"""`magvit train`: the masked transformer (MaskGIT MVTM + MAGVIT COMMIT, multi-task) with accelerate.
+
+The recipe: setup (config, run folder, tokens, model, optimizer, resume) -> loop (draw a task,
+COMMIT-mask the tokens, mask + refine + reconstruction losses, EMA, log, validate + preview,
+checkpoint) -> write the release folder `<run_dir>/model/` that the sampling commands load.
+
+Tokens come from a frozen tokenizer on the fly (`tokenizer: DIR`) or from a cache written by
+`magvit extract-tokens` (`tokens: DIR`); both give the same batches (see `magvit.training.tokens`).
+Every random choice of a step (its task, its mask, its class dropout) comes from a generator seeded
+by (seed, step, micro-batch, process), so `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from magvit.config import CONFIG_KINDS, registry_field, save_config, to_dict
+from magvit.data import DATASETS, build_dataloader
+from magvit.errors import MagvitError
+from magvit.schedules import MASK_SCHEDULES
+from magvit.tasks import TASKS, commit_inputs
+from magvit.training.checkpoint import load_checkpoint, save_checkpoint
+from magvit.training.common import (
+    CsvLog,
+    LoopConfig,
+    OptimConfig,
+    build_optimizer,
+    check_run_dir,
+    finite_everywhere,
+    infinite_batches,
+    lr_at,
+    make_accelerator,
+    make_ema,
+    set_lr,
+    step_generator,
+    truncate_log,
+    update_ema,
+)
+from magvit.training.tokens import TokenSource, open_token_source
+from magvit.transformer import TRANSFORMERS, masked_token_loss
+
+KIND_ORIGINAL, KIND_REFINE, KIND_MASK = 0, 1, 2  # commit_inputs' kinds
+
+
+@dataclass(frozen=True)
+class TransformerLossConfig:
+    """MAGVIT's COMMIT loss (REFERENCE.md section 2): cross-entropy on every latent position, split
+    into masked ([MASK] input), refine (condition token input) and reconstruction (original input)."""
+
+    mask_weight: float = 1.0
+    refine_weight: float = 1.0
+    recon_weight: float = 1.0
+    label_smoothing: float = 0.1  # MaskGIT
+    schedule: str = "cosine"  # training mask ratio gamma(r), r ~ U[0, 1)
+    class_dropout: float = 0.1  # labels replaced by UNCOND, for classifier-free guidance
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """Sample previews written at every validation: `num` samples per task, decoded in `steps`."""
+
+    num: int = 4
+    steps: int = 12
+    guidance: float = 0.0
+    tasks: tuple[str, ...] = ()  # default: every trained task
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerTrainConfig:
+    """`kind: train_transformer`."""
+
+    kind: str = "train_transformer"
+    run_dir: str = "runs/transformer"
+    tokenizer: str | None = None  # a tokenizer release folder (train-tokenizer's <run_dir>/tokenizer)
+    tokens: str | None = None  # a token cache from `magvit extract-tokens` (the fast path)
+    transformer: object = registry_field(TRANSFORMERS)
+    data: object | None = registry_field(DATASETS, default=None)
+    val_data: object | None = registry_field(DATASETS, default=None)
+    tasks: Mapping[str, float] = field(default_factory=lambda: {"cg": 1.0})  # task -> sampling weight
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. {fp: {cond_frames: 5}}
+    num_classes: int | None = None  # default: the dataset's
+    loss: TransformerLossConfig = TransformerLossConfig()
+    optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045, warmup_steps=100)
+    loop: LoopConfig = LoopConfig()
+    preview: PreviewConfig = PreviewConfig()
+    copy_tokenizer: bool = True  # the release folder holds a copy of the tokenizer (else its path)
+    fps: float = 8.0
+
+
+CONFIG_KINDS.register("train_transformer", TransformerTrainConfig, help="train a masked transformer")(
+    TransformerTrainConfig
+)
+
+
+def check_config(cfg: TransformerTrainConfig) -> None:
+    """Cross-field checks the schema cannot express; one line each."""
+    if cfg.tokens is None and (cfg.tokenizer is None or cfg.data is None):
+        raise MagvitError("set `tokenizer` and `data` (tokenize on the fly) or `tokens` (an extract-tokens cache)")
+    if not cfg.tasks:
+        raise MagvitError("`tasks` is empty; name at least one task, e.g. tasks: {cg: 1.0}")
+    for name, weight in cfg.tasks.items():
+        TASKS[name]  # one clear line for an unknown task
+        if weight < 0:
+            raise MagvitError(f"tasks.{name}: a sampling weight must be >= 0, got {weight}")
+    if sum(cfg.tasks.values()) <= 0:
+        raise MagvitError("`tasks`: the weights sum to 0; give at least one task a positive weight")
+    for name in [*cfg.task_options, *cfg.preview.tasks]:
+        if name not in cfg.tasks:
+            raise MagvitError(f"task '{name}' has options or previews but is not trained; add it to `tasks`")
+    MASK_SCHEDULES[cfg.loss.schedule]
+    if not 0 <= cfg.loss.class_dropout <= 1:
+        raise MagvitError(f"loss.class_dropout must lie in [0, 1], got {cfg.loss.class_dropout}")
+
+
+def build_model(cfg: TransformerTrainConfig, source: TokenSource):
+    """The transformer sized for the tokens: codebook, classes and grid come from the data."""
+    tcfg = cfg.transformer
+    if tcfg.codebook_size not in (0, source.codebook_size):
+        raise MagvitError(f"transformer.codebook_size {tcfg.codebook_size} differs from the tokenizer's "
+                          f"{source.codebook_size}; leave it unset")
+    num_classes = cfg.num_classes if cfg.num_classes is not None else source.num_classes
+    needs_class = [t for t in cfg.tasks if TASKS.build(t).use_class]
+    if needs_class and num_classes == 0:
+        raise MagvitError(f"task(s) {', '.join(needs_class)} need class labels, and the data has none; "
+                          "train uncond / fp / ... instead, or set num_classes")
+    tcfg = dataclasses.replace(tcfg, codebook_size=source.codebook_size, num_classes=num_classes,
+                               grid=tuple(source.grid))
+    return TRANSFORMERS[tcfg.name].build(tcfg)
+
+
+def draw_task(names: list[str], weights: torch.Tensor, seed: int, step: int) -> str:
+    """One task per step, drawn from the weighted list; the same on every process."""
+    gen = step_generator(seed, step, 1 << 20)
+    return names[int(torch.multinomial(weights, 1, generator=gen))]
+
+
+def class_ids(model, labels: torch.Tensor, use_class: bool, dropout: float, gen: torch.Generator) -> torch.Tensor:
+    """(B,) class prompt ids: the label's class token, or UNCOND (no label, a task without class,
+    a model without classes, or dropped with probability `dropout` for classifier-free guidance)."""
+    vocab = model.vocab
+    uncond = torch.full_like(labels, vocab.uncond)
+    if not use_class or model.config.num_classes == 0:
+        return uncond
+    keep = labels >= 0
+    if dropout > 0:
+        keep &= torch.rand(labels.shape, generator=gen, device=gen.device).to(labels.device) >= dropout
+    return torch.where(keep, vocab.cls(labels.clamp(min=0)), uncond)
+
+
+def commit_loss_terms(logits, tokens, kinds, loss: TransformerLossConfig, label_smoothing: float | None = None):
+    """{"mask", "refine", "recon"}: mean CE over the positions of each kind (absent kinds give 0)."""
+    smoothing = loss.label_smoothing if label_smoothing is None else label_smoothing
+    terms = {}
+    for name, kind in (("mask", KIND_MASK), ("refine", KIND_REFINE), ("recon", KIND_ORIGINAL)):
+        weight = (kinds == kind).float()  # (B, t, h, w)
+        terms[name] = (masked_token_loss(logits, tokens, weight, smoothing) if bool(weight.any())
+                       else logits.new_zeros(()))
+    return terms
+
+
+def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: bool = False) -> dict[str, float]:
+    """Run the recipe; returns the last validation metrics."""
+    # ---------------------------------------------------------------- setup
+    from accelerate.utils import set_seed
+
+    check_config(cfg)
+    loop, losses = cfg.loop, cfg.loss
+    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum)
+    main, device = accelerator.is_main_process, accelerator.device
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    previous = check_run_dir(run_dir, resume)
+    set_seed(loop.seed)
+    if main:
+        save_config(cfg, run_dir)
+
+    source = open_token_source(cfg, device)
+    model = build_model(cfg, source)
+    ema = make_ema(model) if loop.ema_decay else None
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    loader = build_dataloader(source.train, loop.batch_size, shuffle=True, seed=loop.seed,
+                              num_workers=loop.num_workers)
+    if len(loader) == 0:
+        raise MagvitError(f"the training set has {len(source.train)} samples, fewer than one batch of "
+                          f"{loop.batch_size}")
+    modules = {"transformer": model, **({"ema": ema} if ema else {})}
+    step, epoch, batch_index = 0, 0, 0
+    if resume:
+        state = load_checkpoint(previous, modules, {"opt": optimizer})
+        step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
+        if main:
+            for name in ("train.csv", "val.csv"):
+                truncate_log(run_dir / name, step)
+            print(f"resumed from {previous} at step {step}")
+
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if ema is not None:
+        ema.to(device)
+    raw = accelerator.unwrap_model(model)
+    names = list(cfg.tasks)
+    weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
+    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
+    val_metrics: dict[str, float] = {}
+    bad_steps = 0
+
+    # ---------------------------------------------------------------- loop
+    bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train", dynamic_ncols=True)
+    batches = infinite_batches(loader, epoch, batch_index)
+    started, first_step = time.time(), step
+    while step < loop.steps:
+        set_lr(optimizer, lr_at(step, loop.steps, cfg.optim))
+        task = draw_task(names, weights, loop.seed, step)
+        for micro in range(loop.grad_accum):
+            epoch, batch_index, batch = next(batches)
+            gen = step_generator(loop.seed, step, micro, accelerator.process_index, device=device)
+            tokens, labels, cond = source.batch(batch, task)  # (B, t, h, w), (B,), the task's condition
+            inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule)
+            cls = class_ids(raw, labels, cond.use_class, losses.class_dropout, gen)
+            prompt = torch.full_like(labels, raw.vocab.task(task))
+            with accelerator.accumulate(model), accelerator.autocast():
+                logits = model(inputs, prompt, cls)  # (B, t, h, w, k, V)
+                terms = commit_loss_terms(logits, tokens, kinds, losses)
+                total = (losses.mask_weight * terms["mask"] + losses.refine_weight * terms["refine"]
+                         + losses.recon_weight * terms["recon"])
+                if not finite_everywhere(accelerator, total):
+                    bad_steps += 1
+                    if bad_steps > 10:
+                        raise MagvitError(f"the loss was NaN/inf {bad_steps} times in a row at step {step}; "
+                                          "lower the learning rate or use mixed_precision=no / bf16")
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
+                bad_steps = 0
+                accelerator.backward(total)
+                if accelerator.sync_gradients and cfg.optim.grad_clip:
+                    terms["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        step += 1
+        if ema is not None:
+            update_ema(ema, raw, loop.ema_decay)
+        if main and (step % loop.log_every == 0 or step == loop.steps):
+            metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            elapsed = time.time() - started
+            train_log.write({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "task": task,
+                             **metrics, "clips_per_s": round((step - first_step) * loop.batch_size * loop.grad_accum
+                                                             * accelerator.num_processes / max(elapsed, 1e-9), 3)})
+            bar.set_postfix(task=task, mask=f"{metrics['mask']:.3f}")
+        bar.update(1)
+        if step % loop.val_every == 0 or step == loop.steps:
+            if main:
+                val_metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
+                val_log.write({"step": step, **val_metrics})
+                if cfg.preview.num > 0 and source.tokenizer is not None:
+                    write_preview(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview,
+                                  run_dir / "samples" / f"step-{step:08d}.gif", cfg.fps, loop.seed)
+                if not quiet:
+                    tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+            accelerator.wait_for_everyone()
+        if step % loop.save_every == 0 or step == loop.steps:
+            if main:
+                save_checkpoint(ckpt_dir, step, {"transformer": raw, **({"ema": ema} if ema else {})},
+                                {"opt": optimizer}, {"epoch": epoch, "next_batch": batch_index + 1},
+                                keep=loop.keep_last)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # ---------------------------------------------------------------- release folder
+    if main:
+        from magvit.sampling import write_release
+
+        folder = write_release(run_dir / "model", ema or raw, source.tokenizer, source.tokenizer_dir,
+                               meta=release_meta(cfg, source, step, ema is not None), copy=cfg.copy_tokenizer)
+        if not quiet:
+            print(f"saved {folder} ({'EMA' if ema else 'raw'} weights, tasks {', '.join(names)})")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return val_metrics
+
+
+def release_meta(cfg: TransformerTrainConfig, source: TokenSource, step: int, ema: bool) -> dict[str, Any]:
+    """What the sampling commands need besides the weights (magvit.json)."""
+    frames, height, width = source.clip
+    return {
+        "tasks": list(cfg.tasks), "task_options": to_dict(cfg.task_options),
+        "num_classes": cfg.num_classes if cfg.num_classes is not None else source.num_classes,
+        "class_names": source.class_names, "grid": list(source.grid), "frames": frames, "size": [height, width],
+        "fps": cfg.fps, "trained_steps": step, "weights": "ema" if ema else "raw",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and previews
+
+
+def held_out_batches(source: TokenSource, batches: int, batch_size: int) -> Iterable[dict]:
+    loader = build_dataloader(source.val, batch_size, shuffle=False, drop_last=False)
+    return (b for _, b in zip(range(batches), loader))
+
+
+@torch.no_grad()
+def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_size: int, seed: int) -> dict:
+    """Held-out CE (no label smoothing) and accuracy on COMMIT-masked tokens per task, with fixed
+    masks; and `unigram_entropy`, the entropy of the held-out tokens' own histogram: no model that
+    ignores context can have a lower masked-token CE on them."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    counts = torch.zeros(source.codebook_size, dtype=torch.float64)
+    for i, batch in enumerate(held_out_batches(source, batches, batch_size)):
+        for t, task in enumerate(tasks):
+            tokens, labels, cond = source.batch(batch, task)
+            if t == 0:
+                counts += torch.bincount(tokens.flatten().cpu(), minlength=source.codebook_size).double()
+            gen = step_generator(seed, 1 << 21, i, t, device=device)
+            inputs, kinds = commit_inputs(tokens, cond, model.vocab.mask, gen)
+            cls = class_ids(model, labels, cond.use_class, 0.0, gen)
+            logits = model(inputs, torch.full_like(labels, model.vocab.task(task)), cls).float()
+            masked = kinds == KIND_MASK
+            ce = masked_token_loss(logits, tokens, masked.float(), 0.0)
+            correct = (logits.argmax(-1) == _sub_targets(tokens, logits)).all(-1) & masked
+            n = int(masked.sum())
+            sums[f"{task}.mask_ce"] = sums.get(f"{task}.mask_ce", 0.0) + float(ce) * n
+            sums[f"{task}.mask_acc"] = sums.get(f"{task}.mask_acc", 0.0) + float(correct.sum())
+            sums[f"{task}.n"] = sums.get(f"{task}.n", 0.0) + n
+    model.train(was_training)
+    out = {k: v / max(sums[f"{k.split('.')[0]}.n"], 1) for k, v in sums.items() if not k.endswith(".n")}
+    p = counts[counts > 0] / counts.sum()
+    out["unigram_entropy"] = float(-(p * p.log()).sum())
+    return out
+
+
+def _sub_targets(tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(B, t, h, w) ids -> (B, t, h, w, k) sub-token targets matching logits (B, t, h, w, k, V)."""
+    from magvit.transformer import split_ids
+
+    k, v = logits.shape[-2], logits.shape[-1]
+    return split_ids(tokens, k, v.bit_length() - 1) if k > 1 else tokens.unsqueeze(-1)
+
+
+@torch.no_grad()
+def write_preview(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, path: Path,
+                  fps: float, seed: int) -> Path:
+    """A GIF grid: for each task a row of held-out clips (as the tokenizer reconstructs them) over a row
+    of samples decoded from their condition."""
+    from magvit.decode import DecodeConfig, decode
+    from magvit.media import make_grid, write_video
+
+    was_training = model.training
+    model.eval()
+    batch = next(iter(held_out_batches(source, 1, preview.num)))
+    rows = []
+    for t, task in enumerate(tasks):
+        tokens, labels, cond = source.batch(batch, task)
+        classes = labels.clamp(min=0) if cond.use_class and model.config.num_classes > 0 else None
+        gen = step_generator(seed, 1 << 22, t, device=tokens.device)
+        cfg = DecodeConfig(steps=preview.steps, guidance=preview.guidance if classes is not None else 0.0)
+        ids = decode(model, cond, task, classes, tuple(tokens.shape[1:]), len(tokens), cfg, gen)
+        rows += [source.tokenizer.decode(tokens), source.tokenizer.decode(ids)]
+    model.train(was_training)
+    videos = torch.cat(rows).float().clamp(-1, 1).cpu()  # (2 * tasks * n, 3, T, H, W)
+    return write_video(path, make_grid(videos, nrow=len(tokens)), fps=fps)

@@ -1,0 +1,179 @@
+"""The sampling commands (generate, predict, interpolate, inpaint, outpaint, edit) end to end on a
+tiny untrained model: files and grids written, the YAML form equals the flag form, flags override
+the YAML, short checkpoint names, every shipped configs/generate/*.yaml, one-line errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from magvit.cli import main
+from magvit.config import load_config
+from magvit.sampling import FAMILIES, PROMPTS, write_release
+from magvit.tasks import TASKS
+
+ROOT = Path(__file__).parents[1]
+TRAINED = [t for t in TASKS if t not in PROMPTS]  # the video tasks; edit / inpaint / outpaint borrow a prompt
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A model folder (causal3d tiny: 9x16x16 clips -> 3x4x4 tokens; tiny transformer, 10 classes)
+    and inputs: a 12-frame and a 3-frame MP4, a PNG image and a PNG mask, all 32x32."""
+    from magvit.data import MovingDigits
+    from magvit.media import write_image_grid, write_video
+    from magvit.tokenizers import build_tokenizer
+    from magvit.transformer import build_transformer
+
+    root = tmp_path_factory.mktemp("sampling")
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer("causal3d", "tiny")
+    model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(3, 4, 4))
+    meta = {"tasks": TRAINED, "task_options": {}, "num_classes": 10, "class_names": None, "grid": [3, 4, 4],
+            "frames": 9, "size": [16, 16], "fps": 8.0, "trained_steps": 0, "weights": "raw"}
+    write_release(root / "model", model, tokenizer, None, meta)
+    clip = MovingDigits(frames=12, size=32, num_samples=1)[0]["video"]
+    write_video(root / "in.mp4", clip)
+    write_video(root / "short.mp4", clip[:, :3])
+    write_image_grid(root / "in.png", clip[:, :1][None], padding=0)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 4:16] = 255
+    Image.fromarray(mask).save(root / "mask.png")
+    return root
+
+
+def _run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+COMMON = ["--steps", "2", "--seed", "1", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("name, args, outputs, grid", [
+    ("generate", ["--class", "3", "--class", "5", "--num", "3", "--batch-size", "2"],
+     ["out", "out/samples.mp4", "out/samples.gif", "out/samples.png", "out/settings.yaml"], (2, 2)),
+    ("predict", ["--video", "in.mp4", "--cond-frames", "1", "--num", "2"], ["pred.mp4", "pred.settings.yaml"], (2, 2)),
+    ("interpolate", ["--video", "in.mp4", "--num", "1"], ["interp.gif", "interp.settings.yaml"], (1, 2)),
+    ("inpaint", ["--image", "in.png", "--box", "4,4,8,8", "--num", "2"], ["inp.png"], (2, 2)),
+    ("inpaint", ["--video", "in.mp4", "--mask", "mask.png", "--num", "1"], ["inpv", "inpv/samples.mp4"], (1, 2)),
+    ("outpaint", ["--image", "in.png", "--box", "4,4,8,8", "--num", "1"], ["outp.png"], (1, 2)),
+    ("edit", ["--image", "in.png", "--box", "4,4,8,8", "--class", "7", "--num", "1"], ["edit.png"], (1, 2)),
+])
+def test_each_command_writes_its_grids(files, tmp_path, capsys, name, args, outputs, grid):
+    out = tmp_path / outputs[0]
+    args = [str(files / a) if a.endswith((".mp4", ".png")) else a for a in args]
+    assert _run(name, "--checkpoint", files / "model", *args, *COMMON, "--out", out) == 0, capsys.readouterr().err
+    for path in outputs:
+        assert (tmp_path / path).exists(), path
+    png = out / "samples.png" if out.suffix == "" else out if out.suffix == ".png" else None
+    if png is not None:  # rows x columns of 16x16 frames with 2-pixel padding
+        assert _png(png).shape[:2] == (2 + grid[0] * 18, 2 + grid[1] * 18)
+    settings = out / "settings.yaml" if out.suffix == "" else out.with_name(f"{out.stem}.settings.yaml")
+    cfg = load_config(settings, expect="sample")
+    assert cfg.task in FAMILIES[name] and cfg.decode.steps == 2 and cfg.seed == 1
+
+
+def test_image_tasks_borrow_a_trained_prompt(files, tmp_path):
+    _run("edit", "--checkpoint", files / "model", "--image", files / "in.png", "--box", "0,0,8,8", *COMMON,
+         "--out", tmp_path / "e.png")
+    _run("inpaint", "--checkpoint", files / "model", "--image", files / "in.png", "--box", "0,0,8,8", *COMMON,
+         "--out", tmp_path / "i.png")
+    edit, inpaint = (load_config(tmp_path / f"{n}.settings.yaml") for n in ("e", "i"))
+    assert (edit.task, edit.prompt) == ("edit", "cg") and (inpaint.task, inpaint.prompt) == ("inpaint", "ipc")
+
+
+def test_yaml_form_equals_flag_form_and_flags_override(files, tmp_path):
+    flags = ["--checkpoint", files / "model", "--video", files / "in.mp4", "--cond-frames", "1", "--num", "2",
+             "--steps", "3", "--seed", "4", "--temperature", "0.8", "--device", "cpu"]
+    assert _run("predict", *flags, "--out", tmp_path / "a") == 0
+    settings = yaml.safe_load((tmp_path / "a" / "settings.yaml").read_text())
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({**settings, "out": str(tmp_path / "b")}))
+    assert _run("predict", tmp_path / "p.yaml") == 0
+    assert np.array_equal(_png(tmp_path / "a" / "samples.png"), _png(tmp_path / "b" / "samples.png"))
+    assert (tmp_path / "a" / "samples.gif").read_bytes() == (tmp_path / "b" / "samples.gif").read_bytes()
+    again = yaml.safe_load((tmp_path / "b" / "settings.yaml").read_text())
+    assert {**again, "out": None} == {**settings, "out": None}
+
+    # flags and key=value override the YAML
+    assert _run("predict", tmp_path / "p.yaml", "--steps", "1", "seed=9", "--out", tmp_path / "c") == 0
+    over = load_config(tmp_path / "c" / "settings.yaml")
+    assert over.decode.steps == 1 and over.seed == 9 and over.decode.temperature == 0.8
+
+
+def test_short_checkpoint_names_resolve_under_checkpoints(files, tmp_path, monkeypatch):
+    import shutil
+
+    import magvit.sampling
+
+    shipped = tmp_path / "checkpoints"
+    shutil.copytree(files / "model", shipped / "digits-tiny")
+    monkeypatch.setattr(magvit.sampling, "CHECKPOINTS", shipped)
+    assert _run("generate", "--checkpoint", "digits-tiny", "--num", "1", *COMMON, "--out", tmp_path / "g.png") == 0
+
+
+def test_inpaint_needs_a_region_unless_the_model_has_fixed_region_tasks(files, tmp_path, capsys):
+    import json
+    import shutil
+
+    shutil.copytree(files / "model", tmp_path / "cg_only")
+    meta = json.loads((tmp_path / "cg_only" / "magvit.json").read_text())
+    (tmp_path / "cg_only" / "magvit.json").write_text(json.dumps({**meta, "tasks": ["cg"]}))
+    assert _run("inpaint", "--checkpoint", tmp_path / "cg_only", "--image", files / "in.png", *COMMON,
+                "--out", tmp_path / "x") == 2
+    assert "give --box or --mask" in capsys.readouterr().err
+    assert _run("inpaint", "--checkpoint", tmp_path / "cg_only", "--image", files / "in.png", "--box", "2,2,4,4",
+                "--class", "1", *COMMON, "--out", tmp_path / "y.png") == 0  # class-conditional inpainting (cg)
+    assert _run("inpaint", "--checkpoint", files / "model", "--image", files / "in.png", *COMMON,
+                "--out", tmp_path / "z.png") == 0  # ipc: its own central region
+    assert load_config(tmp_path / "z.settings.yaml").task == "ipc"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "generate").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sampling_config_runs(files, tmp_path, path):
+    raw = yaml.safe_load(path.read_text())
+    command = next(c for c, tasks in FAMILIES.items() if raw["task"] in tasks)
+    media = files / ("in.png" if raw["task"] in ("edit", "inpaint", "outpaint") else "in.mp4")
+    overrides = [f"checkpoint={files / 'model'}", "num=1", "decode.steps=1", f"out={tmp_path / 'o'}", "device=cpu"]
+    overrides += [f"input={media}"] if "input" in raw else []
+    overrides += ["box=[2, 2, 8, 8]"] if "box" in raw else []
+    assert _run(command, path, *overrides) == 0
+    assert (tmp_path / "o" / "samples.png").is_file() and (tmp_path / "o" / "settings.yaml").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "--video", "short.mp4", "--cond-frames", "5"], "has 3 frame(s); task fp needs 5"),
+    (["predict", "--video", "in.mp4", "--cond-frames", "3"], "cond_frames=3 does not fill whole latent frames"),
+    (["interpolate", "--video", "short.mp4"], "task fi needs 9"),
+    (["predict", "--video", "missing.mp4"], "video file not found"),
+    (["inpaint", "--image", "in.png", "--box", "10,10,8,8"], "lies outside the 16x16 frame"),
+    (["inpaint", "--image", "in.png", "--box", "1,2,3"], "--box must be top,left,height,width"),
+    (["generate", "--task", "uncond", "--class", "3"], "task uncond takes no class"),
+    (["generate", "--class", "12"], "classes 0 to 9"),
+    (["generate", "--task", "fp"], "task 'fp' runs with `magvit predict`"),
+    (["generate", "--prompt", "edit"], "not 'edit' (prompt)"),
+    (["generate", "--schedule", "bogus"], "unknown mask schedule"),
+    (["generate", "--checkpoint", "no-such-model"], "checkpoint 'no-such-model' not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, args, message):
+    args = [str(files / a) if a.endswith((".mp4", ".png")) else a for a in args]
+    if "--checkpoint" not in args:
+        args += ["--checkpoint", str(files / "model")]
+    assert _run(*args, *COMMON, "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and "Traceback" not in err, err

@@ -1,0 +1,193 @@
+"""`magvit train` and `magvit extract-tokens`: the transformer learns beyond the unigram baseline on
+moving digits, a resumed run equals the uninterrupted one, the token cache equals tokenizing on the
+fly, the release folder holds what sampling needs, and bad settings are one line with exit code 2."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from magvit.cli import main
+from magvit.config import from_dict, load_config
+from magvit.training.tokens import TokenCache, extract_tokens, open_token_source
+from magvit.training.transformer import (
+    TransformerTrainConfig,
+    check_config,
+    evaluate,
+    train_transformer,
+)
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """2 shared cores: one intra-op thread avoids OpenMP oversubscription stalls on small convs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """An untrained causal3d tiny (9x16x16 clips -> 3x4x4 tokens, 2^10 codes): the transformer must
+    learn ITS tokens; a tokenizer need not be good for that."""
+    from magvit.tokenizers import build_tokenizer
+
+    torch.manual_seed(0)
+    return build_tokenizer("causal3d", "tiny").save_pretrained(tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+def _config(tmp: Path, tokenizer_dir: Path, **changes) -> dict:
+    raw = {
+        "kind": "train_transformer", "run_dir": str(tmp / "run"), "tokenizer": str(tokenizer_dir),
+        "transformer": {"name": "masked", "preset": "tiny", "dropout": 0.0},
+        "data": {"name": "moving_digits", "frames": 9, "size": 16, "num_samples": 16},
+        "val_data": {"name": "moving_digits", "frames": 9, "size": 16, "num_samples": 8, "split": "val"},
+        "tasks": {"cg": 1.0, "fp": 1.0, "ipc": 0.5},
+        "optim": {"lr": 0.003, "betas": [0.9, 0.96], "warmup_steps": 2},
+        "loop": {"steps": 4, "batch_size": 4, "val_every": 2, "save_every": 2, "val_batches": 1, "log_every": 1,
+                 "ema_decay": 0.9},
+        "preview": {"num": 2, "steps": 2},
+    }
+    for key, value in changes.items():  # sections merge, everything else is replaced
+        raw[key] = {**raw[key], **value} if key in ("data", "val_data", "loop", "optim", "preview") else value
+    return raw
+
+
+def _write(path: Path, raw: dict) -> str:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learns_masked_tokens_beyond_the_unigram_baseline(tmp_path, tokenizer_dir):
+    raw = _config(tmp_path, tokenizer_dir, tokens=str(tmp_path / "cache"), tasks={"cg": 1.0},
+                  data={"num_samples": 256}, val_data={"num_samples": 64},
+                  loop={"steps": 120, "batch_size": 32, "val_every": 10**6, "save_every": 10**6, "log_every": 20,
+                        "val_batches": 2, "ema_decay": None},
+                  preview={"num": 0}, optim={"lr": 0.003, "betas": [0.9, 0.96], "warmup_steps": 20})
+    cfg = from_dict(TransformerTrainConfig, raw)
+    extract_tokens(cfg, batch_size=64, quiet=True)
+    train_transformer(cfg, quiet=True)
+
+    train = TokenCache(tmp_path / "cache", "train")
+    counts = torch.stack([train[i]["tokens"] for i in range(len(train))]).flatten().bincount(minlength=1024)
+    p = counts[counts > 0].double() / counts.sum()
+    unigram = float(-(p * p.log()).sum())  # nats: the best context-free model of the training tokens
+
+    from magvit.transformer import load_transformer
+
+    model = load_transformer(tmp_path / "run" / "model")
+    held_out = evaluate(model, open_token_source(cfg), ["cg"], batches=2, batch_size=32, seed=123)
+    print(f"\nheld-out masked-token CE {held_out['cg.mask_ce']:.3f} nats vs unigram entropy of the training "
+          f"tokens {unigram:.3f} nats (held-out tokens' own histogram: {held_out['unigram_entropy']:.3f})")
+    assert held_out["cg.mask_ce"] < 0.9 * unigram
+    assert held_out["cg.mask_ce"] < held_out["unigram_entropy"]  # beats even the held-out set's own histogram
+
+
+def test_resume_cache_and_release(tmp_path, tokenizer_dir):
+    # the uninterrupted run, on the fly, through the CLI
+    raw = _config(tmp_path, tokenizer_dir)
+    assert main(["train", _write(tmp_path / "a.yaml", raw)]) == 0
+    run_a = tmp_path / "run"
+
+    # crash after the step-2 checkpoint: a copy without the later state, resumed
+    run_b = tmp_path / "run_b"
+    shutil.copytree(run_a, run_b)
+    shutil.rmtree(run_b / "checkpoints" / "step-00000004")
+    shutil.rmtree(run_b / "model")
+    assert main(["train", _write(tmp_path / "b.yaml", {**raw, "run_dir": str(run_b)}), "--resume"]) == 0
+    assert _same(_weights(run_a), _weights(run_b))
+    last_a, last_b = (load_file(str(r / "checkpoints/step-00000004/opt.optim.safetensors")) for r in (run_a, run_b))
+    assert _same(last_a, last_b)
+    rows = [[r.split(",")[:-1] for r in (run / "train.csv").read_text().splitlines()] for run in (run_a, run_b)]
+    assert rows[0] == rows[1] and len(rows[0]) == 5  # header + 4 steps, each logged once (clips/s aside)
+
+    # the token cache path gives the same run as tokenizing on the fly
+    cache = tmp_path / "cache"
+    assert main(["extract-tokens", str(tmp_path / "a.yaml"), "--out", str(cache), "--batch-size", "3",
+                 "--shard-size", "5", "--device", "cpu"]) == 0
+    index = json.loads((cache / "index.json").read_text())
+    assert index["splits"]["train"]["count"] == 16 and len(index["splits"]["train"]["shards"]) == 4
+    assert index["grid"] == [3, 4, 4] and index["tasks"]["fp"] == {"use_class": False, "refine": True}
+    run_c = tmp_path / "run_c"
+    assert main(["train", str(tmp_path / "a.yaml"), f"run_dir={run_c}", f"tokens={cache}"]) == 0
+    assert _same(_weights(run_a), _weights(run_c))
+
+    # the release folder: transformer, tokenizer copy, metadata; sample previews were written
+    meta = json.loads((run_a / "model" / "magvit.json").read_text())
+    assert meta["tasks"] == ["cg", "fp", "ipc"] and meta["num_classes"] == 10 and meta["grid"] == [3, 4, 4]
+    assert meta["frames"] == 9 and meta["size"] == [16, 16] and meta["tokenizer"] == "tokenizer"
+    assert (run_a / "model" / "tokenizer" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (run_a / "samples").iterdir()) == ["step-00000002.gif", "step-00000004.gif"]
+    val = (run_a / "val.csv").read_text().splitlines()
+    assert val[0].startswith("step,cg.mask_ce,cg.mask_acc,fp.mask_ce") and len(val) == 3
+
+
+def test_cached_tokens_equal_the_tokenizer(tmp_path, tokenizer_dir):
+    from magvit.data import MovingDigits
+    from magvit.tasks import TASKS
+    from magvit.tokenizers import load_tokenizer
+
+    raw = _config(tmp_path, tokenizer_dir, tasks={"fi": 1.0}, data={"num_samples": 3}, val_data={"num_samples": 2})
+    cache = extract_tokens(from_dict(TransformerTrainConfig, raw), tmp_path / "cache", batch_size=2, quiet=True)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    clips = torch.stack([MovingDigits(frames=9, size=16, num_samples=3)[i]["video"] for i in range(3)])
+    cond = TASKS.build("fi").condition(clips, tokenizer)
+    cached = TokenCache(cache, "train")
+    for i in range(3):
+        assert torch.equal(cached[i]["tokens"], tokenizer.encode(clips[i : i + 1])[0])
+        assert torch.equal(cached[i]["cond.fi"], cond.tokens[i])
+        assert torch.equal(cached[i]["mask.fi"], cond.latent_mask[i])
+    with pytest.raises(Exception, match="no conditions for task"):
+        TokenCache(cache, "train", tasks=("fp",))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tokenizer": None}, "set `tokenizer` and `data`"),
+    ({"tasks": {"bogus": 1.0}}, "unknown task 'bogus'"),
+    ({"tasks": {"cg": 0.0}}, "weights sum to 0"),
+    ({"task_options": {"fi": {"cond_frames": 1}}}, "task 'fi' has options or previews but is not trained"),
+    ({"data": {"name": "moving_digits", "frames": 9, "size": 15}}, "height"),
+])
+def test_bad_settings_are_one_line(tmp_path, tokenizer_dir, capsys, change, message):
+    raw = {**_config(tmp_path, tokenizer_dir), **change}
+    assert main(["train", _write(tmp_path / "bad.yaml", raw)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
+def test_resume_without_a_checkpoint_and_a_reused_run_dir(tmp_path, tokenizer_dir, capsys):
+    path = _write(tmp_path / "c.yaml", _config(tmp_path, tokenizer_dir))
+    assert main(["train", path, "--resume"]) == 2
+    assert "no checkpoint under" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoints" / "step-00000002").mkdir(parents=True)
+    assert main(["train", path]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_build_tiny(path):
+    from magvit.transformer import TRANSFORMERS
+
+    cfg = load_config(path, ["transformer.layers=1", "transformer.width=32", "transformer.heads=2"])
+    check_config(cfg)
+    tcfg = dataclasses.replace(cfg.transformer, codebook_size=2**10, num_classes=3)
+    model = TRANSFORMERS[tcfg.name].build(tcfg)
+    ids = torch.zeros(1, 1, 2, 2, dtype=torch.long)
+    logits = model(ids, torch.tensor([model.vocab.task(next(iter(cfg.tasks)))]), torch.tensor([model.vocab.uncond]))
+    assert logits.shape[:4] == (1, 1, 2, 2)
