@@ -197,6 +197,39 @@ def bench_decode(args: argparse.Namespace) -> None:
     write_table(table, args.out)
 
 
+def _bench_quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a model folder written by `magvit train` (or its run folder)")
+    p.add_argument("--cache-dir", default=None, help="where the digit classifier is cached (default ~/.cache/magvit)")
+    p.add_argument("--num", type=int, default=100, help="clips per measurement (default 100)")
+    p.add_argument("--steps", type=int, default=12, help="decoding steps of the main row (default 12)")
+    p.add_argument("--schedule", default="cosine", help="mask schedule of the main row (default cosine)")
+    p.add_argument("--sweep-schedules", nargs="*", default=["cosine", "square", "linear", "sqrt"], metavar="S",
+                   help="schedules of the sweep (default cosine square linear sqrt; none: no sweep)")
+    p.add_argument("--sweep-steps", nargs="*", type=int, default=[4, 8, 12, 16], metavar="N",
+                   help="steps of the sweep (default 4 8 12 16)")
+    p.add_argument("--batch-size", type=int, default=50, help="clips per decode call (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+
+
+@command("quality", "generation quality on moving digits: class accuracy, Frechet distance, frame prediction, "
+         "schedule x steps sweep", group="bench")
+@arguments(_bench_quality_args)
+def bench_quality(args: argparse.Namespace) -> None:
+    from magvit.bench import write_table
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.quality import bench_quality
+
+    tables = bench_quality(
+        args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
+        sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
+        device=resolve_device(args.device), batch_size=args.batch_size, seed=args.seed,
+    )
+    for table in tables:
+        write_table(table, args.out)
+
+
 # ---------------------------------------------------------------------------------------------
 # magvit train | extract-tokens
 

@@ -163,3 +163,72 @@ def test_bench_decode_rejects_a_bad_grid(capsys):
     assert main(["bench", "decode", "--grid", "4,16"]) == 2
     assert "T,H,W" in capsys.readouterr().err
     assert main(["bench", "decode", "--grid", "1,4,4", "--batch", "1", "2", "3"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# bench quality
+
+
+def test_frame_prediction_scores_and_copy_baseline():
+    from magvit.bench.quality import copy_last_frame, frame_prediction_scores
+
+    video = torch.rand(2, 3, 5, 8, 8) * 2 - 1
+    copy = copy_last_frame(video, 2)
+    assert torch.equal(copy[:, :, :2], video[:, :, :2]) and torch.equal(copy[:, :, 4], video[:, :, 1])
+    scores = frame_prediction_scores(video, video, 2)
+    assert scores["psnr"] == pytest.approx(100.0) and scores["ssim"] == pytest.approx(1.0, abs=1e-5)
+    static = video[:, :, :1].expand(-1, -1, 5, -1, -1)  # a still clip: copying the last frame is perfect
+    assert frame_prediction_scores(torch.zeros_like(static), static, 1)["copy_psnr"] == pytest.approx(100.0)
+    with pytest.raises(MagvitError, match="cond_frames"):
+        frame_prediction_scores(video, video, 5)
+
+
+def test_digit_classifier_is_cached_and_reloaded(tmp_path, monkeypatch):
+    from magvit.bench import digits
+
+    recipe = digits.Recipe(clips=30, frames=2, epochs=1, batch_size=30, test_clips=10)
+    model, info = digits.train_classifier(recipe, quiet=True)
+    assert 0 <= info["test_clip_accuracy"] <= 1
+    folder = digits.save_classifier(model, tmp_path / digits.cache_name(recipe), recipe, info)
+    monkeypatch.setattr(digits, "train_classifier", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    loaded, meta = digits.digit_classifier(tmp_path, recipe)
+    assert meta["recipe"]["clips"] == 30 and folder.name != digits.cache_name(digits.Recipe())
+    clips = torch.rand(3, 3, 2, 32, 32) * 2 - 1  # any clip size: frames are resized to 16x16
+    logits, feats = loaded.clips(clips)
+    assert logits.shape == (3, 10) and feats.shape == (3, 64)
+    assert torch.allclose(logits, model.eval().clips(clips)[0], atol=1e-5)
+
+
+def _tiny_release(folder):
+    from magvit.sampling import write_release
+    from magvit.transformer import build_transformer
+
+    tokenizer = build_tokenizer("vq3d", "tiny")
+    model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(2, 8, 8))
+    meta = dict(tasks=["cg", "fp"], task_options={}, num_classes=10, class_names=[str(i) for i in range(10)],
+                grid=[2, 8, 8], frames=8, size=[32, 32], fps=8, trained_steps=0, weights="raw")
+    return write_release(folder, model, tokenizer, None, meta=meta)
+
+
+def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
+    from magvit.bench import digits
+
+    release = _tiny_release(tmp_path / "model")
+    # an untrained classifier in the cache: this test checks structure, not digits
+    digits.save_classifier(digits.DigitClassifier().eval(), tmp_path / "cache" / digits.cache_name(digits.Recipe()),
+                           digits.Recipe(), {"test_clip_accuracy": 0.1})
+    out = tmp_path / "out"
+    argv = ["bench", "quality", "--checkpoint", str(release), "--cache-dir", str(tmp_path / "cache"), "--num", "4",
+            "--batch-size", "4", "--steps", "2", "--sweep-schedules", "cosine", "sqrt", "--sweep-steps", "1",
+            "--out", str(out)]
+    assert main(argv) == 0
+    rows = {r["method"]: r for r in _table(out, "quality")["rows"]}
+    assert set(rows) == {"model (cosine, 2 steps)", "real test clips", "copy last frame",
+                         "tokenizer round trip (ceiling)"}
+    model = rows["model (cosine, 2 steps)"]
+    assert 0 <= model["class_accuracy"] <= 100 and model["frechet"] >= -1e-6
+    assert math.isfinite(model["fp_psnr"]) and -1 <= model["fp_ssim"] <= 1
+    assert rows["copy last frame"]["class_accuracy"] is None and math.isfinite(rows["copy last frame"]["fp_psnr"])
+    sweep = _table(out, "quality_sweep")["rows"]
+    assert [(r["schedule"], r["steps"]) for r in sweep] == [("cosine", 1), ("sqrt", 1)]
+    assert all(math.isfinite(r["fp_psnr"]) and r["frechet"] >= -1e-6 for r in sweep)

@@ -1,0 +1,192 @@
+"""A small digit classifier for judging generated moving digits, trained by the project itself.
+
+Generated clips have no ground truth to compare with, so quality is measured the way FID / IS do
+it, with a classifier: how often a class-conditional sample is recognised as its class, and a
+Frechet distance between generated and real clips in the classifier's feature space. Inception
+knows nothing of 8x8 handwriting scaled up; this CNN is trained on MovingDigits frames (train
+split, digits of writers the test split does not share) in well under a minute on a CPU, and
+cached as safetensors + JSON so that every later run, and every machine with the same recipe,
+uses the same weights.
+
+Frames are reduced to one grey channel and resized to 16x16, so the classifier serves any clip
+size. A clip is classified by averaging its frames' logits (the digit is in every frame); its
+feature is the mean of its frames' penultimate activations (64-d).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from magvit.errors import MagvitError
+from magvit.fileio import atomic_path, atomic_write_text
+
+FORMAT, VERSION = "magvit-digit-classifier", 1
+INPUT = 16  # frames are resized to INPUT x INPUT: a digit spans ~7 pixels, about its 8x8 source
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the cached classifier was trained; changing it means a new cache entry (see `cache_name`)."""
+
+    clips: int = 2000  # MovingDigits train clips of 4 frames at 16x16: 8,000 frames
+    frames: int = 4
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+    test_clips: int = 500  # test-split clips the reported accuracy is measured on
+
+
+def default_cache_dir() -> Path:
+    """$MAGVIT_CACHE, else $XDG_CACHE_HOME/magvit, else ~/.cache/magvit."""
+    if os.environ.get("MAGVIT_CACHE"):
+        return Path(os.environ["MAGVIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "magvit"
+
+
+def cache_name(recipe: Recipe) -> str:
+    """digit-classifier-v1 for the default recipe, with a digest of the recipe otherwise."""
+    if recipe == Recipe():
+        return f"digit-classifier-v{VERSION}"
+    digest = hashlib.sha1(json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:8]
+    return f"digit-classifier-v{VERSION}-{digest}"
+
+
+class DigitClassifier(nn.Module):
+    """(N, 3, H, W) frames in [-1, 1] -> logits (N, 10); `features` gives the 64-d penultimate layer."""
+
+    def __init__(self):
+        super().__init__()
+        conv = lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout),
+                                               nn.ReLU(), nn.MaxPool2d(2))
+        self.body = nn.Sequential(conv(1, 32), conv(32, 64))  # 16 -> 8 -> 4
+        self.fc = nn.Linear(64 * 4 * 4, 64)
+        self.out = nn.Linear(64, 10)
+
+    @staticmethod
+    def prepare(frames: Tensor) -> Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 1, 16, 16) grey."""
+        grey = frames.float().mean(1, keepdim=True)
+        if grey.shape[-2:] != (INPUT, INPUT):
+            grey = F.interpolate(grey, size=(INPUT, INPUT), mode="bilinear", antialias=True, align_corners=False)
+        return grey
+
+    def features(self, frames: Tensor) -> Tensor:
+        return F.relu(self.fc(self.body(self.prepare(frames)).flatten(1)))  # (N, 64)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.out(self.features(frames))  # (N, 10)
+
+    @torch.no_grad()
+    def clips(self, videos: Tensor, batch: int = 64) -> tuple[Tensor, Tensor]:
+        """videos (B, 3, T, H, W) -> clip logits (B, 10) and clip features (B, 64), frame means, on the CPU."""
+        logits, feats = [], []
+        for chunk in videos.split(batch):
+            frames = rearrange(chunk, "b c t h w -> (b t) c h w").to(self.out.weight.device)
+            f = self.features(frames)  # (b * t, 64)
+            b = chunk.shape[0]
+            feats.append(reduce(f, "(b t) d -> b d", "mean", b=b).cpu())
+            logits.append(reduce(self.out(f), "(b t) k -> b k", "mean", b=b).cpu())
+        return torch.cat(logits), torch.cat(feats)
+
+
+def _frames(split: str, clips: int, frames: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(N * frames, 3, 16, 16) MovingDigits frames and their labels."""
+    from magvit.data import MovingDigits
+
+    ds = MovingDigits(frames=frames, size=INPUT, split=split, num_samples=clips, seed=seed)
+    samples = [ds[i] for i in range(len(ds))]
+    videos = torch.stack([s["video"] for s in samples])  # (N, 3, T, 16, 16)
+    labels = torch.tensor([s["label"] for s in samples]).repeat_interleave(frames)
+    return rearrange(videos, "n c t h w -> (n t) c h w"), labels
+
+
+def train_classifier(recipe: Recipe = Recipe(), quiet: bool = False) -> tuple[DigitClassifier, dict]:
+    """Train on the train split; report frame and clip accuracy on held-out test-split clips."""
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        x, y = _frames("train", recipe.clips, recipe.frames, recipe.seed)
+        model = DigitClassifier()
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
+        steps = recipe.epochs * -(-len(x) // recipe.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=steps)
+        model.train()
+        for epoch in range(recipe.epochs):
+            order = torch.randperm(len(x))
+            for idx in order.split(recipe.batch_size):
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if not quiet:
+                print(f"digit classifier: epoch {epoch + 1}/{recipe.epochs}, loss {loss.item():.3f}", flush=True)
+    model.eval()
+    test = _test_clips(recipe.test_clips, recipe.frames)
+    logits, _ = model.clips(test["videos"])
+    with torch.no_grad():
+        frame_logits = model(rearrange(test["videos"], "b c t h w -> (b t) c h w"))
+    frame_acc = (frame_logits.argmax(1) == test["labels"].repeat_interleave(recipe.frames)).float().mean().item()
+    info = {
+        "test_clip_accuracy": (logits.argmax(1) == test["labels"]).float().mean().item(),
+        "test_frame_accuracy": frame_acc,
+        "train_seconds": time.perf_counter() - start,
+    }
+    return model, info
+
+
+def _test_clips(count: int, frames: int) -> dict[str, Tensor]:
+    from magvit.data import MovingDigits
+
+    ds = MovingDigits(frames=frames, size=INPUT, split="test", num_samples=count, seed=1)
+    samples = [ds[i] for i in range(count)]
+    return {"videos": torch.stack([s["video"] for s in samples]), "labels": torch.tensor([s["label"] for s in samples])}
+
+
+def save_classifier(model: DigitClassifier, directory: Path, recipe: Recipe, info: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"format": FORMAT})
+    meta = {"format": FORMAT, "version": VERSION, "recipe": asdict(recipe), **info}
+    atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def load_classifier(directory: Path) -> tuple[DigitClassifier, dict]:
+    config, weights = directory / "config.json", directory / "model.safetensors"
+    try:
+        meta = json.loads(config.read_text())
+        state = load_file(str(weights))
+    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+        raise MagvitError(f"{directory}: cannot read the cached digit classifier ({e}); delete the folder") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise MagvitError(f"{config}: not a version {VERSION} digit classifier; delete the folder to retrain")
+    model = DigitClassifier()
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def digit_classifier(cache_dir: str | Path | None = None, recipe: Recipe = Recipe(),
+                     quiet: bool = False) -> tuple[DigitClassifier, dict]:
+    """The cached classifier, trained (and cached) on first use. Returns it and its JSON info."""
+    directory = Path(cache_dir or default_cache_dir()) / cache_name(recipe)
+    if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
+        return load_classifier(directory)
+    if not quiet:
+        print(f"training the digit classifier once (cached in {directory})", flush=True)
+    model, info = train_classifier(recipe, quiet=quiet)
+    save_classifier(model, directory, recipe, info)
+    return load_classifier(directory)

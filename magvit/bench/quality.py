@@ -1,0 +1,220 @@
+"""`magvit bench quality`: generation quality of a trained model on moving digits.
+
+With the project's own digit classifier (`magvit.bench.digits`, trained once and cached):
+
+(a) class accuracy: the share of class-conditional samples (task cg) the classifier assigns to
+    the class they were generated for (real test clips give the ceiling);
+(b) a Frechet distance between generated and real test clips in the classifier's 64-d feature
+    space (two disjoint sets of real clips give the floor);
+(c) frame prediction (task fp): PSNR / SSIM of the predicted frames against the ground truth,
+    next to the copy-last-frame baseline and the tokenizer's round trip (the ceiling: the model
+    can only produce what the tokenizer decodes);
+(d) the MaskGIT ablation: mask schedule (cosine, square, linear, sqrt) x steps (4, 8, 12, 16).
+
+The metric functions (`class_accuracy`, `classifier_frechet`, `frame_prediction_scores`,
+`copy_last_frame`) take plain tensors, so the quickstart and notebooks can call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from magvit.bench.digits import DigitClassifier, digit_classifier
+from magvit.bench.measure import batches
+from magvit.bench.report import Column, Table, environment
+from magvit.decode import DecodeConfig, decode
+from magvit.errors import MagvitError
+from magvit.metrics import feature_statistics, frechet_distance, psnr, ssim
+from magvit.tasks import TASKS, Condition
+
+SCHEDULES = ("cosine", "square", "linear", "sqrt")
+STEPS = (4, 8, 12, 16)
+
+# ---------------------------------------------------------------------------------------------
+# Metric functions
+
+
+def class_accuracy(classifier: DigitClassifier, videos: Tensor, labels: Tensor) -> float:
+    """Share of clips (B, 3, T, H, W) in [-1, 1] that the classifier assigns to `labels` (B,)."""
+    logits, _ = classifier.clips(videos)
+    return (logits.argmax(1) == labels.cpu()).float().mean().item()
+
+
+def classifier_frechet(classifier: DigitClassifier, fake: Tensor, real: Tensor) -> float:
+    """Frechet distance between two sets of clips in the classifier's feature space (>= 2 clips each)."""
+    _, f_fake = classifier.clips(fake)
+    _, f_real = classifier.clips(real)
+    return frechet_distance(*feature_statistics(f_fake), *feature_statistics(f_real))
+
+
+def copy_last_frame(video: Tensor, cond_frames: int) -> Tensor:
+    """The baseline prediction: the last given frame repeated over the rest of the clip."""
+    last = video[:, :, cond_frames - 1 : cond_frames]
+    return torch.cat([video[:, :, :cond_frames], last.expand(-1, -1, video.shape[2] - cond_frames, -1, -1)], 2)
+
+
+def frame_prediction_scores(prediction: Tensor, target: Tensor, cond_frames: int) -> dict[str, float]:
+    """PSNR / SSIM on the predicted frames only (those after the first `cond_frames`), for the
+    prediction and for the copy-last-frame baseline; clips (B, 3, T, H, W) in [-1, 1]."""
+    if not 1 <= cond_frames < target.shape[2]:
+        raise MagvitError(f"frame prediction needs 1 <= cond_frames < frames, got {cond_frames} of {target.shape[2]}")
+    future = lambda v: v[:, :, cond_frames:].float().cpu()
+    truth, copy = future(target), future(copy_last_frame(target, cond_frames))
+    pred = future(prediction).clamp(-1, 1)
+    return {
+        "psnr": psnr(pred, truth).mean().item(), "ssim": ssim(pred, truth).mean().item(),
+        "copy_psnr": psnr(copy, truth).mean().item(), "copy_ssim": ssim(copy, truth).mean().item(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from a model folder
+
+
+@torch.no_grad()
+def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: int, count: int,
+           classes: Tensor | None = None, conds: list[Condition] | None = None) -> Tensor:
+    """`count` decoded clips (N, 3, T, H, W) in [-1, 1] on the CPU, `batch_size` per decode call;
+    `conds` holds one Condition per call (for conditional tasks)."""
+    device = next(release.model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    shape = release.tokenizer.token_shape(*release.clip)
+    out = []
+    for i, start in enumerate(range(0, count, batch_size)):
+        end = min(start + batch_size, count)
+        cond = None if conds is None else conds[i]
+        cls = None if classes is None else classes[start:end].to(device)
+        ids = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
+        out.append(release.tokenizer.decode(ids).float().clamp(-1, 1).cpu())
+    return torch.cat(out)
+
+
+def real_clips(frames: int, size: int, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; classes cycle 0..9 evenly."""
+    from magvit.data import MovingDigits
+
+    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed)
+    items = [ds[i] for i in range(count)]
+    return torch.stack([s["video"] for s in items]), torch.tensor([s["label"] for s in items])
+
+
+class Evaluator:
+    """Everything one decode setting is scored with: the real clips, the fp condition, the classifier."""
+
+    def __init__(self, release: Any, classifier: DigitClassifier, num: int, batch_size: int, seed: int):
+        frames, height, width = release.clip
+        if height != width:
+            raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")
+        self.release, self.classifier, self.num, self.batch_size, self.seed = release, classifier, num, batch_size, seed
+        tasks = set(release.meta.get("tasks", []))
+        self.cg = "cg" in tasks and int(release.meta.get("num_classes", 0)) == 10
+        self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
+        if not self.cg and not self.fp:
+            raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
+                              "(10 digit classes) or fp")
+        self.real, self.labels = real_clips(frames, height, num, seed)
+        self.reference, _ = real_clips(frames, height, num, seed + 1)  # disjoint real clips: the Frechet floor
+        self.classes = torch.arange(num) % 10
+        if self.fp:
+            device = next(release.model.parameters()).device
+            options = dict(release.meta.get("task_options", {}).get(self.fp, {}))
+            task = TASKS.build(self.fp)
+            with torch.no_grad():  # one condition per decode call: z~ of the padded first frames
+                self.conds = [task.condition(b.to(device), release.tokenizer, **options)
+                              for b in batches(self.real, batch_size)]
+            self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
+
+    def score(self, cfg: DecodeConfig) -> dict[str, Any]:
+        """Class accuracy, Frechet distance and frame-prediction scores of samples decoded with `cfg`."""
+        row: dict[str, Any] = {"class_accuracy": None, "frechet": None, "fp_psnr": None, "fp_ssim": None}
+        start = time.perf_counter()
+        if self.cg:
+            fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, self.num, classes=self.classes)
+            row["class_accuracy"] = 100 * class_accuracy(self.classifier, fake, self.classes)
+            row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
+        if self.fp:
+            labels = self.labels if self.fp == "cfp" else None
+            pred = sample(self.release, self.fp, cfg, self.seed, self.batch_size, self.num, classes=labels,
+                          conds=self.conds)
+            scores = frame_prediction_scores(pred, self.real, self.cond_frames)
+            row["fp_psnr"], row["fp_ssim"] = scores["psnr"], scores["ssim"]
+        row["seconds"] = time.perf_counter() - start
+        return row
+
+    def references(self) -> list[dict[str, Any]]:
+        """Rows that bound the model: real clips (classifier ceiling, Frechet floor), copy-last-frame,
+        the tokenizer's round trip."""
+        row = lambda **values: {"method": None, **dict.fromkeys(("class_accuracy", "frechet", "fp_psnr", "fp_ssim")),
+                                **values}
+        accuracy = 100 * class_accuracy(self.classifier, self.real, self.labels)
+        floor = classifier_frechet(self.classifier, self.reference, self.real)
+        rows = [row(method="real test clips", class_accuracy=accuracy, frechet=floor)]
+        if self.fp:
+            with torch.no_grad():
+                tok = self.release.tokenizer
+                device = next(tok.parameters()).device
+                recon = torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
+                                   for b in batches(self.real, self.batch_size)])
+            scores = frame_prediction_scores(recon, self.real, self.cond_frames)
+            rows.append(row(method="copy last frame", fp_psnr=scores["copy_psnr"], fp_ssim=scores["copy_ssim"]))
+            rows.append(row(method="tokenizer round trip (ceiling)", fp_psnr=scores["psnr"], fp_ssim=scores["ssim"]))
+        return rows
+
+
+COLUMNS = [
+    Column("method", "method"), Column("class_accuracy", "class accuracy %"),
+    Column("frechet", "Frechet (classifier)"), Column("fp_psnr", "FP PSNR dB", 4), Column("fp_ssim", "FP SSIM"),
+]
+SWEEP_COLUMNS = [Column("schedule", "schedule"), Column("steps", "steps"), *COLUMNS[1:], Column("seconds", "seconds")]
+
+
+def bench_quality(
+    checkpoint: str, cache_dir: str | None = None, num: int = 100, steps: int = 12, schedule: str = "cosine",
+    sweep_schedules: tuple[str, ...] = SCHEDULES, sweep_steps: tuple[int, ...] = STEPS,
+    device: torch.device | str = "cpu", batch_size: int = 50, seed: int = 0, quiet: bool = False,
+    argv: list[str] | None = None,
+) -> list[Table]:
+    """The quality table (model + reference rows) and the schedule x steps sweep table."""
+    from magvit.sampling import load_release
+
+    if num < 2 or batch_size < 1:
+        raise MagvitError(f"--num needs at least 2 clips (a Frechet distance) and --batch-size 1, got {num}, "
+                          f"{batch_size}")
+    device = torch.device(device)
+    release = load_release(checkpoint, device)
+    classifier, info = digit_classifier(cache_dir, quiet=quiet)
+    classifier = classifier.to(device)
+    evaluator = Evaluator(release, classifier, num, batch_size, seed)
+    env = environment(device, argv)
+    frames, size = release.clip[:2]
+
+    main = Table("quality", f"Generation quality of {checkpoint} on {num} moving-digit test clips "
+                 f"({frames}x{size}x{size})", COLUMNS, environment=env)
+    main.rows.append({"method": f"model ({schedule}, {steps} steps)",
+                      **evaluator.score(DecodeConfig(steps=steps, schedule=schedule))})
+    main.rows += evaluator.references()
+    acc = 100 * info.get("test_clip_accuracy", float("nan"))
+    main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips when trained), frames "
+              "resized to 16x16; Frechet distance over its 64-d clip features")
+    if not evaluator.cg:
+        main.note("class accuracy n/a: the model was not trained for cg with 10 classes")
+    if evaluator.fp:
+        main.note(f"frame prediction ({evaluator.fp}): {evaluator.cond_frames} given frame(s), scores on the "
+                  f"{frames - evaluator.cond_frames} predicted ones")
+    else:
+        main.note("frame prediction n/a: the model was not trained for fp or cfp")
+
+    sweep = Table("quality_sweep", f"Mask schedule x decoding steps ({checkpoint}, {num} clips)", SWEEP_COLUMNS,
+                  environment=env)
+    for name in sweep_schedules:
+        for count in sweep_steps:
+            row = evaluator.score(DecodeConfig(steps=count, schedule=name))
+            sweep.rows.append({"schedule": name, "steps": count, **row})
+            if not quiet:
+                print(f"sweep: {name}, {count} steps done ({row['seconds']:.1f} s)", flush=True)
+    sweep.note("the same seed and clips for every setting; MaskGIT's ablation (concave schedules should win)")
+    return [main, sweep]
