@@ -139,6 +139,17 @@ def _bench_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported (default 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
+
+
+def _bench_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise MagvitError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def _bench_tokenizers_args(p: argparse.ArgumentParser) -> None:
@@ -162,6 +173,7 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.tokenizers import bench_tokenizers
 
+    _bench_threads(args.threads)
     table = bench_tokenizers(
         args.tokenizers, args.data, frames=args.frames, size=args.size, device=resolve_device(args.device),
         dtype=args.dtype, batch_size=args.batch_size, num_clips=args.num_clips, i3d=args.i3d,
@@ -189,6 +201,7 @@ def bench_decode(args: argparse.Namespace) -> None:
     from magvit.bench.decode import bench_decode, parse_grid
     from magvit.bench.measure import resolve_device
 
+    _bench_threads(args.threads)
     table = bench_decode(
         args.preset, parse_grid(args.grid), steps=args.steps, batches=tuple(args.batch),
         device=resolve_device(args.device), dtype=args.dtype, codebook_size=args.codebook_size,

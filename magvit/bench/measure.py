@@ -14,6 +14,8 @@ shows growth beyond every earlier peak. `PeakMemory.kind` says which of the thre
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import re
 import resource
 import statistics
@@ -84,7 +86,18 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _release_free_memory() -> None:
+    """Hand memory freed by earlier work back to the OS (glibc keeps it otherwise), so that the RSS
+    growth of the next call does not depend on what ran before it."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the measurement stays a lower bound
+        pass
+
+
 def _reset_peak_rss() -> bool:
+    _release_free_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
     except OSError:

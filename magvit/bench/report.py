@@ -79,9 +79,16 @@ def environment(device: torch.device | str, argv: list[str] | None = None) -> di
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": git_commit(),
     }
-    if torch.device(device).type == "cpu" and hasattr(os, "getloadavg"):
-        env["load"] = f"{os.getloadavg()[0]:.1f}"  # other processes on the same cores slow CPU timings
+    if torch.device(device).type == "cpu":
+        env["threads"] = str(torch.get_num_threads())
+        if hasattr(os, "getloadavg"):
+            env["load"] = f"{os.getloadavg()[0]:.1f}"  # other processes on the same cores slow CPU timings
     return env
+
+
+def _cpu_details(env: dict[str, str]) -> str:
+    threads = f", torch threads: {env['threads']}" if "threads" in env else ""
+    return threads + (f", load average {env['load']}" if "load" in env else "")
 
 
 def format_value(value: Any, digits: int = 3) -> str:
@@ -115,7 +122,7 @@ def render_text(table: Table) -> str:
     out += [f"note: {n}" for n in table.notes]
     env = table.environment
     if env:
-        load = f", load average {env['load']}" if "load" in env else ""
+        load = _cpu_details(env)
         out.append(f"{env['device']}{load}, torch {env['torch']}, {env['date']}, commit {env['commit']}")
     return "\n".join(out) + "\n"
 
@@ -125,11 +132,12 @@ def render_markdown(table: Table) -> str:
     out = [f"### {table.title}", ""]
     env = table.environment
     if env:
-        load = f", load average {env['load']}" if "load" in env else ""
+        load = _cpu_details(env)
         out += [f"`{env['command']}`", "", f"{env['device']}{load}, torch {env['torch']}, {env['date']}, "
                 f"commit `{env['commit']}`", ""]
     out.append("| " + " | ".join(escape(c.header) for c in table.columns) + " |")
-    out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|")
+    numeric = lambda c: any(isinstance(r.get(c.key), (int, float)) for r in table.rows)
+    out.append("|" + "|".join("---:" if numeric(c) else "---" for c in table.columns) + "|")
     out += ["| " + " | ".join(escape(v) for v in row) + " |" for row in _cells(table)]
     if table.notes:
         out += [""] + [f"- {escape(n)}" for n in table.notes]
