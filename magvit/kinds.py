@@ -6,4 +6,5 @@ import magvit.sampling  # noqa: F401
 import magvit.schedules  # noqa: F401
 import magvit.tasks  # noqa: F401
 import magvit.tokenizers  # noqa: F401
+import magvit.training.tokenizer  # noqa: F401
 import magvit.training.transformer  # noqa: F401

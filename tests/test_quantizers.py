@@ -263,3 +263,35 @@ def test_vq_restarts_dead_codes_from_batch_outputs(ema):
     if not ema:  # the EMA update has already moved them on
         matches = (vq.codes[4:, None, :] - tokens[None]).abs().amax(-1) == 0  # (4, 64)
         assert matches.any(-1).all(), "each restarted code is one of this batch's encoder outputs"
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_vq_data_init_takes_codes_from_the_first_training_batch(ema):
+    vq = build_quantizer(VQConfig(codebook_size=16, dim=4, ema=ema, init="data"))
+    z = 5 + torch.randn(1, 4, 8, 8)  # far from the U(-1/K, 1/K) start
+    tokens = z.movedim(1, -1).reshape(-1, 4)
+    before = vq.codes.detach().clone()
+    vq.eval()(z)
+    assert torch.equal(vq.codes, before), "no data init in eval mode"
+    out = vq.train()(z)
+    if not ema:  # (the EMA update has already moved the codes on)
+        matches = (vq.codes[:, None, :] - tokens[None]).abs().amax(-1) == 0  # (16, 64)
+        assert matches.any(-1).all(), "every code is one of the first batch's encoder outputs"
+    assert out.metrics["commitment"] < 1.0 and out.metrics["usage"] == 1.0  # distinct tokens: all codes win
+    first = vq.codes.detach().clone()
+    vq(5 + torch.randn(1, 4, 8, 8))
+    assert ema or torch.equal(vq.codes, first), "the data init happens once"
+
+
+def test_lfq_codebook_entropy_is_synchronised_only_in_training(monkeypatch):
+    """Validation may run on one process only: an eval forward must not wait for the others."""
+    import magvit.tokenizers.quantizers as quantizers
+
+    calls = []
+    monkeypatch.setattr(quantizers, "_mean_over_processes", lambda x: calls.append(1) or x)
+    lfq = build_quantizer(SMALL["lfq"])
+    z = torch.randn(2, lfq.dim, 4, 4)
+    lfq.eval()(z)
+    assert calls == []
+    lfq.train()(z)
+    assert len(calls) == SMALL["lfq"].entropy_groups

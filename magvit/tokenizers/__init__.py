@@ -3,6 +3,9 @@
 - `vqgan2d`: MaskGIT's 2D VQGAN, frame by frame.
 - `vq3d`: MAGVIT's 3D-VQ, inflatable from a vqgan2d of the same architecture.
 - `causal3d`: MAGVIT-v2's causal 3D CNN with lookup-free quantization (images and video alike).
+
+Training pieces: `discriminators` (PatchGAN 2D/3D, StyleGAN-style 3D) and `losses` (LPIPS, GAN
+losses, LeCAM, R1, VQGAN's adaptive weight), used by `magvit train-tokenizer`.
 """
 
 from magvit.tokenizers.base import (
@@ -13,6 +16,7 @@ from magvit.tokenizers.base import (
     load_tokenizer,
 )
 from magvit.tokenizers.causal3d import Causal3d, Causal3dConfig
+from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
 from magvit.tokenizers.quantizers import (
     QUANTIZERS,
     FSQConfig,
@@ -26,6 +30,7 @@ from magvit.tokenizers.vq3d import VQ3d, VQ3dConfig, inflate_kernel
 from magvit.tokenizers.vqgan2d import VQGAN2d, VQGAN2dConfig
 
 __all__ = [
+    "DISCRIMINATORS",
     "QUANTIZERS",
     "TOKENIZERS",
     "Causal3d",
@@ -41,6 +46,7 @@ __all__ = [
     "VQConfig",
     "VQGAN2d",
     "VQGAN2dConfig",
+    "build_discriminator",
     "build_quantizer",
     "build_tokenizer",
     "inflate_kernel",

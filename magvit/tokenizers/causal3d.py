@@ -64,6 +64,14 @@ Causal3dConfig.PRESETS = {
         temporal_downsample=(True, True),
         quantizer=dict(name="lfq", bits=10),
     ),
+    # one GPU on a user's videos (configs/tokenizer/video_folder.yaml): 17x64x64 -> 5x8x8, 2^14 codes
+    "small": dict(
+        channels=64,
+        multipliers=(1, 2, 2, 4),
+        num_res_blocks=2,
+        temporal_downsample=(True, True, False),
+        quantizer=dict(name="lfq", bits=14),
+    ),
     # 17x128x128 -> 5x16x16, 2^18 codes (MAGVIT-v2 section 4; its exact widths were not published)
     "base": dict(
         channels=128,

@@ -46,7 +46,9 @@ class VQConfig:
     ema_epsilon: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
     restart_dead_codes: bool = True
     dead_code_threshold: float = 1.0  # EMA assignments per step below which a code is restarted
-    init: Literal["uniform", "normal"] = "uniform"  # U(-1/K, 1/K) or N(0, 0.02^2)
+    # U(-1/K, 1/K), N(0, 0.02^2), or "data": the first training batch's encoder outputs (random
+    # codes start far from the encoder's scale and stay unused for the restart grace period)
+    init: Literal["uniform", "normal", "data"] = "uniform"
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,10 @@ class VectorQuantizer(Quantizer):
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            if self.cfg.init == "uniform":
-                self.codes.uniform_(-1 / self.codebook_size, 1 / self.codebook_size)
-            else:
+            if self.cfg.init == "normal":
                 self.codes.normal_(0.0, 0.02)
+            else:  # "data" also starts uniform: replaced by `_init_from_data` at the first training step
+                self.codes.uniform_(-1 / self.codebook_size, 1 / self.codebook_size)
             self.usage.zero_()
             self.stats_ready.fill_(False)
 
@@ -193,7 +195,9 @@ class VectorQuantizer(Quantizer):
             flat, ps = self._tokens(z)  # (N, D)
             if self.cfg.l2_normalize:
                 flat = F.normalize(flat, dim=-1)
-            # restart before the lookup: the graph below must not see codes change afterwards
+            # (re)set codes before the lookup: the graph below must not see codes change afterwards
+            if self.training and self.cfg.init == "data" and not self.stats_ready:
+                self._init_from_data(flat.detach())
             if self.training and self.cfg.restart_dead_codes:
                 self._restart_dead_codes(flat.detach())
             codes = self.codebook().to(flat.dtype)  # (K, D)
@@ -245,6 +249,17 @@ class VectorQuantizer(Quantizer):
             self.codes.copy_(self.ema_sum / size[:, None])
 
     @torch.no_grad()
+    def _init_from_data(self, flat: Tensor) -> None:
+        """Every code becomes a random token of the first training batch (process 0's, broadcast)."""
+        n = flat.shape[0]
+        k = self.codebook_size
+        picks = torch.randperm(n, device=flat.device)[:k] if n >= k else torch.randint(n, (k,), device=flat.device)
+        fresh = flat[picks].to(self.codes.dtype)  # (K, D)
+        if _distributed():
+            dist.broadcast(fresh, src=0)
+        self.codes.copy_(fresh)
+
+    @torch.no_grad()
     def _restart_dead_codes(self, flat: Tensor) -> None:
         """Codes whose usage EMA fell below the threshold jump to random encoder outputs of this batch."""
         if not self.stats_ready:
@@ -293,7 +308,7 @@ def _group_code_probs(p_one: Tensor, p_zero: Tensor) -> Tensor:
     return probs
 
 
-def lfq_entropy(z: Tensor, tau: float, groups: int) -> tuple[Tensor, Tensor]:
+def lfq_entropy(z: Tensor, tau: float, groups: int, sync: bool = True) -> tuple[Tensor, Tensor]:
     """z (N, d) -> (mean per-token entropy, codebook entropy estimate), in nats.
 
     p(c|z) = softmax_c(2 z.c / tau) over c in {-1, +1}^d factorises exactly into independent bits:
@@ -301,14 +316,16 @@ def lfq_entropy(z: Tensor, tau: float, groups: int) -> tuple[Tensor, Tensor]:
     entropies, H_b = softplus(l) - sigmoid(l) l for logit l (stable at any |l|). The entropy of the
     batch average E[p(c|z)] does not factorise: it is summed over `groups` groups of d / groups
     bits, each needing only N x 2^(d/groups) probabilities; by subadditivity this is an upper bound
-    on the joint entropy, and exact for groups = 1.
+    on the joint entropy, and exact for groups = 1. With `sync` (training) the batch average is
+    taken over every process; without it (eval, which may run on one process only) it is local.
     """
     logits = 4 * z / tau  # (N, d)
     p_one, p_zero = torch.sigmoid(logits), torch.sigmoid(-logits)
     per_token = (F.softplus(logits) - p_one * logits).sum(-1).mean()
     codebook = z.new_zeros(())
     for ones, zeros in zip(p_one.chunk(groups, dim=-1), p_zero.chunk(groups, dim=-1)):
-        average = _mean_over_processes(_group_code_probs(ones, zeros).mean(0))  # (2^(d/groups),)
+        average = _group_code_probs(ones, zeros).mean(0)  # (2^(d/groups),)
+        average = _mean_over_processes(average) if sync else average
         codebook = codebook + _entropy(average)
     return per_token, codebook
 
@@ -354,7 +371,7 @@ class LookupFreeQuantizer(Quantizer):
             q = (flat > 0).to(flat.dtype) * 2 - 1  # (N, d)
             ids = bits_to_ids(q)
             commitment = F.mse_loss(flat, q)
-            per_token, codebook = lfq_entropy(flat, self.cfg.tau, self.cfg.entropy_groups)
+            per_token, codebook = lfq_entropy(flat, self.cfg.tau, self.cfg.entropy_groups, sync=self.training)
             entropy_loss = per_token - self.cfg.diversity_gamma * codebook
             loss = self.cfg.commitment * commitment + self.cfg.entropy_weight * entropy_loss
             metrics = {

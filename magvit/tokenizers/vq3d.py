@@ -113,7 +113,7 @@ VQ3dConfig.PRESETS = {
         multipliers=(1, 2, 2),
         num_res_blocks=1,
         temporal_downsample=(True, True),
-        quantizer=dict(name="vq", codebook_size=256, dim=16),
+        quantizer=dict(name="vq", codebook_size=256, dim=16, init="data"),
     ),
     # MAGVIT-B (41M): 16x128x128 -> 4x16x16
     "base": dict(

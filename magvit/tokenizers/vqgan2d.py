@@ -49,7 +49,7 @@ VQGAN2dConfig.PRESETS = {
         channels=16,
         multipliers=(1, 2, 2),
         num_res_blocks=1,
-        quantizer=dict(name="vq", codebook_size=256, dim=16),
+        quantizer=dict(name="vq", codebook_size=256, dim=16, init="data"),
     ),
     # MaskGIT ImageNet: 256x256 -> 16x16
     "base": dict(

@@ -45,7 +45,7 @@ from magvit.training.common import (
     update_ema,
 )
 from magvit.training.tokens import TokenSource, open_token_source
-from magvit.transformer import TRANSFORMERS, masked_token_loss
+from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids
 
 KIND_ORIGINAL, KIND_REFINE, KIND_MASK = 0, 1, 2  # commit_inputs' kinds
 
@@ -327,7 +327,8 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
             logits = model(inputs, torch.full_like(labels, model.vocab.task(task)), cls).float()
             masked = kinds == KIND_MASK
             ce = masked_token_loss(logits, tokens, masked.float(), 0.0)
-            correct = (logits.argmax(-1) == _sub_targets(tokens, logits)).all(-1) & masked
+            sub = split_ids(tokens, logits.shape[-2], logits.shape[-1].bit_length() - 1)  # (B, t, h, w, k)
+            correct = (logits.argmax(-1) == sub).all(-1) & masked
             n = int(masked.sum())
             sums[f"{task}.mask_ce"] = sums.get(f"{task}.mask_ce", 0.0) + float(ce) * n
             sums[f"{task}.mask_acc"] = sums.get(f"{task}.mask_acc", 0.0) + float(correct.sum())
@@ -337,14 +338,6 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
     p = counts[counts > 0] / counts.sum()
     out["unigram_entropy"] = float(-(p * p.log()).sum())
     return out
-
-
-def _sub_targets(tokens: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """(B, t, h, w) ids -> (B, t, h, w, k) sub-token targets matching logits (B, t, h, w, k, V)."""
-    from magvit.transformer import split_ids
-
-    k, v = logits.shape[-2], logits.shape[-1]
-    return split_ids(tokens, k, v.bit_length() - 1) if k > 1 else tokens.unsqueeze(-1)
 
 
 @torch.no_grad()

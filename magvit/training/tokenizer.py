@@ -1,0 +1,329 @@
+"""`magvit train-tokenizer`: train a tokenizer (VQGAN / 3D-VQ / causal LFQ) with accelerate.
+
+The recipe: setup (config, run folder, models, data, optimizers, resume) -> loop (generator step,
+discriminator step, EMA, log, validate, checkpoint) -> save the release weights. Losses follow
+MAGVIT (REFERENCE.md section 2): pixel L2 (or L1), LPIPS, a GAN loss with VQGAN's adaptive weight
+that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantizer's own terms.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from magvit.config import CONFIG_KINDS, registry_field, save_config
+from magvit.data import DATASETS, build_dataloader, build_dataset
+from magvit.errors import MagvitError
+from magvit.tokenizers import TOKENIZERS, Tokenizer, load_tokenizer
+from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
+from magvit.tokenizers.losses import (
+    GAN_LOSSES,
+    LeCAM,
+    Perceptual,
+    adaptive_generator_weight,
+    gan_warmup_weight,
+    r1_penalty,
+    reconstruction_loss,
+)
+from magvit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from magvit.training.common import (
+    CsvLog,
+    LoopConfig,
+    OptimConfig,
+    build_optimizer,
+    infinite_batches,
+    lr_at,
+    make_accelerator,
+    make_ema,
+    set_lr,
+    truncate_log,
+    update_ema,
+)
+
+
+@dataclass(frozen=True)
+class TokenizerLossConfig:
+    reconstruction: Literal["l1", "l2"] = "l2"
+    reconstruction_weight: float = 1.0
+    perceptual_weight: float = 0.0  # MAGVIT: 0.1
+    perceptual_net: Literal["vgg", "alex"] = "vgg"
+    perceptual_pretrained: bool = True  # False: random backbone (tests only)
+    gan_weight: float = 0.0  # MAGVIT: 0.1; needs a `discriminator` section
+    gan_loss: Literal["hinge", "non_saturating"] = "hinge"
+    adaptive_gan_weight: bool = True  # VQGAN: balance GAN and reconstruction gradients
+    gan_start_step: int = 0  # discriminator warm-up: no GAN term before this step
+    gan_warmup_steps: int = 0  # then ramp its weight linearly over this many steps
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.999
+    r1_weight: float = 0.0  # MAGVIT: 10
+    r1_every: int = 4  # lazy R1 (StyleGAN2): every N steps, weighted by N
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerTrainConfig:
+    """`kind: train_tokenizer`."""
+
+    kind: str = "train_tokenizer"
+    run_dir: str = "runs/tokenizer"
+    tokenizer: object = registry_field(TOKENIZERS)
+    data: object = registry_field(DATASETS)
+    val_data: object | None = registry_field(DATASETS, default=None)
+    discriminator: object | None = registry_field(DISCRIMINATORS, default=None)
+    loss: TokenizerLossConfig = TokenizerLossConfig()
+    optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.0, 0.99), warmup_steps=100)
+    disc_optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.0, 0.99), warmup_steps=100)
+    loop: LoopConfig = LoopConfig()
+    inflate_from: str | None = None  # a saved vqgan2d folder to inflate a vq3d from (MAGVIT 3.1)
+    inflate_mode: Literal["central", "average"] = "central"
+    fps: float = 8.0
+
+
+CONFIG_KINDS.register("train_tokenizer", TokenizerTrainConfig, help="train a tokenizer")(TokenizerTrainConfig)
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool = False) -> dict[str, float]:
+    """Run the recipe; returns the last validation metrics."""
+    # ---------------------------------------------------------------- setup
+    from accelerate.utils import set_seed
+
+    loop, losses = cfg.loop, cfg.loss
+    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum)
+    main = accelerator.is_main_process
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    previous = latest_checkpoint(ckpt_dir)
+    if previous is not None and not resume:
+        raise MagvitError(
+            f"{run_dir} already holds checkpoints; pass --resume to continue it, or set run_dir= to a new folder"
+        )
+    if resume and previous is None:
+        raise MagvitError(f"--resume: no checkpoint under {ckpt_dir}")
+    if losses.gan_weight > 0 and cfg.discriminator is None:
+        raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
+    set_seed(loop.seed)
+    if main:
+        save_config(cfg, run_dir)
+
+    tokenizer = TOKENIZERS[cfg.tokenizer.name].build(cfg.tokenizer)
+    if cfg.inflate_from:
+        tokenizer.inflate_from(load_tokenizer(cfg.inflate_from), mode=cfg.inflate_mode)
+    train_set, val_set = build_dataset(cfg.data), build_dataset(cfg.val_data or _val_version(cfg.data))
+    sample = train_set[0]["video"]
+    tokenizer.token_shape(*sample.shape[1:])  # a shape that cannot tile fails here, with one line
+    ema = make_ema(tokenizer) if loop.ema_decay else None
+    perceptual = (
+        Perceptual(net=losses.perceptual_net, pretrained_backbone=losses.perceptual_pretrained)
+        if losses.perceptual_weight > 0 else None
+    )
+    disc = build_discriminator(cfg.discriminator) if cfg.discriminator is not None and losses.gan_weight > 0 else None
+    lecam = LeCAM(decay=losses.lecam_decay) if disc is not None and losses.lecam_weight > 0 else None
+
+    opt_g = build_optimizer(tokenizer.parameters(), cfg.optim)
+    opt_d = build_optimizer(disc.parameters(), cfg.disc_optim) if disc is not None else None
+    loader = build_dataloader(train_set, loop.batch_size, shuffle=True, seed=loop.seed, num_workers=loop.num_workers)
+    if len(loader) == 0:
+        raise MagvitError(f"the training set has {len(train_set)} samples, fewer than one batch of {loop.batch_size}")
+
+    optional = {"ema": ema, "disc": disc, "lecam": lecam}
+    modules = {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
+    optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
+    step, epoch, batch_index = 0, 0, 0
+    if resume:
+        state = load_checkpoint(previous, modules, optimizers)
+        step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
+        if main:
+            for name in ("train.csv", "val.csv"):
+                truncate_log(run_dir / name, step)
+            print(f"resumed from {previous} at step {step}")
+
+    tokenizer, opt_g, loader = accelerator.prepare(tokenizer, opt_g, loader)
+    if disc is not None:
+        disc, opt_d = accelerator.prepare(disc, opt_d)
+    if perceptual is not None:
+        perceptual.to(accelerator.device)
+    if ema is not None:
+        ema.to(accelerator.device)
+    if lecam is not None:
+        lecam.to(accelerator.device)
+    raw = accelerator.unwrap_model(tokenizer)
+    raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
+    gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
+    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
+    # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
+    # terms stay empty until the discriminator warm-up ends
+    columns = ["rec", "quant", *(["lpips"] if perceptual is not None else []),
+               *(["gan_g", "gan_w", "gan_d"] if disc is not None else []), *(["lecam"] if lecam is not None else []),
+               *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
+               *(["grad_norm"] if cfg.optim.grad_clip else [])]
+    metrics: dict[str, float] = {}
+    val_metrics: dict[str, float] = {}
+    bad_steps = 0
+
+    # ---------------------------------------------------------------- loop
+    bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train-tokenizer", dynamic_ncols=True)
+    batches = infinite_batches(loader, epoch, batch_index)  # per-process batches, as the loader yields them
+    started, first_step = time.time(), step
+    while step < loop.steps:
+        for opt, o in ((opt_g, cfg.optim), (opt_d, cfg.disc_optim)):
+            if opt is not None:
+                set_lr(opt, lr_at(step, loop.steps, o))
+        gan_scale = losses.gan_weight * gan_warmup_weight(step, losses.gan_start_step, losses.gan_warmup_steps)
+        for _ in range(loop.grad_accum):
+            epoch, batch_index, batch = next(batches)
+            real = batch["video"]  # (B, 3, T, H, W)
+
+            # one micro-batch: the generator (tokenizer) step, then the discriminator step
+            with accelerator.accumulate(*[m for m in (tokenizer, disc) if m is not None]), accelerator.autocast():
+                out = tokenizer(real)
+                rec = reconstruction_loss(out.recon.float(), real.float(), losses.reconstruction)
+                nll = losses.reconstruction_weight * rec  # VQGAN's "nll": the reconstruction terms
+                terms = {"rec": rec, "quant": out.quant.loss}
+                if perceptual is not None:
+                    terms["lpips"] = perceptual(out.recon.float(), real.float())
+                    nll = nll + losses.perceptual_weight * terms["lpips"]
+                total = nll + out.quant.loss
+                if disc is not None and gan_scale > 0:
+                    raw_disc.requires_grad_(False)  # the generator step must not train D
+                    g_loss = gan_g(raw_disc(out.recon).float())
+                    raw_disc.requires_grad_(True)
+                    weight = (
+                        adaptive_generator_weight(nll, g_loss, raw.last_layer_weight())
+                        if losses.adaptive_gan_weight else torch.ones((), device=g_loss.device)
+                    )
+                    terms["gan_g"], terms["gan_w"] = g_loss, weight
+                    total = total + gan_scale * weight * g_loss
+                if not _finite_everywhere(accelerator, total):
+                    bad_steps += 1
+                    if bad_steps > 10:
+                        raise MagvitError(f"the loss was NaN/inf {bad_steps} times in a row at step {step}; "
+                                          "lower the learning rate or use mixed_precision=no / bf16")
+                    opt_g.zero_grad(set_to_none=True)
+                    continue
+                bad_steps = 0
+                accelerator.backward(total)
+                if accelerator.sync_gradients and cfg.optim.grad_clip:
+                    terms["grad_norm"] = accelerator.clip_grad_norm_(tokenizer.parameters(), cfg.optim.grad_clip)
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
+
+                if disc is not None and gan_scale > 0:
+                    lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
+                    real_in = real.detach().requires_grad_(lazy_r1)
+                    # one forward for real and fake: a DDP module runs once per backward
+                    logits = disc(torch.cat([real_in, out.recon.detach().to(real_in.dtype)])).float()
+                    real_logits, fake_logits = logits.chunk(2)
+                    d_loss = gan_d(real_logits, fake_logits)
+                    terms["gan_d"] = d_loss
+                    if lecam is not None:
+                        terms["lecam"] = lecam(real_logits, fake_logits)
+                        d_loss = d_loss + losses.lecam_weight * terms["lecam"]
+                    if lazy_r1:
+                        terms["r1"] = r1_penalty(real_logits, real_in)
+                        d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
+                    accelerator.backward(d_loss)
+                    if accelerator.sync_gradients and cfg.disc_optim.grad_clip:
+                        accelerator.clip_grad_norm_(disc.parameters(), cfg.disc_optim.grad_clip)
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+
+        step += 1
+        if ema is not None:
+            update_ema(ema, raw, loop.ema_decay)
+        metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        metrics.update({f"q_{k}": float(v) for k, v in out.quant.metrics.items()})
+        if main and (step % loop.log_every == 0 or step == loop.steps):
+            elapsed = time.time() - started
+            quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
+            train_log.write({"step": step, "epoch": epoch, "lr": opt_g.param_groups[0]["lr"],
+                             **{k: metrics.get(k, "") for k in columns}, **quantizer,
+                             "clips_per_s": round((step - first_step) * loop.batch_size * loop.grad_accum
+                                                  * accelerator.num_processes / max(elapsed, 1e-9), 3)})
+            bar.set_postfix({k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics})
+        bar.update(1)
+        if step % loop.val_every == 0 or step == loop.steps:
+            if main:
+                gif = run_dir / "samples" / f"step-{step:08d}.gif"
+                val_metrics = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
+                val_log.write({"step": step, **val_metrics})
+                if not quiet:
+                    tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+            accelerator.wait_for_everyone()
+        if step % loop.save_every == 0 or step == loop.steps:
+            if main:
+                state = {"epoch": epoch, "next_batch": batch_index + 1}
+                save_checkpoint(ckpt_dir, step, modules_for_save(modules, raw, raw_disc), optimizers, state,
+                                keep=loop.keep_last)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # ---------------------------------------------------------------- release weights
+    if main:
+        (ema if ema is not None else raw).save_pretrained(run_dir / "tokenizer")
+        if not quiet:
+            print(f"saved {run_dir / 'tokenizer'} ({'raw' if ema is None else 'EMA'} weights)")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return val_metrics
+
+
+def modules_for_save(modules, raw, raw_disc):
+    """The unwrapped modules (no DDP wrapper, no compile prefix) under their checkpoint names."""
+    out = dict(modules)
+    out["tokenizer"] = raw
+    if raw_disc is not None:
+        out["disc"] = raw_disc
+    return out
+
+
+def _finite_everywhere(accelerator, loss: torch.Tensor) -> bool:
+    """True if the loss is finite on every process (all skip together, or none: no DDP hang)."""
+    flag = torch.isfinite(loss.detach()).float().reshape(1)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, reduction="min")
+    return bool(flag.item())
+
+
+def _val_version(data_cfg):
+    """The validation counterpart of a training data config: the same data, held-out split."""
+    if hasattr(data_cfg, "split"):
+        return replace(data_cfg, split="val", **({"num_samples": 64} if hasattr(data_cfg, "num_samples") else {}))
+    return replace(data_cfg, **{k: False for k in ("random_clip", "random_crop", "flip") if hasattr(data_cfg, k)})
+
+
+@torch.no_grad()
+def validate(model: Tokenizer, dataset, loop: LoopConfig, gif_path: Path, fps: float) -> dict[str, float]:
+    """PSNR, SSIM, codebook usage and perplexity on the first `val_batches` batches; a GIF of
+    real clips (top row) over their reconstructions (bottom row)."""
+    from magvit.media import make_grid, write_video
+    from magvit.metrics import codebook_usage, perplexity, psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = build_dataloader(dataset, loop.batch_size, shuffle=False, drop_last=False)
+    scores: dict[str, list[torch.Tensor]] = {"psnr": [], "ssim": []}
+    ids, shown = [], None
+    for i, batch in zip(range(loop.val_batches), loader):
+        real = batch["video"].to(device)
+        out = model(real)
+        recon = out.recon.float().clamp(-1, 1)
+        scores["psnr"].append(psnr(recon, real))
+        scores["ssim"].append(ssim(recon, real))
+        ids.append(out.ids.flatten().cpu())
+        if i == 0:
+            n = min(4, len(real))
+            shown = make_grid(torch.cat([real[:n], recon[:n]]).cpu(), nrow=n)
+    model.train(was_training)
+    write_video(gif_path, shown, fps=fps)
+    all_ids = torch.cat(ids)
+    return {
+        "psnr": float(torch.cat(scores["psnr"]).mean()),
+        "ssim": float(torch.cat(scores["ssim"]).mean()),
+        "usage": float(codebook_usage(all_ids, model.codebook_size)),
+        "perplexity": float(perplexity(all_ids, model.codebook_size)),
+    }

@@ -1,0 +1,135 @@
+"""`magvit train-tokenizer`: every shipped config loads, the tiny ones train, a GAN + LPIPS run
+checkpoints and resumes exactly, and accelerate runs it on two CPU processes."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from magvit.cli import main
+from magvit.config import load_config
+from magvit.errors import MagvitError
+from magvit.tokenizers import load_tokenizer
+from magvit.training.tokenizer import train_tokenizer
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted((ROOT / "configs" / "tokenizer").glob("*.yaml"))
+TINY = [p for p in CONFIGS if "tiny" in p.name]
+# a short, cheap version of any tiny config
+SHORT = ["loop.batch_size=2", "loop.val_batches=1", "loop.log_every=1", "loop.num_workers=0"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_tokenizer_config_loads(path):
+    cfg = load_config(path, expect="train_tokenizer")
+    assert cfg.tokenizer.name in ("vqgan2d", "vq3d", "causal3d")
+    assert (cfg.loss.gan_weight > 0) == (cfg.discriminator is not None)
+
+
+@pytest.mark.parametrize("path", TINY, ids=lambda p: p.name)
+def test_each_tiny_config_trains_and_writes_a_release(path, tmp_path):
+    run = tmp_path / "run"
+    code = main(["train-tokenizer", str(path), f"run_dir={run}", "loop.steps=2", "loop.val_every=2", *SHORT])
+    assert code == 0
+    assert [r["step"] for r in _rows(run / "train.csv")] == ["1", "2"]
+    val = _rows(run / "val.csv")[-1]
+    assert {"psnr", "ssim", "usage", "perplexity"} <= set(val) and float(val["psnr"]) > 0
+    assert (run / "samples" / "step-00000002.gif").is_file()
+    assert (run / "checkpoints" / "step-00000002" / "state.json").is_file()
+    tokenizer = load_tokenizer(run / "tokenizer")
+    assert tokenizer.config == load_config(path).tokenizer
+
+
+GAN_RUN = [
+    "data.frames=5", "loop.steps=20", "loop.save_every=10", "loop.val_every=10", "loop.ema_decay=0.9",
+    "discriminator.name=stylegan3d", "discriminator.preset=tiny",
+    "loss.gan_weight=0.1", "loss.gan_start_step=4", "loss.gan_warmup_steps=4", "loss.lecam_weight=0.01",
+    "loss.r1_weight=1.0", "loss.r1_every=2",
+    "loss.perceptual_weight=0.1", "loss.perceptual_net=alex", "loss.perceptual_pretrained=false",
+    *SHORT,
+]
+
+
+def test_gan_lpips_run_checkpoints_and_resumes_exactly(tmp_path):
+    config = ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"
+    run = tmp_path / "run"
+    cfg = load_config(config, [f"run_dir={run}", *GAN_RUN])
+    train_tokenizer(cfg, quiet=True)
+    rows = _rows(run / "train.csv")
+    assert len(rows) == 20
+    for key in ("rec", "lpips", "gan_g", "gan_d", "gan_w", "lecam", "r1", "q_entropy_loss"):
+        logged = [float(r[key]) for r in rows if r[key] != ""]
+        assert logged and all(torch.isfinite(torch.tensor(logged))), key
+    assert rows[0]["gan_g"] == "" and rows[4]["gan_g"] != ""  # no GAN term during the warm-up
+    ckpt = run / "checkpoints"
+    assert [p.name for p in sorted(ckpt.iterdir())] == ["step-00000010", "step-00000020"]
+    files = {p.name for p in (ckpt / "step-00000020").iterdir()}
+    assert {"tokenizer.safetensors", "ema.safetensors", "disc.safetensors", "lecam.safetensors",
+            "opt_g.optim.safetensors", "opt_d.optim.safetensors"} <= files
+
+    with pytest.raises(MagvitError, match="already holds checkpoints"):
+        train_tokenizer(cfg, quiet=True)
+
+    # interrupt after step 10: drop what came later, resume, and compare with the full run
+    reference = tmp_path / "reference"
+    shutil.move(ckpt / "step-00000020", reference)
+    shutil.rmtree(run / "tokenizer")
+    train_tokenizer(cfg, resume=True, quiet=True)
+    resumed = ckpt / "step-00000020"
+    for name in ("tokenizer", "ema", "disc", "lecam", "opt_g.optim", "opt_d.optim"):
+        before, after = load_file(reference / f"{name}.safetensors"), load_file(resumed / f"{name}.safetensors")
+        assert before.keys() == after.keys()
+        for key in before:
+            assert torch.equal(before[key], after[key]), f"{name}.{key} differs after resume"
+    again = _rows(run / "train.csv")
+    assert [r["step"] for r in again] == [str(s) for s in range(1, 21)]  # rows after step 10 logged once
+    skip = {"clips_per_s"}
+    assert [{k: v for k, v in r.items() if k not in skip} for r in again] == [
+        {k: v for k, v in r.items() if k not in skip} for r in rows
+    ]
+    assert (run / "tokenizer" / "model.safetensors").is_file()
+
+
+def test_resume_without_a_checkpoint_is_one_clear_error(tmp_path, capsys):
+    config = ROOT / "configs" / "tokenizer" / "vqgan2d_tiny_digits.yaml"
+    assert main(["train-tokenizer", str(config), "--resume", f"run_dir={tmp_path}"]) == 2
+    assert "--resume: no checkpoint under" in capsys.readouterr().err
+
+
+def _accelerate_launch() -> list[str]:
+    script = Path(sys.executable).parent / "accelerate"  # the venv's `accelerate` command
+    return [str(script), "launch"] if script.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def test_accelerate_launch_on_two_cpu_processes(tmp_path):
+    """DDP over gloo: LFQ's all-reduced entropy, a DDP discriminator with R1 and LeCAM, and
+    validation on the main process only (nothing may wait on the other process there)."""
+    run = tmp_path / "run"
+    cmd = [
+        *_accelerate_launch(), "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "-m", "magvit", "train-tokenizer",
+        str(ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"), f"run_dir={run}",
+        "loop.steps=3", "loop.val_every=3", "data.frames=5", "discriminator.name=patchgan3d",
+        "discriminator.preset=tiny", "loss.gan_weight=0.1", "loss.lecam_weight=0.01", "loss.r1_weight=1.0",
+        "loss.r1_every=1", *SHORT,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    if out.returncode != 0 and "gloo" in out.stderr.lower() and "not available" in out.stderr.lower():
+        pytest.skip("torch.distributed has no gloo backend on this machine: no CPU multi-process launch")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = _rows(run / "train.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["gan_d"] != ""
+    assert float(rows[-1]["clips_per_s"]) > 0
+    assert (run / "checkpoints" / "step-00000003").is_dir() and (run / "tokenizer" / "config.json").is_file()
