@@ -186,7 +186,7 @@ def test_frame_prediction_scores_and_copy_baseline():
 def test_digit_classifier_is_cached_and_reloaded(tmp_path, monkeypatch):
     from magvit.bench import digits
 
-    recipe = digits.Recipe(clips=30, frames=2, epochs=1, batch_size=30, test_clips=10)
+    recipe = digits.Recipe(clips=30, frames=2, sizes=(16, 32), epochs=1, batch_size=30, test_clips=10)
     model, info = digits.train_classifier(recipe, quiet=True)
     assert 0 <= info["test_clip_accuracy"] <= 1
     folder = digits.save_classifier(model, tmp_path / digits.cache_name(recipe), recipe, info)

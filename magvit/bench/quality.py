@@ -198,8 +198,8 @@ def bench_quality(
                       **evaluator.score(DecodeConfig(steps=steps, schedule=schedule))})
     main.rows += evaluator.references()
     acc = 100 * info.get("test_clip_accuracy", float("nan"))
-    main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips when trained), frames "
-              "resized to 16x16; Frechet distance over its 64-d clip features")
+    main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips at its worst canvas size when "
+              "trained), frames resized to 16x16; Frechet distance over its 64-d clip features")
     if not evaluator.cg:
         main.note("class accuracy n/a: the model was not trained for cg with 10 classes")
     if evaluator.fp:
