@@ -115,10 +115,11 @@ def load_clips(options: dict, num_clips: int) -> Tensor:
 
 
 COLUMNS = [
-    Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("token_grid", "tokens t x h x w"),
-    Column("codebook_size", "codebook"), Column("bits_per_pixel", "bits/pixel"), Column("params_m", "params M"),
-    Column("psnr", "PSNR dB", 4), Column("ssim", "SSIM"), Column("lpips", "LPIPS"), Column("fvd", "rFVD"),
-    Column("fid", "rFID"), Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
+    Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("token_grid", "token grid"),
+    Column("tokens_per_clip", "tokens/clip"), Column("codebook_size", "codebook"),
+    Column("bits_per_pixel", "bits/pixel"), Column("params_m", "params M"), Column("psnr", "PSNR dB", 4),
+    Column("ssim", "SSIM"), Column("lpips", "LPIPS"), Column("fvd", "rFVD"), Column("fid", "rFID"),
+    Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
     Column("encode_clips_per_s", "encode clips/s"), Column("decode_clips_per_s", "decode clips/s"),
     Column("peak_mib", "peak MiB"),
 ]
