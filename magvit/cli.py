@@ -223,6 +223,7 @@ def _bench_quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=50, help="clips per decode call (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
 
 
@@ -234,6 +235,7 @@ def bench_quality(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.quality import bench_quality
 
+    _bench_threads(args.threads)
     tables = bench_quality(
         args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
         sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
