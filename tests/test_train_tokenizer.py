@@ -101,6 +101,30 @@ def test_gan_lpips_run_checkpoints_and_resumes_exactly(tmp_path):
     assert (run / "tokenizer" / "model.safetensors").is_file()
 
 
+def test_vq3d_run_starts_from_an_inflated_vqgan2d(tmp_path):
+    """`inflate_from=`: with a zero learning rate the released vq3d is exactly the central inflation."""
+    from magvit.tokenizers import build_tokenizer
+
+    torch.manual_seed(1)
+    source = build_tokenizer("vqgan2d", "tiny")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_(0.0, 0.1)
+        source.quantizer.stats_ready.fill_(True)  # as after training: no data init, no dead codes
+        source.quantizer.usage.fill_(100.0)
+    source.save_pretrained(tmp_path / "vqgan2d")
+    run = tmp_path / "run"
+    config = ROOT / "configs" / "tokenizer" / "vq3d_tiny_digits.yaml"
+    overrides = [f"run_dir={run}", f"inflate_from={tmp_path / 'vqgan2d'}", "optim.lr=0.0", "loop.steps=1",
+                 "data.frames=4", *SHORT]
+    train_tokenizer(load_config(config, overrides), quiet=True)
+    released = load_tokenizer(run / "tokenizer")
+    expected = build_tokenizer("vq3d", "tiny").inflate_from(load_tokenizer(tmp_path / "vqgan2d"))
+    for key, value in expected.state_dict().items():
+        if key != "quantizer.usage":  # the usage EMA counts the one training batch
+            assert torch.equal(released.state_dict()[key], value), key
+
+
 def test_resume_without_a_checkpoint_is_one_clear_error(tmp_path, capsys):
     config = ROOT / "configs" / "tokenizer" / "vqgan2d_tiny_digits.yaml"
     assert main(["train-tokenizer", str(config), "--resume", f"run_dir={tmp_path}"]) == 2

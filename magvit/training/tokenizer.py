@@ -139,7 +139,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
         if main:
             for name in ("train.csv", "val.csv"):
                 truncate_log(run_dir / name, step)
-            print(f"resumed from {previous} at step {step}")
+            if not quiet:
+                print(f"resumed from {previous} at step {step}")
 
     tokenizer, opt_g, loader = accelerator.prepare(tokenizer, opt_g, loader)
     if disc is not None:
