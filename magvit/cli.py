@@ -383,6 +383,38 @@ for _name, (_own, _help) in _SAMPLE_COMMANDS.items():
 
 
 # ---------------------------------------------------------------------------------------------
+# magvit quickstart / magvit run
+
+
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=None, help="output folder (default runs/quickstart)")
+    _overrides(p)
+
+
+@command("quickstart", "train a tiny tokenizer and transformer on moving digits on this CPU, then sample and score")
+@arguments(_quickstart_args)
+def quickstart(args: argparse.Namespace) -> None:
+    from magvit.config import parse_overrides
+    from magvit.quickstart import quickstart_config, run_quickstart
+
+    run_quickstart(quickstart_config(args.out, parse_overrides(args.overrides)))
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a `kind: quickstart` YAML (configs/quickstart.yaml)")
+    _overrides(p)
+
+
+@command("run", "run a whole recipe from one YAML: tokenizer, transformer, samples and scores")
+@arguments(_run_args)
+def run(args: argparse.Namespace) -> None:
+    from magvit.config import load_config
+    from magvit.quickstart import run_quickstart
+
+    run_quickstart(load_config(args.config, args.overrides, expect="quickstart"))
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

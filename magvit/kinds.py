@@ -2,6 +2,7 @@
 (`CONFIG_KINDS`, `DATASETS`, `TOKENIZERS`, `QUANTIZERS`, `TASKS`, `MASK_SCHEDULES`) are complete."""
 
 import magvit.data  # noqa: F401
+import magvit.quickstart  # noqa: F401
 import magvit.sampling  # noqa: F401
 import magvit.schedules  # noqa: F401
 import magvit.tasks  # noqa: F401

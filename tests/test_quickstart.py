@@ -1,0 +1,53 @@
+"""The quickstart: the shipped YAML equals the built-in recipe, and a reduced run writes every
+output with finite scores that beat their baselines."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from magvit.config import load_config, to_dict
+from magvit.quickstart import quickstart_config, run_quickstart
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_the_yaml_is_the_builtin_recipe():
+    assert to_dict(load_config(ROOT / "configs" / "quickstart.yaml")) == to_dict(quickstart_config())
+
+
+def test_bad_override_is_one_line():
+    from magvit.cli import main
+
+    assert main(["quickstart", "--out", "/nonexistent/never", "transformer.loop.stepz=3"]) == 2
+
+
+@pytest.fixture(scope="module")
+def reduced_run(tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("quickstart")
+    monkeypatch_module.setenv("MAGVIT_CACHE", str(out / "cache"))  # the digit classifier is trained here
+    overrides = {
+        "tokenizer.loop.steps": 120, "transformer.loop.steps": 250,
+        "report.samples_per_class": 2, "report.eval_clips": 16, "report.decode.steps": 8,
+    }
+    return out, run_quickstart(quickstart_config(str(out), overrides), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_reduced_quickstart_writes_everything_and_beats_baselines(reduced_run):
+    out, summary = reduced_run
+    for name in ("samples_by_class.gif", "fp.gif", "fi.gif", "inpaint.gif", "summary.json", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert (out / "transformer" / "model" / "magvit.json").is_file()
+    assert json.loads((out / "summary.json").read_text())["tokenizer_psnr"] == summary["tokenizer_psnr"]
+    for key in ("tokenizer_psnr", "class_accuracy", "fp_psnr", "fp_copy_last_psnr", "fi_psnr"):
+        assert math.isfinite(summary[key]), key
+    assert summary["tokenizer_psnr"] > 18
+    assert summary["class_accuracy"] > 2 * summary["class_accuracy_chance"]
+    assert summary["fp_psnr"] > summary["fp_copy_last_psnr"]
