@@ -112,10 +112,11 @@ class Evaluator:
         self.release, self.classifier, self.num, self.batch_size, self.seed = release, classifier, num, batch_size, seed
         tasks = set(release.meta.get("tasks", []))
         self.cg = "cg" in tasks and int(release.meta.get("num_classes", 0)) == 10
+        self.uncond = "uncond" in tasks  # Frechet distance without classes when there is no cg
         self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
-        if not self.cg and not self.fp:
+        if not (self.cg or self.uncond or self.fp):
             raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
-                              "(10 digit classes) or fp")
+                              "(10 digit classes), uncond or fp")
         self.real, self.labels = real_clips(frames, height, num, seed)
         self.reference, _ = real_clips(frames, height, num, seed + 1)  # disjoint real clips: the Frechet floor
         self.classes = torch.arange(num) % 10
@@ -135,6 +136,9 @@ class Evaluator:
         if self.cg:
             fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, self.num, classes=self.classes)
             row["class_accuracy"] = 100 * class_accuracy(self.classifier, fake, self.classes)
+            row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
+        elif self.uncond:
+            fake = sample(self.release, "uncond", cfg, self.seed, self.batch_size, self.num)
             row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
         if self.fp:
             labels = self.labels if self.fp == "cfp" else None
@@ -201,7 +205,8 @@ def bench_quality(
     main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips at its worst canvas size when "
               "trained), frames resized to 16x16; Frechet distance over its 64-d clip features")
     if not evaluator.cg:
-        main.note("class accuracy n/a: the model was not trained for cg with 10 classes")
+        main.note("class accuracy n/a: the model was not trained for cg with 10 classes"
+                  + ("; Frechet distance of unconditional samples" if evaluator.uncond else ""))
     if evaluator.fp:
         main.note(f"frame prediction ({evaluator.fp}): {evaluator.cond_frames} given frame(s), scores on the "
                   f"{frames - evaluator.cond_frames} predicted ones")
