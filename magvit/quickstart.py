@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from magvit.bench.digits import Recipe
 from magvit.config import CONFIG_KINDS, from_dict, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
@@ -42,6 +43,7 @@ class ReportConfig:
     guidance: float = 2.0  # classifier-free guidance for the class-conditional samples
     seed: int = 0
     fps: float = 6.0
+    classifier: Recipe = Recipe()  # the digit classifier that scores the samples (trained once, cached)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,11 +117,14 @@ def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]
     say(f"[2/4] transformer: tasks {', '.join(cfg.transformer.tasks)} ({cfg.transformer.loop.steps} steps)")
     tr_cfg = dataclasses.replace(cfg.transformer, run_dir=str(out / "transformer"),
                                  tokenizer=str(out / "tokenizer" / "tokenizer"))
-    train_transformer(tr_cfg, quiet=quiet)
+    val = train_transformer(tr_cfg, quiet=quiet)
     timings["transformer_s"] = time.time() - started - timings["tokenizer_s"]
 
     say("[3/4] sampling and [4/4] scoring")
     summary = report(out / "transformer" / "model", cfg.report, out, quiet=quiet)
+    # held-out masked-token cross-entropy (nats) of the transformer against the unigram baseline
+    summary["masked_token_ce"] = sum(v for k, v in val.items() if k.endswith(".mask_ce")) / len(cfg.transformer.tasks)
+    summary["unigram_entropy"] = val["unigram_entropy"]
     timings["report_s"] = time.time() - started - timings["tokenizer_s"] - timings["transformer_s"]
     summary["timings"] = {k: round(v, 1) for k, v in timings.items()}
     summary["total_s"] = round(time.time() - started, 1)
@@ -152,10 +157,11 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
     # the tokenizer's round trip bounds every score below
     recon = tokenizer.decode(tokenizer.encode(real)).clamp(-1, 1)
     summary["tokenizer_psnr"] = psnr(recon, real).mean().item()
+    summary["black_canvas_psnr"] = psnr(torch.full_like(real, -1.0), real).mean().item()  # the trivial floor
 
     # class-conditional samples: one row per class
     if "cg" in tasks:
-        classifier, _ = digit_classifier(quiet=quiet)
+        classifier, _ = digit_classifier(recipe=cfg.classifier, quiet=quiet)
         classes = torch.arange(release.meta["num_classes"]).repeat_interleave(cfg.samples_per_class)
         decode_cfg = dataclasses.replace(cfg.decode, guidance=cfg.guidance)
         samples = generate_video(model, tokenizer, "cg", decode_cfg, gen(), classes=classes,
@@ -197,6 +203,8 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
 def print_table(summary: dict[str, Any]) -> None:
     rows = [
         ("tokenizer PSNR (held-out)", summary.get("tokenizer_psnr"), "dB"),
+        ("masked-token cross-entropy", summary.get("masked_token_ce"), "nats"),
+        ("  unigram baseline", summary.get("unigram_entropy"), "nats"),
         ("class accuracy of samples", summary.get("class_accuracy"), f"chance {summary.get('class_accuracy_chance')}"),
         ("frame prediction PSNR", summary.get("fp_psnr"), "dB"),
         ("  copy-last-frame baseline", summary.get("fp_copy_last_psnr"), "dB"),

@@ -10,15 +10,6 @@ from magvit.errors import MagvitError
 from magvit.transformer import build_transformer, load_transformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting over busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides):
     kw = dict(name="autoregressive", codebook_size=64, width=32, heads=2, grid=(2, 4, 4), num_classes=3)
     return build_transformer("tiny", **{**kw, **overrides}).eval()

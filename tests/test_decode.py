@@ -27,15 +27,6 @@ IMAGE_TASKS = ("edit", "inpaint", "outpaint")
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting over busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class StandIn:
     """A tokenizer stand-in with causal3d's token grid (4x in space; frame 0 alone, then groups of 4)
     and a cheap deterministic encode: the mean of each block, quantised to CODES levels."""

@@ -18,16 +18,6 @@ from magvit.tokenizers.losses import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny ops gain little from two, and on a busy machine two OpenMP threads
-    spin while descheduled (measured 5x slower under load); no result depends on the count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_reconstruction_losses():
     a, b = torch.zeros(2, 3, 4, 8, 8), torch.full((2, 3, 4, 8, 8), 0.5)
     assert reconstruction_loss(a, b, "l1").item() == pytest.approx(0.5)

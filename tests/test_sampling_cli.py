@@ -19,14 +19,6 @@ ROOT = Path(__file__).parents[1]
 TRAINED = [t for t in TASKS if t not in PROMPTS]  # the video tasks; edit / inpaint / outpaint borrow a prompt
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A model folder (causal3d tiny: 9x16x16 clips -> 3x4x4 tokens; tiny transformer, 10 classes)

@@ -15,15 +15,6 @@ VIDEO_TASKS = ["cg", "uncond", "fp", "fi", "opc", "opv", "oph", "opd", "ipc", "i
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two fighting over busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizers():
     return {name: build_tokenizer(name, "tiny") for name in ("vq3d", "causal3d", "vqgan2d")}

@@ -18,16 +18,6 @@ QUANTIZERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny ops gain little from two, and on a busy machine two OpenMP threads
-    spin while descheduled (measured 5x slower under load); no result depends on the count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # (frames of a clip the tokenizer tiles, frames of a second shape: an image where it takes one)
 FRAMES = {"vqgan2d": (3, 1), "vq3d": (8, 4), "causal3d": (5, 1)}
 

@@ -25,16 +25,6 @@ TINY = [p for p in CONFIGS if "tiny" in p.name]
 SHORT = ["loop.batch_size=2", "loop.val_batches=1", "loop.log_every=1", "loop.num_workers=0"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: tiny ops gain little from two, and on a busy machine two OpenMP threads
-    spin while descheduled (measured 5x slower under load); no result depends on the count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))

@@ -25,15 +25,6 @@ from magvit.training.transformer import (
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: one intra-op thread avoids OpenMP oversubscription stalls on small convs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     """An untrained causal3d tiny (9x16x16 clips -> 3x4x4 tokens, 2^10 codes): the transformer must
