@@ -9,7 +9,7 @@ that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantiz
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,12 +30,15 @@ from magvit.tokenizers.losses import (
     r1_penalty,
     reconstruction_loss,
 )
-from magvit.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
     LoopConfig,
     OptimConfig,
     build_optimizer,
+    check_run_dir,
+    finite_everywhere,
+    held_out_version,
     infinite_batches,
     lr_at,
     make_accelerator,
@@ -96,13 +99,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     main = accelerator.is_main_process
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    previous = latest_checkpoint(ckpt_dir)
-    if previous is not None and not resume:
-        raise MagvitError(
-            f"{run_dir} already holds checkpoints; pass --resume to continue it, or set run_dir= to a new folder"
-        )
-    if resume and previous is None:
-        raise MagvitError(f"--resume: no checkpoint under {ckpt_dir}")
+    previous = check_run_dir(run_dir, resume)
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
     set_seed(loop.seed)
@@ -112,7 +109,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     tokenizer = TOKENIZERS[cfg.tokenizer.name].build(cfg.tokenizer)
     if cfg.inflate_from:
         tokenizer.inflate_from(load_tokenizer(cfg.inflate_from), mode=cfg.inflate_mode)
-    train_set, val_set = build_dataset(cfg.data), build_dataset(cfg.val_data or _val_version(cfg.data))
+    train_set, val_set = build_dataset(cfg.data), build_dataset(cfg.val_data or held_out_version(cfg.data))
     sample = train_set[0]["video"]
     tokenizer.token_shape(*sample.shape[1:])  # a shape that cannot tile fails here, with one line
     ema = make_ema(tokenizer) if loop.ema_decay else None
@@ -198,7 +195,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     )
                     terms["gan_g"], terms["gan_w"] = g_loss, weight
                     total = total + gan_scale * weight * g_loss
-                if not _finite_everywhere(accelerator, total):
+                if not finite_everywhere(accelerator, total):
                     bad_steps += 1
                     if bad_steps > 10:
                         raise MagvitError(f"the loss was NaN/inf {bad_steps} times in a row at step {step}; "
@@ -279,21 +276,6 @@ def modules_for_save(modules, raw, raw_disc):
     if raw_disc is not None:
         out["disc"] = raw_disc
     return out
-
-
-def _finite_everywhere(accelerator, loss: torch.Tensor) -> bool:
-    """True if the loss is finite on every process (all skip together, or none: no DDP hang)."""
-    flag = torch.isfinite(loss.detach()).float().reshape(1)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="min")
-    return bool(flag.item())
-
-
-def _val_version(data_cfg):
-    """The validation counterpart of a training data config: the same data, held-out split."""
-    if hasattr(data_cfg, "split"):
-        return replace(data_cfg, split="val", **({"num_samples": 64} if hasattr(data_cfg, "num_samples") else {}))
-    return replace(data_cfg, **{k: False for k in ("random_clip", "random_crop", "flip") if hasattr(data_cfg, k)})
 
 
 @torch.no_grad()
