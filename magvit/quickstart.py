@@ -134,18 +134,25 @@ def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]
     return summary
 
 
-@torch.no_grad()
 def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Samples and scores of a trained model folder on held-out moving digits; writes the GIFs."""
     from magvit.bench.digits import digit_classifier
+    from magvit.sampling import load_release
+
+    release = load_release(model_dir)
+    # outside no_grad: the classifier is trained here on first use (then cached)
+    classifier = digit_classifier(recipe=cfg.classifier, quiet=quiet)[0] if "cg" in release.meta["tasks"] else None
+    return _sample_and_score(release, classifier, cfg, out, model_dir)
+
+
+@torch.no_grad()
+def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
     from magvit.bench.quality import class_accuracy, frame_prediction_scores, real_clips
     from magvit.decode import generate_video
     from magvit.media import make_grid, write_video
     from magvit.metrics import psnr
-    from magvit.sampling import load_release
     from magvit.tasks import TASKS
 
-    release = load_release(model_dir)
     model, tokenizer = release.model, release.tokenizer
     frames, height, width = release.clip
     gen = lambda: torch.Generator().manual_seed(cfg.seed)
@@ -160,8 +167,7 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
     summary["black_canvas_psnr"] = psnr(torch.full_like(real, -1.0), real).mean().item()  # the trivial floor
 
     # class-conditional samples: one row per class
-    if "cg" in tasks:
-        classifier, _ = digit_classifier(recipe=cfg.classifier, quiet=quiet)
+    if classifier is not None:
         classes = torch.arange(release.meta["num_classes"]).repeat_interleave(cfg.samples_per_class)
         decode_cfg = dataclasses.replace(cfg.decode, guidance=cfg.guidance)
         samples = generate_video(model, tokenizer, "cg", decode_cfg, gen(), classes=classes,
