@@ -14,7 +14,6 @@ classes, so p(code) = prod_j p_j(sub-token j).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +22,13 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from magvit.config import build_registered, to_dict
+from magvit.config import build_registered
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_path, atomic_write_text
 from magvit.registry import Registry
 from magvit.tasks import TASKS
-from magvit.tokenizers.base import load_weights
+from magvit.weights import load_weights_folder, save_weights_folder
 
 TRANSFORMERS: Registry[nn.Module] = Registry("transformer")
 
@@ -323,13 +319,7 @@ class TransformerBase(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` and `model.safetensors` into `directory`, each atomically."""
-        directory = Path(directory)
-        meta = {"format": FORMAT, "version": VERSION, "config": to_dict(self.config)}
-        atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(weights, str(tmp), metadata={"format": FORMAT})
-        return directory
+        return save_weights_folder(self, directory, FORMAT, VERSION)
 
 
 @TRANSFORMERS.register("masked", TransformerConfig)
@@ -379,25 +369,4 @@ def load_transformer(directory: str | Path, map_location: str | torch.device = "
     """Rebuild a transformer from a `save_pretrained` folder; MagvitError if anything does not match."""
     import magvit.autoregressive  # noqa: F401  (registers "autoregressive")
 
-    directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise MagvitError(f"{path}: not found; a transformer folder holds config.json and model.safetensors")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise MagvitError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
-        raise MagvitError(f"{config_path}: not a magvit transformer config "
-                          f"(expected format '{FORMAT}' and a 'config' mapping)")
-    if meta.get("version") != VERSION:
-        raise MagvitError(f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {VERSION}")
-    config = build_registered(TRANSFORMERS, meta["config"], source=str(config_path))
-    model = TRANSFORMERS[config.name].build(config)
-    try:
-        weights = load_file(str(weights_path), device=str(map_location))
-    except (SafetensorError, OSError) as e:
-        raise MagvitError(f"{weights_path}: cannot read safetensors ({e})") from None
-    load_weights(model, weights, str(weights_path))
-    return model.to(map_location)
+    return load_weights_folder(directory, TRANSFORMERS, FORMAT, VERSION, "transformer", map_location)

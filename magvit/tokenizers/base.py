@@ -10,22 +10,19 @@ Release weights are a folder with `config.json` (`{"format": "magvit-tokenizer",
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from magvit.config import build_registered, to_dict
+from magvit.config import build_registered
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_path, atomic_write_text
 from magvit.registry import Registry
 from magvit.tokenizers.blocks import ConvSpec, Decoder, Encoder, Norm, ResBlock
 from magvit.tokenizers.quantizers import Quantizer, QuantizerOutput, build_quantizer
+from magvit.weights import load_weights_folder, save_weights_folder
 
 TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer")
 
@@ -172,13 +169,7 @@ class Tokenizer(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` and `model.safetensors` into `directory`, each atomically."""
-        directory = Path(directory)
-        meta = {"format": FORMAT, "version": VERSION, "config": to_dict(self.config)}
-        atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(weights, str(tmp), metadata={"format": FORMAT})
-        return directory
+        return save_weights_folder(self, directory, FORMAT, VERSION)
 
     @classmethod
     def load_pretrained(cls, directory: str | Path) -> Tokenizer:
@@ -190,52 +181,7 @@ class Tokenizer(nn.Module):
 
 def load_tokenizer(directory: str | Path, map_location: str | torch.device = "cpu") -> Tokenizer:
     """Rebuild a tokenizer from a `save_pretrained` folder; MagvitError if anything does not match."""
-    directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise MagvitError(
-                f"{path}: not found; a tokenizer folder holds config.json and model.safetensors"
-            )
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise MagvitError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
-        raise MagvitError(
-            f"{config_path}: not a magvit tokenizer config "
-            f"(expected format '{FORMAT}' and a 'config' mapping)"
-        )
-    if meta.get("version") != VERSION:
-        raise MagvitError(
-            f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {VERSION}"
-        )
-    config = build_registered(TOKENIZERS, meta["config"], source=str(config_path))
-    model = TOKENIZERS[config.name].build(config)
-    try:
-        weights = load_file(str(weights_path), device=str(map_location))
-    except (SafetensorError, OSError) as e:
-        raise MagvitError(f"{weights_path}: cannot read safetensors ({e})") from None
-    load_weights(model, weights, str(weights_path))
-    return model.to(map_location)
-
-
-def load_weights(model: nn.Module, weights: dict[str, Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)`, but a mismatch is one MagvitError line naming the first key."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing (e.g. '{missing[0]}')"] if missing else []
-        parts += [f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')"] if unexpected else []
-        raise MagvitError(f"{source}: weights do not match the config: {', '.join(parts)} keys")
-    for k, v in expected.items():
-        if weights[k].shape != v.shape:
-            raise MagvitError(
-                f"{source}: weights do not match the config: '{k}' has shape {tuple(weights[k].shape)}, "
-                f"the model expects {tuple(v.shape)}"
-            )
-    model.load_state_dict(weights, strict=True)
+    return load_weights_folder(directory, TOKENIZERS, FORMAT, VERSION, "tokenizer", map_location)
 
 
 def build_tokenizer(name: str, preset: str = "tiny", **overrides: Any) -> Tokenizer:

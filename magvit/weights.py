@@ -1,0 +1,78 @@
+"""Release weight folders, shared by tokenizers and transformers.
+
+A folder holds `config.json` (`{"format": ..., "version": ..., "config": {...}}`) and
+`model.safetensors`: plain data, no pickles, each file written atomically. Loading rebuilds the
+model from its registry entry and checks every key and shape; anything that does not match is
+one `MagvitError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from magvit.config import build_registered, to_dict
+from magvit.errors import MagvitError
+from magvit.fileio import atomic_path, atomic_write_text
+from magvit.registry import Registry
+
+
+def save_weights_folder(model: nn.Module, directory: str | Path, fmt: str, version: int) -> Path:
+    """Write `model.config` as `config.json` and its state dict as `model.safetensors`."""
+    directory = Path(directory)
+    meta = {"format": fmt, "version": version, "config": to_dict(model.config)}
+    atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": fmt})
+    return directory
+
+
+def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, version: int, what: str,
+                        map_location: str | torch.device = "cpu") -> Any:
+    """Rebuild the `registry` entry a `save_weights_folder` folder describes, with its weights."""
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise MagvitError(f"{path}: not found; a {what} folder holds config.json and model.safetensors")
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise MagvitError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt or not isinstance(meta.get("config"), dict):
+        raise MagvitError(f"{config_path}: not a magvit {what} config (expected format '{fmt}' and a 'config' mapping)")
+    if meta.get("version") != version:
+        raise MagvitError(f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {version}")
+    config = build_registered(registry, meta["config"], source=str(config_path))
+    model = registry[config.name].build(config)
+    try:
+        weights = load_file(str(weights_path), device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        raise MagvitError(f"{weights_path}: cannot read safetensors ({e})") from None
+    load_weights(model, weights, str(weights_path))
+    return model.to(map_location)
+
+
+def load_weights(model: nn.Module, weights: dict[str, Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)`, but a mismatch is one MagvitError line naming the first key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. '{missing[0]}')"] if missing else []
+        parts += [f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')"] if unexpected else []
+        raise MagvitError(f"{source}: weights do not match the config: {', '.join(parts)} keys")
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            raise MagvitError(
+                f"{source}: weights do not match the config: '{k}' has shape {tuple(weights[k].shape)}, "
+                f"the model expects {tuple(v.shape)}"
+            )
+    model.load_state_dict(weights, strict=True)
