@@ -99,3 +99,18 @@ def test_csv_log_appends_and_truncates_on_resume(tmp_path):
     CsvLog(tmp_path / "m.csv").write({"step": 3, "loss": 0.5})
     lines = (tmp_path / "m.csv").read_text().splitlines()
     assert lines[0] == "step,loss" and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3"]
+
+
+def test_non_finite_guard_skips_then_stops_with_one_line():
+    from types import SimpleNamespace
+
+    from magvit.training.common import NonFiniteGuard
+
+    guard, single = NonFiniteGuard(limit=2), SimpleNamespace(num_processes=1)
+    nan = torch.tensor(float("nan"))
+    assert guard.ok(single, torch.tensor(1.0), 0)
+    assert not guard.ok(single, nan, 1) and not guard.ok(single, nan, 2)
+    assert guard.ok(single, torch.tensor(1.0), 3)  # a finite loss resets the count
+    assert not guard.ok(single, nan, 4) and not guard.ok(single, torch.tensor(float("inf")), 5)
+    with pytest.raises(MagvitError, match="NaN/inf 3 times in a row at step 6"):
+        guard.ok(single, nan, 6)

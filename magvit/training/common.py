@@ -191,6 +191,24 @@ def finite_everywhere(accelerator, loss: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+class NonFiniteGuard:
+    """Skips steps whose loss is NaN/inf on any process (every process skips together: no DDP hang)
+    and stops the run with one clear line after `limit` such steps in a row."""
+
+    def __init__(self, limit: int = 10):
+        self.limit, self.in_a_row = limit, 0
+
+    def ok(self, accelerator, loss: torch.Tensor, step: int) -> bool:
+        if finite_everywhere(accelerator, loss):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        if self.in_a_row > self.limit:
+            raise MagvitError(f"the loss was NaN/inf {self.in_a_row} times in a row at step {step}; "
+                              "lower the learning rate or use mixed_precision=no / bf16")
+        return False
+
+
 def step_generator(seed: int, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator seeded by (seed, *keys), e.g. (seed, step, process): randomness that is a pure
     function of the step needs no saved state, so a resumed run draws exactly the same values."""

@@ -34,10 +34,10 @@ from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
     LoopConfig,
+    NonFiniteGuard,
     OptimConfig,
     build_optimizer,
     check_run_dir,
-    finite_everywhere,
     held_out_version,
     infinite_batches,
     lr_at,
@@ -160,7 +160,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                *(["grad_norm"] if cfg.optim.grad_clip else [])]
     metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
-    bad_steps = 0
+    guard = NonFiniteGuard()
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train-tokenizer", dynamic_ncols=True)
@@ -195,14 +195,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     )
                     terms["gan_g"], terms["gan_w"] = g_loss, weight
                     total = total + gan_scale * weight * g_loss
-                if not finite_everywhere(accelerator, total):
-                    bad_steps += 1
-                    if bad_steps > 10:
-                        raise MagvitError(f"the loss was NaN/inf {bad_steps} times in a row at step {step}; "
-                                          "lower the learning rate or use mixed_precision=no / bf16")
+                if not guard.ok(accelerator, total, step):
                     opt_g.zero_grad(set_to_none=True)
                     continue
-                bad_steps = 0
                 accelerator.backward(total)
                 if accelerator.sync_gradients and cfg.optim.grad_clip:
                     terms["grad_norm"] = accelerator.clip_grad_norm_(tokenizer.parameters(), cfg.optim.grad_clip)

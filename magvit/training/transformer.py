@@ -31,10 +31,10 @@ from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
     LoopConfig,
+    NonFiniteGuard,
     OptimConfig,
     build_optimizer,
     check_run_dir,
-    finite_everywhere,
     infinite_batches,
     lr_at,
     make_accelerator,
@@ -209,7 +209,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
     train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
     val_metrics: dict[str, float] = {}
-    bad_steps = 0
+    guard = NonFiniteGuard()
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train", dynamic_ncols=True)
@@ -230,14 +230,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                 terms = commit_loss_terms(logits, tokens, kinds, losses)
                 total = (losses.mask_weight * terms["mask"] + losses.refine_weight * terms["refine"]
                          + losses.recon_weight * terms["recon"])
-                if not finite_everywhere(accelerator, total):
-                    bad_steps += 1
-                    if bad_steps > 10:
-                        raise MagvitError(f"the loss was NaN/inf {bad_steps} times in a row at step {step}; "
-                                          "lower the learning rate or use mixed_precision=no / bf16")
+                if not guard.ok(accelerator, total, step):
                     optimizer.zero_grad(set_to_none=True)
                     continue
-                bad_steps = 0
                 accelerator.backward(total)
                 if accelerator.sync_gradients and cfg.optim.grad_clip:
                     terms["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
