@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from magvit.errors import MagvitError
 
 
 @contextlib.contextmanager
@@ -35,3 +39,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; malformed JSON is one MagvitError line naming the file and the place."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MagvitError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None

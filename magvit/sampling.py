@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from magvit.config import CONFIG_KINDS, apply_overrides, from_dict, read_yaml, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_write_text
+from magvit.fileio import atomic_write_text, read_json
 from magvit.tasks import TASKS
 
 FORMAT, VERSION = "magvit-model", 1
@@ -112,10 +112,7 @@ def load_release(name: str | Path, device: str | torch.device = "cpu") -> Releas
 
     directory = resolve_checkpoint(name)
     path = directory / "magvit.json"
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MagvitError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise MagvitError(f"{path}: not a magvit model description of version {VERSION}")
     tokenizer_dir = directory / meta["tokenizer"]  # a relative name, or an absolute path

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from magvit.config import build_registered, to_dict
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_path, atomic_write_text
+from magvit.fileio import atomic_path, atomic_write_text, read_json
 from magvit.registry import Registry
 
 
@@ -42,10 +42,7 @@ def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, ver
     for path in (config_path, weights_path):
         if not path.is_file():
             raise MagvitError(f"{path}: not found; a {what} folder holds config.json and model.safetensors")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise MagvitError(f"{config_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(config_path)
     if not isinstance(meta, dict) or meta.get("format") != fmt or not isinstance(meta.get("config"), dict):
         raise MagvitError(f"{config_path}: not a magvit {what} config (expected format '{fmt}' and a 'config' mapping)")
     if meta.get("version") != version:

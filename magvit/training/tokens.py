@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from magvit.errors import MagvitError
+from magvit.fileio import read_json
 from magvit.tasks import TASKS
 
 FORMAT, VERSION = "magvit-tokens", 1
@@ -232,10 +233,7 @@ def read_index(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / "index.json"
     if not path.is_file():
         raise MagvitError(f"{directory}: not a token cache (no index.json); write one with `magvit extract-tokens`")
-    try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MagvitError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    index = read_json(path)
     if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
         raise MagvitError(f"{path}: not a magvit token cache of version {VERSION}")
     return index
