@@ -10,7 +10,11 @@ Tensors in this module are float videos (3, T, H, W) or batches (N, 3, T, H, W) 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +91,30 @@ def write_image_grid(path: str | Path, images: torch.Tensor, nrow: int | None = 
     return path
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: decord's C++ side prints "ERROR opening ..."
+    for a broken file whatever its log level, and we report bad files ourselves, in one line."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def open_video(path: str | Path):
+    """A decord VideoReader for `path`, opened without decord's own error output (it raises instead)."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    with native_stderr_silenced():
+        return decord.VideoReader(str(path), num_threads=1)
+
+
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
     """Read a video with decord -> ((3, T, H, W) float in [-1, 1], fps). One clear error if unreadable."""
     import decord
@@ -94,9 +122,8 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
     path = Path(path)
     if not path.is_file():
         raise MagvitError(f"{path}: video file not found")
-    decord.logging.set_level(decord.logging.QUIET)
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
+        reader = open_video(path)
         count = len(reader) if max_frames is None else min(len(reader), max_frames)
         if count == 0:
             raise MagvitError(f"{path}: the video has no frames")

@@ -18,6 +18,7 @@ import torch
 
 from magvit.data.base import DATASETS, ClipDataset, resize_crop
 from magvit.errors import MagvitError
+from magvit.media import native_stderr_silenced, open_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -123,9 +124,6 @@ class VideoFolder(_FolderDataset):
     ):
         if frames < 1 or stride < 1 or size < 1:
             raise MagvitError(f"VideoFolder needs frames, stride and size >= 1, got {frames}, {stride}, {size}")
-        import decord
-
-        decord.logging.set_level(decord.logging.QUIET)  # we report bad files ourselves, once
         self.frames, self.size, self.stride = frames, size, stride
         self.span = (frames - 1) * stride + 1  # frames of the source a clip covers
         self.random_clip, self.random_crop, self.flip = random_clip, random_crop, flip
@@ -133,25 +131,22 @@ class VideoFolder(_FolderDataset):
         super().__init__(root, tuple(e.lower() for e in extensions), seed)
 
     def _probe(self, path: Path) -> str | None:
-        import decord
-
         if path.stat().st_size == 0:
             return "empty"
         try:
-            reader = decord.VideoReader(str(path), num_threads=1)
+            reader = open_video(path)
             length = len(reader)
             if length < self.span:
                 return "too short"
-            reader.get_batch([0, length - 1])  # a truncated file fails here, not mid-epoch
+            with native_stderr_silenced():
+                reader.get_batch([0, length - 1])  # a truncated file fails here, not mid-epoch
         except Exception:  # decord raises DECORDError or RuntimeError for broken containers
             return "unreadable"
         self.lengths[path] = length
         return None
 
     def _load(self, path: Path, gen: torch.Generator) -> torch.Tensor:
-        import decord
-
-        reader = decord.VideoReader(str(path), num_threads=1)
+        reader = open_video(path)
         last_start = len(reader) - self.span
         start = int(torch.randint(0, last_start + 1, (), generator=gen)) if self.random_clip else last_start // 2
         frames = reader.get_batch(list(range(start, start + self.span, self.stride))).asnumpy()
