@@ -52,9 +52,29 @@ def test_moving_digits_image_mode_and_held_out_splits():
     assert not same.any()
 
 
+def test_moving_digits_centre_start_keeps_the_rest_of_the_clip():
+    """`start: center`: every clip's first frame is its digit at the canvas centre (as in image mode),
+    and the digit, direction and speed are those the same index draws with random starts."""
+    centred = MovingDigits(frames=8, size=32, num_samples=20, start="center")
+    anywhere = MovingDigits(frames=8, size=32, num_samples=20)
+    image = MovingDigits(image=True, size=32, num_samples=20)
+    for i in range(6):
+        c, r = centred[i], anywhere[i]
+        assert c["label"] == r["label"]
+        first = c["video"][0, 0]  # (H, W)
+        digit = image.digits[torch.randint(0, len(image.digits), (1,), generator=centred.generator(i))[0]]
+        d, room = centred.digit_size, 32 - centred.digit_size
+        expected = torch.full((32, 32), -1.0)
+        expected[room // 2 : room // 2 + d, room // 2 : room // 2 + d] = digit * 2 - 1
+        assert torch.allclose(first, expected)
+        assert not torch.equal(c["video"][0, 0], c["video"][0, -1]), "it still moves"
+
+
 def test_moving_digits_bad_arguments():
     with pytest.raises(MagvitError):
         MovingDigits(num_digits=3)
+    with pytest.raises(MagvitError, match="start"):
+        MovingDigits(start="middle")
     with pytest.raises(MagvitError):
         MovingDigits(frames=0)
 

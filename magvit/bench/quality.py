@@ -93,13 +93,18 @@ def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: in
     return torch.cat(out)
 
 
-def real_clips(frames: int, size: int, count: int, seed: int) -> tuple[Tensor, Tensor]:
-    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; classes cycle 0..9 evenly."""
+def real_clips(frames: int, size: int, count: int, seed: int, start: str = "random") -> tuple[Tensor, Tensor]:
+    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; `start` as the model was trained."""
     from magvit.data import MovingDigits
 
-    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed)
+    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed, start=start)
     items = [ds[i] for i in range(count)]
     return torch.stack([s["video"] for s in items]), torch.tensor([s["label"] for s in items])
+
+
+def digits_start(meta: dict) -> str:
+    """Where the model's moving digits start (`start` of its training data; older releases: random)."""
+    return (meta.get("data") or {}).get("start", "random")
 
 
 class Evaluator:
@@ -117,8 +122,9 @@ class Evaluator:
         if not (self.cg or self.uncond or self.fp):
             raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
                               "(10 digit classes), uncond or fp")
-        self.real, self.labels = real_clips(frames, height, num, seed)
-        self.reference, _ = real_clips(frames, height, num, seed + 1)  # disjoint real clips: the Frechet floor
+        start = digits_start(release.meta)
+        self.real, self.labels = real_clips(frames, height, num, seed, start)
+        self.reference, _ = real_clips(frames, height, num, seed + 1, start)  # disjoint real clips: the Frechet floor
         self.classes = torch.arange(num) % 10
         if self.fp:
             device = next(release.model.parameters()).device

@@ -289,6 +289,7 @@ def release_meta(cfg: TransformerTrainConfig, source: TokenSource, step: int, em
         "num_classes": cfg.num_classes if cfg.num_classes is not None else source.num_classes,
         "class_names": source.class_names, "grid": list(source.grid), "frames": frames, "size": [height, width],
         "fps": cfg.fps, "trained_steps": step, "weights": "ema" if ema else "raw",
+        "data": to_dict(cfg.data) if cfg.data is not None else None,  # what "held-out clips" means for it
     }
 
 
