@@ -39,7 +39,7 @@ class ReportConfig:
     samples_per_class: int = 4
     eval_clips: int = 16  # held-out moving-digit clips for the tokenizer, frame prediction and interpolation
     shown_clips: int = 4  # of those, shown in the GIFs
-    decode: DecodeConfig = DecodeConfig(steps=12, temperature=1.0, choice_temperature=4.5)
+    decode: DecodeConfig = DecodeConfig(steps=12, temperature=0.7, choice_temperature=4.5)
     guidance: float = 2.0  # classifier-free guidance for the class-conditional samples
     seed: int = 0
     fps: float = 6.0
@@ -61,7 +61,10 @@ CONFIG_KINDS.register("quickstart", QuickstartConfig, help="train a tokenizer an
     QuickstartConfig
 )
 
-_DIGITS = {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 4000, "speed": [1.0, 2.0]}
+# digits start at the centre (MovingDigits `start`): the first frame of a class then looks alike in every
+# clip, so the tiny transformer learns class -> shape within the CPU budget (random starts took it ~4x longer)
+_DIGITS = {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 4000, "speed": [1.0, 2.0],
+           "start": "center"}
 
 # the defaults of `magvit quickstart`: tuned to finish in about 5 minutes on 2 CPU cores
 QUICKSTART: dict[str, Any] = {
@@ -69,19 +72,22 @@ QUICKSTART: dict[str, Any] = {
     "out": "runs/quickstart",
     "tokenizer": {
         "tokenizer": {"name": "causal3d", "preset": "tiny", "channels": 8,
-                      "quantizer": {"name": "lfq", "bits": 8, "entropy_groups": 1}},
+                      "quantizer": {"name": "lfq", "bits": 8, "entropy_groups": 1, "entropy_weight": 0.01}},
         "data": _DIGITS,
-        "optim": {"lr": 0.002, "betas": [0.9, 0.99], "warmup_steps": 20},
-        "loop": {"steps": 200, "batch_size": 8, "ema_decay": None, "val_every": 200, "save_every": 200,
-                 "val_batches": 1, "keep_last": 1},
+        # many small steps at a high rate and a light entropy penalty: held-out digits the project's
+        # classifier reads back 89% of the time, against 24% for 200 steps of 8 at 0.002 with 0.1
+        "optim": {"lr": 0.005, "betas": [0.9, 0.99], "warmup_steps": 20},
+        "loop": {"steps": 1000, "batch_size": 2, "ema_decay": None, "val_every": 1000, "save_every": 1000,
+                 "val_batches": 4, "keep_last": 1},
     },
     "transformer": {
         "transformer": {"name": "masked", "preset": "tiny", "layers": 3, "width": 128, "heads": 4,
                         "dropout": 0.0},
         "data": _DIGITS,
-        "tasks": {"cg": 2.0, "fp": 1.0, "fi": 1.0, "ipc": 0.5},
+        # cg-heavy: at 2 : 1 : 1 : 0.5 the samples ignored the class (12% correct); 8 : 1 : 1 : 0.5 -> 25%
+        "tasks": {"cg": 8.0, "fp": 1.0, "fi": 1.0, "ipc": 0.5},
         "optim": {"lr": 0.002, "betas": [0.9, 0.96], "weight_decay": 0.01, "warmup_steps": 50},
-        "loop": {"steps": 600, "batch_size": 16, "ema_decay": None, "val_every": 600, "save_every": 600,
+        "loop": {"steps": 700, "batch_size": 16, "ema_decay": None, "val_every": 700, "save_every": 700,
                  "val_batches": 1, "keep_last": 1},
         "preview": {"num": 0},
     },
@@ -147,7 +153,7 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
 
 @torch.no_grad()
 def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
-    from magvit.bench.quality import class_accuracy, frame_prediction_scores, real_clips
+    from magvit.bench.quality import class_accuracy, digits_start, frame_prediction_scores, real_clips
     from magvit.decode import generate_video
     from magvit.media import make_grid, write_video
     from magvit.metrics import psnr
@@ -156,7 +162,7 @@ def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Pat
     model, tokenizer = release.model, release.tokenizer
     frames, height, width = release.clip
     gen = lambda: torch.Generator().manual_seed(cfg.seed)
-    real, labels = real_clips(frames, height, cfg.eval_clips, cfg.seed)  # held-out test clips
+    real, labels = real_clips(frames, height, cfg.eval_clips, cfg.seed, digits_start(release.meta))  # held out
     tasks, shown = release.meta["tasks"], cfg.shown_clips
     summary: dict[str, Any] = {"model": str(model_dir), "clip": [frames, height, width], "tasks": tasks}
     files = []

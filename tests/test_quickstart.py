@@ -28,7 +28,7 @@ def reduced_run(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("quickstart")
     monkeypatch_module.setenv("MAGVIT_CACHE", str(out / "cache"))  # the digit classifier is trained here
     overrides = {
-        "tokenizer.loop.steps": 80, "transformer.loop.steps": 150,
+        "tokenizer.loop.steps": 250, "tokenizer.loop.val_every": 250, "transformer.loop.steps": 150,
         "report.samples_per_class": 1, "report.eval_clips": 8, "report.decode.steps": 6,
         "report.classifier": {"clips": 300, "epochs": 1},
     }
