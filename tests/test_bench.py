@@ -232,3 +232,15 @@ def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
     sweep = _table(out, "quality_sweep")["rows"]
     assert [(r["schedule"], r["steps"]) for r in sweep] == [("cosine", 1), ("sqrt", 1)]
     assert all(math.isfinite(r["fp_psnr"]) and r["frechet"] >= -1e-6 for r in sweep)
+
+
+def test_quality_bench_scores_on_clips_drawn_like_the_training_data():
+    from magvit.bench.quality import digits_options, real_clips
+
+    meta = {"data": {"name": "moving_digits", "frames": 9, "size": 32, "speed": [1.0, 2.0], "start": "center"}}
+    options = digits_options(meta)
+    assert options == {"speed": [1.0, 2.0], "start": "center"}
+    centred, _ = real_clips(9, 32, 3, 0, **options)
+    anywhere, _ = real_clips(9, 32, 3, 0)
+    assert not torch.equal(centred, anywhere)
+    assert digits_options({}) == {} and digits_options({"data": {"name": "video_folder", "root": "x"}}) == {}

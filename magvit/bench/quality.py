@@ -93,18 +93,23 @@ def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: in
     return torch.cat(out)
 
 
-def real_clips(frames: int, size: int, count: int, seed: int, start: str = "random") -> tuple[Tensor, Tensor]:
-    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; `start` as the model was trained."""
+def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
+    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; `options` (speed, start, ...) as
+    the model was trained (see `digits_options`)."""
     from magvit.data import MovingDigits
 
-    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed, start=start)
+    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed, **options)
     items = [ds[i] for i in range(count)]
     return torch.stack([s["video"] for s in items]), torch.tensor([s["label"] for s in items])
 
 
-def digits_start(meta: dict) -> str:
-    """Where the model's moving digits start (`start` of its training data; older releases: random)."""
-    return (meta.get("data") or {}).get("start", "random")
+def digits_options(meta: dict) -> dict[str, Any]:
+    """How the model's moving digits move (speed, start, size of the digit, how many), from the training
+    data its release records; {} (the defaults) for other data or older releases."""
+    data = meta.get("data") or {}
+    if data.get("name") != "moving_digits":
+        return {}
+    return {k: data[k] for k in ("speed", "start", "digit_size", "num_digits") if k in data}
 
 
 class Evaluator:
@@ -122,9 +127,9 @@ class Evaluator:
         if not (self.cg or self.uncond or self.fp):
             raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
                               "(10 digit classes), uncond or fp")
-        start = digits_start(release.meta)
-        self.real, self.labels = real_clips(frames, height, num, seed, start)
-        self.reference, _ = real_clips(frames, height, num, seed + 1, start)  # disjoint real clips: the Frechet floor
+        options = digits_options(release.meta)
+        self.real, self.labels = real_clips(frames, height, num, seed, **options)
+        self.reference, _ = real_clips(frames, height, num, seed + 1, **options)  # disjoint: the Frechet floor
         self.classes = torch.arange(num) % 10
         if self.fp:
             device = next(release.model.parameters()).device
