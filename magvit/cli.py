@@ -217,6 +217,9 @@ def _bench_quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num", type=int, default=100, help="clips per measurement (default 100)")
     p.add_argument("--steps", type=int, default=12, help="decoding steps of the main row (default 12)")
     p.add_argument("--schedule", default="cosine", help="mask schedule of the main row (default cosine)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every row (default 1.0)")
+    p.add_argument("--guidance", type=float, default=0.0,
+                   help="classifier-free guidance of the class-conditional samples (default 0: none)")
     p.add_argument("--sweep-schedules", nargs="*", default=["cosine", "square", "linear", "sqrt"], metavar="S",
                    help="schedules of the sweep (default cosine square linear sqrt; none: no sweep)")
     p.add_argument("--sweep-steps", nargs="*", type=int, default=[4, 8, 12, 16], metavar="N",
@@ -241,6 +244,7 @@ def bench_quality(args: argparse.Namespace) -> None:
         args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
         sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
         device=resolve_device(args.device), batch_size=args.batch_size, seed=args.seed,
+        temperature=args.temperature, guidance=args.guidance,
     )
     for table in tables:
         write_table(table, args.out)

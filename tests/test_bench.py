@@ -220,7 +220,7 @@ def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
     out = tmp_path / "out"
     argv = ["bench", "quality", "--checkpoint", str(release), "--cache-dir", str(tmp_path / "cache"), "--num", "4",
             "--batch-size", "4", "--steps", "2", "--sweep-schedules", "cosine", "sqrt", "--sweep-steps", "1",
-            "--out", str(out)]
+            "--temperature", "0.7", "--guidance", "1.5", "--out", str(out)]  # guidance: cg only, not fp
     assert main(argv) == 0
     rows = {r["method"]: r for r in _table(out, "quality")["rows"]}
     assert set(rows) == {"model (cosine, 2 steps)", "real test clips", "copy last frame",

@@ -17,6 +17,7 @@ The metric functions (`class_accuracy`, `classifier_frechet`, `frame_prediction_
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -153,7 +154,8 @@ class Evaluator:
             row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
         if self.fp:
             labels = self.labels if self.fp == "cfp" else None
-            pred = sample(self.release, self.fp, cfg, self.seed, self.batch_size, self.num, classes=labels,
+            fp_cfg = cfg if self.fp == "cfp" else dataclasses.replace(cfg, guidance=0.0)  # guidance needs a class
+            pred = sample(self.release, self.fp, fp_cfg, self.seed, self.batch_size, self.num, classes=labels,
                           conds=self.conds)
             scores = frame_prediction_scores(pred, self.real, self.cond_frames)
             row["fp_psnr"], row["fp_ssim"] = scores["psnr"], scores["ssim"]
@@ -191,9 +193,10 @@ def bench_quality(
     checkpoint: str, cache_dir: str | None = None, num: int = 100, steps: int = 12, schedule: str = "cosine",
     sweep_schedules: tuple[str, ...] = SCHEDULES, sweep_steps: tuple[int, ...] = STEPS,
     device: torch.device | str = "cpu", batch_size: int = 50, seed: int = 0, quiet: bool = False,
-    argv: list[str] | None = None,
+    argv: list[str] | None = None, temperature: float = 1.0, guidance: float = 0.0,
 ) -> list[Table]:
-    """The quality table (model + reference rows) and the schedule x steps sweep table."""
+    """The quality table (model + reference rows) and the schedule x steps sweep table; every row decodes
+    with `temperature`, and the class-conditional samples with classifier-free `guidance`."""
     from magvit.sampling import load_release
 
     if num < 2 or batch_size < 1:
@@ -209,8 +212,10 @@ def bench_quality(
 
     main = Table("quality", f"Generation quality of {checkpoint} on {num} moving-digit test clips "
                  f"({frames}x{size}x{size})", COLUMNS, environment=env)
+    decoding = dict(temperature=temperature, guidance=guidance)
     main.rows.append({"method": f"model ({schedule}, {steps} steps)",
-                      **evaluator.score(DecodeConfig(steps=steps, schedule=schedule))})
+                      **evaluator.score(DecodeConfig(steps=steps, schedule=schedule, **decoding))})
+    main.note(f"decoding: temperature {temperature}, classifier-free guidance {guidance} (class-conditional only)")
     main.rows += evaluator.references()
     acc = 100 * info.get("test_clip_accuracy", float("nan"))
     main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips at its worst canvas size when "
@@ -228,7 +233,7 @@ def bench_quality(
                   environment=env)
     for name in sweep_schedules:
         for count in sweep_steps:
-            row = evaluator.score(DecodeConfig(steps=count, schedule=name))
+            row = evaluator.score(DecodeConfig(steps=count, schedule=name, **decoding))
             sweep.rows.append({"schedule": name, "steps": count, **row})
             if not quiet:
                 print(f"sweep: {name}, {count} steps done ({row['seconds']:.1f} s)", flush=True)
