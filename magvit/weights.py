@@ -58,18 +58,18 @@ def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, ver
 
 
 def load_weights(model: nn.Module, weights: dict[str, Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)`, but a mismatch is one MagvitError line naming the first key."""
+    """`load_state_dict(strict=True)`, but any mismatch is one MagvitError line: how many keys are
+    missing, unexpected or of another shape, each with its first example."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
+    shapes = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
         parts = [f"{len(missing)} missing (e.g. '{missing[0]}')"] if missing else []
         parts += [f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')"] if unexpected else []
-        raise MagvitError(f"{source}: weights do not match the config: {', '.join(parts)} keys")
-    for k, v in expected.items():
-        if weights[k].shape != v.shape:
-            raise MagvitError(
-                f"{source}: weights do not match the config: '{k}' has shape {tuple(weights[k].shape)}, "
-                f"the model expects {tuple(v.shape)}"
-            )
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} of another shape (e.g. '{k}': {tuple(weights[k].shape)}, "
+                         f"the model expects {tuple(expected[k].shape)})")
+        raise MagvitError(f"{source}: weights do not match the config: {'; '.join(parts)}")
     model.load_state_dict(weights, strict=True)

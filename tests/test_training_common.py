@@ -68,6 +68,9 @@ def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
         load_checkpoint(latest_checkpoint(tmp_path), {"disc": model}, {})
     with pytest.raises(MagvitError, match="not a magvit training checkpoint"):
         load_checkpoint(tmp_path, {"model": model}, {})
+    (latest_checkpoint(tmp_path) / "model.safetensors").write_bytes(b"not safetensors")  # a damaged file
+    with pytest.raises(MagvitError, match="cannot read safetensors"):
+        load_checkpoint(latest_checkpoint(tmp_path), {"model": model}, {})
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_path, atomic_write_text
+from magvit.weights import load_weights
 
 FORMAT, VERSION = "magvit-digit-classifier", 2
 INPUT = 16  # frames are resized to INPUT x INPUT: a digit spans ~7 pixels, about its 8x8 source
@@ -178,7 +179,7 @@ def load_classifier(directory: Path) -> tuple[DigitClassifier, dict]:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise MagvitError(f"{config}: not a version {VERSION} digit classifier; delete the folder to retrain")
     model = DigitClassifier()
-    model.load_state_dict(state, strict=True)
+    load_weights(model, state, str(weights))
     return model.eval(), meta
 
 

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from magvit.errors import MagvitError
+from magvit.weights import load_weights
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -36,22 +38,11 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: Path) -> None:
 
 def load_state_dict_into(module: nn.Module, path: Path) -> None:
     """Load safetensors weights with strict key and shape checks; one clear line on mismatch."""
-    state = load_file(str(path))
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
-        raise MagvitError(f"{path}: weights do not match the model: {'; '.join(parts)}")
-    module.load_state_dict(state, strict=True)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise MagvitError(f"{path}: cannot read safetensors ({e})") from None
+    load_weights(module, state, str(path))
 
 
 def _optimizer_to_plain(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
