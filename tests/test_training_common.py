@@ -117,3 +117,20 @@ def test_non_finite_guard_skips_then_stops_with_one_line():
     assert not guard.ok(single, nan, 4) and not guard.ok(single, torch.tensor(float("inf")), 5)
     with pytest.raises(MagvitError, match="NaN/inf 3 times in a row at step 6"):
         guard.ok(single, nan, 6)
+
+
+def test_apply_gradients_steps_clips_and_clears():
+    from magvit.training.common import apply_gradients, make_accelerator
+
+    accelerator = make_accelerator("no", 1)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    loss = (model(torch.randn(8, 4)) * 100).pow(2).mean()
+    norm = apply_gradients(accelerator, opt, loss, model.parameters(), grad_clip=1.0)
+    assert norm is not None and float(norm) > 1.0  # the norm before clipping
+    step = (model.weight.detach() - before).norm()
+    assert 0 < float(step) <= 0.1 + 1e-6  # lr x a gradient clipped to norm 1
+    assert all(p.grad is None for p in model.parameters())
+    assert apply_gradients(accelerator, opt, model(torch.randn(8, 4)).sum(), model.parameters(), None) is None

@@ -209,6 +209,18 @@ class NonFiniteGuard:
         return False
 
 
+def apply_gradients(accelerator, optimizer, loss: torch.Tensor, parameters, grad_clip: float | None):
+    """backward, clip (once gradients are synchronised, when `grad_clip` is set), step, zero the
+    gradients; -> the gradient norm before clipping, or None when not clipped."""
+    accelerator.backward(loss)
+    norm = None
+    if accelerator.sync_gradients and grad_clip:
+        norm = accelerator.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
 def step_generator(seed: int, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator seeded by (seed, *keys), e.g. (seed, step, process): randomness that is a pure
     function of the step needs no saved state, so a resumed run draws exactly the same values."""

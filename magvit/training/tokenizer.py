@@ -36,6 +36,7 @@ from magvit.training.common import (
     LoopConfig,
     NonFiniteGuard,
     OptimConfig,
+    apply_gradients,
     build_optimizer,
     check_run_dir,
     held_out_version,
@@ -158,9 +159,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                *(["gan_g", "gan_w", "gan_d"] if disc is not None else []), *(["lecam"] if lecam is not None else []),
                *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
                *(["grad_norm"] if cfg.optim.grad_clip else [])]
-    metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
-    guard = NonFiniteGuard()
+    guard, d_guard = NonFiniteGuard(), NonFiniteGuard()
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train-tokenizer", dynamic_ncols=True)
@@ -198,11 +198,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                 if not guard.ok(accelerator, total, step):
                     opt_g.zero_grad(set_to_none=True)
                     continue
-                accelerator.backward(total)
-                if accelerator.sync_gradients and cfg.optim.grad_clip:
-                    terms["grad_norm"] = accelerator.clip_grad_norm_(tokenizer.parameters(), cfg.optim.grad_clip)
-                opt_g.step()
-                opt_g.zero_grad(set_to_none=True)
+                norm = apply_gradients(accelerator, opt_g, total, tokenizer.parameters(), cfg.optim.grad_clip)
+                if norm is not None:
+                    terms["grad_norm"] = norm
 
                 if disc is not None and gan_scale > 0:
                     lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
@@ -218,18 +216,19 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     if lazy_r1:
                         terms["r1"] = r1_penalty(real_logits, real_in)
                         d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
-                    accelerator.backward(d_loss)
-                    if accelerator.sync_gradients and cfg.disc_optim.grad_clip:
-                        accelerator.clip_grad_norm_(disc.parameters(), cfg.disc_optim.grad_clip)
-                    opt_d.step()
-                    opt_d.zero_grad(set_to_none=True)
+                    if d_guard.ok(accelerator, d_loss, step):  # R1 / LeCAM can overflow where G's loss did not
+                        apply_gradients(accelerator, opt_d, d_loss, disc.parameters(), cfg.disc_optim.grad_clip)
+                    else:
+                        opt_d.zero_grad(set_to_none=True)
 
         step += 1
         if ema is not None:
             update_ema(ema, raw, loop.ema_decay)
-        metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
-        metrics.update({f"q_{k}": float(v) for k, v in out.quant.metrics.items()})
         if main and (step % loop.log_every == 0 or step == loop.steps):
+            # read back from the device only when logged: float() waits for the step to finish
+            metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v)
+                       for k, v in terms.items()}
+            metrics.update({f"q_{k}": float(v) for k, v in out.quant.metrics.items()})
             elapsed = time.time() - started
             quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
             train_log.write({"step": step, "epoch": epoch, "lr": opt_g.param_groups[0]["lr"],

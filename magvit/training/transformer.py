@@ -33,6 +33,7 @@ from magvit.training.common import (
     LoopConfig,
     NonFiniteGuard,
     OptimConfig,
+    apply_gradients,
     build_optimizer,
     check_run_dir,
     infinite_batches,
@@ -233,11 +234,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                 if not guard.ok(accelerator, total, step):
                     optimizer.zero_grad(set_to_none=True)
                     continue
-                accelerator.backward(total)
-                if accelerator.sync_gradients and cfg.optim.grad_clip:
-                    terms["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                norm = apply_gradients(accelerator, optimizer, total, model.parameters(), cfg.optim.grad_clip)
+                if norm is not None:
+                    terms["grad_norm"] = norm
 
         step += 1
         if ema is not None:
