@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,11 +107,13 @@ class DigitClassifier(nn.Module):
         return torch.cat(logits), torch.cat(feats)
 
 
-def _clips(split: str, count: int, frames: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
-    """`count` MovingDigits clips (N, 3, T, size, size) and their labels (N,)."""
+def moving_digit_clips(split: str, count: int, frames: int, size: int, seed: int,
+                       **options: Any) -> tuple[Tensor, Tensor]:
+    """`count` MovingDigits clips (N, 3, T, size, size) of `split` and their labels (N,); `options` are
+    further MovingDigits arguments (speed, start, ...)."""
     from magvit.data import MovingDigits
 
-    ds = MovingDigits(frames=frames, size=size, split=split, num_samples=count, seed=seed)
+    ds = MovingDigits(frames=frames, size=size, split=split, num_samples=count, seed=seed, **options)
     samples = [ds[i] for i in range(count)]
     return torch.stack([s["video"] for s in samples]), torch.tensor([s["label"] for s in samples])
 
@@ -121,7 +124,7 @@ def _training_frames(recipe: Recipe) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for i, size in enumerate(recipe.sizes):
         count = recipe.clips // len(recipe.sizes)
-        videos, labels = _clips("train", count, recipe.frames, size, recipe.seed + i)
+        videos, labels = moving_digit_clips("train", count, recipe.frames, size, recipe.seed + i)
         xs.append(DigitClassifier.prepare(rearrange(videos, "n c t h w -> (n t) c h w")))
         ys.append(labels.repeat_interleave(recipe.frames))
     return torch.cat(xs), torch.cat(ys)
@@ -150,7 +153,7 @@ def train_classifier(recipe: Recipe = Recipe(), quiet: bool = False) -> tuple[Di
     model.eval()
     accuracy = {}
     for size in recipe.sizes:
-        videos, labels = _clips("test", recipe.test_clips, recipe.frames, size, seed=1)
+        videos, labels = moving_digit_clips("test", recipe.test_clips, recipe.frames, size, seed=1)
         accuracy[str(size)] = (model.clips(videos)[0].argmax(1) == labels).float().mean().item()
     info = {
         "test_clip_accuracy": min(accuracy.values()),  # the worst canvas size

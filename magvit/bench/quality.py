@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from magvit.bench.digits import DigitClassifier, digit_classifier
+from magvit.bench.digits import DigitClassifier, digit_classifier, moving_digit_clips
 from magvit.bench.measure import batches
 from magvit.bench.report import Column, Table, environment
 from magvit.decode import DecodeConfig, decode
@@ -95,13 +95,9 @@ def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: in
 
 
 def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
-    """`count` MovingDigits test clips (N, 3, T, size, size) and labels; `options` (speed, start, ...) as
-    the model was trained (see `digits_options`)."""
-    from magvit.data import MovingDigits
-
-    ds = MovingDigits(frames=frames, size=size, split="test", num_samples=count, seed=seed, **options)
-    items = [ds[i] for i in range(count)]
-    return torch.stack([s["video"] for s in items]), torch.tensor([s["label"] for s in items])
+    """`count` MovingDigits test clips and labels; `options` (speed, start, ...) as the model was trained
+    (see `digits_options`)."""
+    return moving_digit_clips("test", count, frames, size, seed, **options)
 
 
 def digits_options(meta: dict) -> dict[str, Any]:
