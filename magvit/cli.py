@@ -158,7 +158,11 @@ def _bench_tokenizers_args(p: argparse.ArgumentParser) -> None:
                    help="saved tokenizer folders or name:preset (random weights), e.g. vq3d:tiny causal3d:tiny")
     p.add_argument("--data", default="moving_digits",
                    help="moving_digits, bundled_clips, or a folder of videos or images (default moving_digits)")
-    p.add_argument("--frames", type=int, default=None, help="frames per clip, the same for all (default 16)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip, the same clips for all; each tokenizer reconstructs the longest prefix "
+                   "it tiles (e.g. vq3d 4k frames, causal3d 1 + 4k, vqgan2d any) and every row is also scored on the "
+                   "frames all share (default: the shortest clip from which every tokenizer reconstructs at "
+                   "least 16 frames: 16, or 17 with causal3d)")
     p.add_argument("--size", type=int, default=64, help="clip height and width (default 64)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per encode/decode call (default 8)")
     p.add_argument("--num-clips", type=int, default=32, help="clips the quality metrics average over (default 32)")

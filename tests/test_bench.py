@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from magvit.bench.features import InceptionI3d, _load_into, lpips_per_clip
@@ -71,17 +72,74 @@ def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
     assert (out / "tokenizers.md").read_text().count("\n| ") >= 3  # header + 2 rows
 
 
-def test_bench_tokenizers_names_the_tokenizer_and_the_fix(capsys):
-    argv = ["bench", "tokenizers", "--tokenizers", "vqgan2d:tiny", "causal3d:tiny", "--frames", "16",
-            "--size", "16", *FAST]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "causal3d:tiny" in err and "--frames 17" in err
-    # vq3d needs 4k frames, causal3d 1 + 4k: there is no fair common clip
-    assert main(["bench", "tokenizers", "--tokenizers", "vq3d:tiny", "causal3d:tiny", "--frames", "16"]) == 2
-    assert "separate runs" in capsys.readouterr().err
-    assert main(["bench", "tokenizers", "--tokenizers", "nonsense"]) == 2
-    assert "name:preset" in capsys.readouterr().err
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_bench_tokenizers_three_families_on_their_own_and_on_shared_frames(tmp_path):
+    from magvit.bench.tokenizers import data_options, load_clips
+    from magvit.metrics import psnr, ssim
+    from magvit.tokenizers import load_tokenizer
+
+    folders = {name: build_tokenizer(name, "tiny").save_pretrained(tmp_path / name) for name in ("vqgan2d", "causal3d")}
+    torch.jit.script(MeanFeatures()).save(str(tmp_path / "features.pt"))
+    out = tmp_path / "out"
+    argv = ["bench", "tokenizers", "--tokenizers", str(folders["vqgan2d"]), "vq3d:tiny", str(folders["causal3d"]),
+            "--size", "16", "--num-clips", "3", "--batch-size", "2", "--i3d", str(tmp_path / "features.pt"),
+            "--inception", str(tmp_path / "features.pt"), "--out", str(out), *FAST]  # no --frames: the default
+    assert main(argv) == 0
+    data = _table(out, "tokenizers")
+    assert "17x16x16" in data["title"]  # 17 = the shortest clip from which each reconstructs >= 16 frames
+    vqgan2d, vq3d, causal3d = data["rows"]
+    assert [r["frames"] for r in data["rows"]] == ["0-16", "0-15", "0-16"]
+    assert [r["token_grid"] for r in data["rows"]] == ["17x4x4", "4x4x4", "5x4x4"]
+    assert vq3d["bits_per_pixel"] == pytest.approx(64 * 8 / (16 * 16 * 16))  # on its own 16 frames
+    keys = [c["key"] for c in data["columns"]]
+    assert {"psnr_shared", "ssim_shared", "lpips_shared", "fvd_shared", "fid_shared"} <= set(keys)
+    assert any("(0-15)" in c["header"] for c in data["columns"]) and any("frames 0-15" in n for n in data["notes"])
+    # vq3d's frames are the shared frames: both sets of metrics are the same numbers
+    for key in ("psnr", "ssim", "fvd", "fid"):
+        assert vq3d[f"{key}_shared"] == vq3d[key]
+    # the shared columns score every row on the same pixels: frames 0-15 of the same clips
+    clips = load_clips(data_options("moving_digits", 17, 16, 3), 3)  # (3, 3, 17, 16, 16)
+    for row, name in ((vqgan2d, "vqgan2d"), (causal3d, "causal3d")):
+        model = load_tokenizer(folders[name]).eval()
+        with torch.no_grad():
+            recon = model.decode(model.encode(clips)).clamp(-1, 1)  # (3, 3, 17, 16, 16)
+        assert row["psnr"] == pytest.approx(psnr(recon, clips).mean().item(), rel=1e-4)
+        assert row["psnr_shared"] == pytest.approx(psnr(recon[:, :, :16], clips[:, :, :16]).mean().item(), rel=1e-4)
+        assert row["ssim_shared"] == pytest.approx(ssim(recon[:, :, :16], clips[:, :, :16]).mean().item(), abs=1e-5)
+        assert row["psnr_shared"] != row["psnr"]  # frame 16 counts in one, not the other
+
+
+def test_bench_tokenizers_shared_columns_only_when_frames_differ(tmp_path):
+    out = tmp_path / "out"
+    argv = ["bench", "tokenizers", "--tokenizers", "vqgan2d:tiny", "vq3d:tiny", "--frames", "9", "--size", "16",
+            "--num-clips", "2", "--out", str(out), *FAST]  # vq3d takes 8 of the 9 frames, vqgan2d all 9
+    assert main(argv) == 0
+    rows = _table(out, "tokenizers")["rows"]
+    assert [r["frames"] for r in rows] == ["0-8", "0-7"] and rows[0]["shared_frames"] == "0-7"
+    argv[argv.index("9")] = "8"
+    assert main(argv) == 0
+    data = _table(out, "tokenizers")
+    assert [r["frames"] for r in data["rows"]] == ["0-7", "0-7"]
+    assert not any(c["key"].endswith("_shared") for c in data["columns"])  # nothing to repeat
+    assert all(r["psnr_shared"] == r["psnr"] for r in data["rows"])  # the JSON keeps them
+
+
+def test_bench_tokenizers_names_the_tokenizer_and_the_fix(tmp_path, capsys):
+    def error(*args):
+        assert main(["bench", "tokenizers", "--tokenizers", *args, *FAST]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0
+        return err
+
+    err = error("vqgan2d:tiny", "vq3d:tiny", "--frames", "3", "--size", "16")  # no prefix of 3 frames is 4k
+    assert "vq3d:tiny" in err and "--frames 4" in err and "vqgan2d:tiny" not in err
+    err = error("vqgan2d:tiny", "causal3d:tiny", "--size", "18")
+    assert "vqgan2d:tiny" in err and "--size 16" in err
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "images" / "a.png")
+    assert "videos, not images" in error("vq3d:tiny", "--data", str(tmp_path / "images"), "--size", "16")
+    assert "at least 1" in error("vq3d:tiny", "--frames", "0")
+    assert "name:preset" in error("nonsense")
 
 
 def test_lpips_is_averaged_over_frames():

@@ -1,12 +1,16 @@
 """`magvit bench tokenizers`: tokenizers side by side on the same clips.
 
 Each tokenizer is a saved folder (`load_tokenizer`) or `name:preset` (`build_tokenizer`, random
-weights: the table says so). All of them see the same clips at the same size, the only fair
-comparison, so a tokenizer whose token grid cannot tile that size is an error that names the
-frame counts every tokenizer accepts. Per tokenizer: reconstruction PSNR / SSIM / LPIPS, FVD / FID
-when a local feature-extractor file is given, codebook usage and perplexity, tokens per clip and
-bits per pixel (tokens x log2(codebook) / pixels, pixels = frames x height x width), parameters,
-encode and decode clips/s and the peak memory of one encode + decode.
+weights: the table says so). All of them read the same clips at the same size. Token grids tile
+different clip lengths (vqgan2d any, MAGVIT's 3D-VQ 4k frames, MAGVIT-v2's causal tokenizer 1 + 4k:
+16 and 17 frames in the papers), so each tokenizer reconstructs the longest prefix of the clips its
+own tiling rule allows (column `frames`), and the quality is scored twice: on the row's own frames,
+and on the frames every row reconstructs (the shortest prefix: the same pixels for every row, the
+fair comparison). A tokenizer that tiles no prefix, or not the frame size, is an error naming it and
+the fix. Per tokenizer: reconstruction PSNR / SSIM / LPIPS, FVD / FID when a local
+feature-extractor file is given, codebook usage and perplexity, tokens per clip and bits per pixel
+(tokens x log2(codebook) / pixels, pixels = frames x height x width), parameters, encode and decode
+clips/s and the peak memory of one encode + decode.
 """
 
 from __future__ import annotations
@@ -49,39 +53,79 @@ def resolve_tokenizer(spec: str) -> Candidate:
     return Candidate(spec, build_tokenizer(name, preset), random_weights=True)
 
 
-def check_common_shape(candidates: list[Candidate], frames: int, size: int) -> None:
-    """MagvitError naming the first tokenizer that cannot tile (frames, size, size) and the fix."""
-    for c in candidates:
-        try:
-            c.model.token_shape(frames, size, size)
-            continue
-        except MagvitError as e:
-            reason = str(e)
-        if any(_tiles(c.model, f, size) for f in range(1, 129)):  # the frame count is the problem
-            common = [f for f in range(1, 129) if all(_tiles(o.model, f, size) for o in candidates)]
-            flag = "--frames"
-        else:
-            common = [s for s in range(8, 1025, 8) if all(_tiles(o.model, frames, s) for o in candidates)]
-            flag = "--size"
-        if common:
-            nearest = min(common, key=lambda v: (abs(v - (frames if flag == "--frames" else size)), v))
-            fix = f"use {flag} {nearest}, which every tokenizer here tiles (all are compared on the same clips)"
-        else:
-            what = "frame count" if flag == "--frames" else "clip size"
-            fix = f"no {what} suits all of them: benchmark these tokenizers in separate runs"
-        raise MagvitError(f"tokenizer {c.label} cannot tile {frames}x{size}x{size} clips ({reason}); {fix}")
+DEFAULT_FRAMES = 16  # MAGVIT's clip length: by default every row reconstructs at least this many frames
+MAX_FRAMES = 128  # the search for a frame count a tokenizer tiles gives up after this many lengths
+
+
+def _tiling_error(model: Tokenizer, frames: int, size: int) -> str:
+    """Why `model` cannot tile (frames, size, size) clips; "" when it can."""
+    try:
+        model.token_shape(frames, size, size)
+    except MagvitError as e:
+        return str(e)
+    return ""
 
 
 def _tiles(model: Tokenizer, frames: int, size: int) -> bool:
-    try:
-        model.token_shape(frames, size, size)
-    except MagvitError:
-        return False
-    return True
+    return not _tiling_error(model, frames, size)
 
 
-def data_options(data: str, frames: int | None, size: int, num_clips: int) -> dict:
-    """The dataset config of `--data`: a dataset name (its held-out split) or a folder of videos / images."""
+def _shortest_tiled(model: Tokenizer, size: int, at_least: int = 1) -> int | None:
+    """The fewest frames >= `at_least` that `model` tiles at size x size (None: none within MAX_FRAMES)."""
+    return next((f for f in range(at_least, at_least + MAX_FRAMES) if _tiles(model, f, size)), None)
+
+
+def longest_prefix(model: Tokenizer, frames: int, size: int) -> int | None:
+    """The most frames <= `frames` that `model` tiles at size x size: the prefix of each clip it
+    reconstructs (None: no prefix tiles)."""
+    return next((f for f in range(frames, 0, -1) if _tiles(model, f, size)), None)
+
+
+def default_frames(candidates: list[Candidate], size: int) -> int:
+    """The shortest clip from which every tokenizer reconstructs a prefix of at least DEFAULT_FRAMES
+    frames, from each one's own tiling rule: 16 for vqgan2d (any) and vq3d (4k), 17 once the causal
+    tokenizer (1 + 4k) is among them, which then reconstructs all 17 while vq3d takes the first 16."""
+    shortest = [_shortest_tiled(c.model, size, DEFAULT_FRAMES) for c in candidates]
+    return max((f for f in shortest if f is not None), default=DEFAULT_FRAMES)
+
+
+def frames_each(candidates: list[Candidate], frames: int, size: int, video: bool = True) -> list[int]:
+    """Frames each tokenizer reconstructs: the longest prefix of the (frames, size, size) clips it tiles.
+
+    MagvitError naming the first tokenizer that tiles no prefix, and the fix: another --size when no
+    frame count tiles at this size, else longer clips (--frames, or video instead of images)."""
+    prefixes = []
+    for c in candidates:
+        prefix = longest_prefix(c.model, frames, size)
+        if prefix is not None:
+            prefixes.append(prefix)
+            continue
+        shortest = _shortest_tiled(c.model, size)
+        if shortest is None:  # no frame count tiles: the frame size is the problem
+            sizes = [s for s in range(8, 1025, 8)
+                     if all(longest_prefix(o.model, frames, s) is not None for o in candidates)]
+            nearest = min(sizes, key=lambda s: (abs(s - size), s)) if sizes else None
+            fix = (f"use --size {nearest}, which every tokenizer here tiles (all read the same clips)" if sizes
+                   else "no clip size suits all of them: benchmark these tokenizers in separate runs")
+        elif video:
+            fix = f"use --frames {shortest} or more (each tokenizer reconstructs the longest prefix it tiles)"
+        else:
+            fix = f"it needs clips of {shortest}+ frames: benchmark it on videos, not images"
+        raise MagvitError(
+            f"tokenizer {c.label} cannot tile any prefix of {frames}x{size}x{size} clips "
+            f"({_tiling_error(c.model, frames, size)}); {fix}"
+        )
+    return prefixes
+
+
+def frame_span(frames: int) -> str:
+    """The frames a row reconstructs, 0-based and inclusive: 17 -> "0-16"."""
+    return f"0-{frames - 1}" if frames > 1 else "0"
+
+
+def data_options(data: str, frames: int | None, size: int, num_clips: int, default: int = DEFAULT_FRAMES) -> dict:
+    """The dataset config of `--data`: a dataset name (its held-out split) or a folder of videos / images.
+    Clips have `frames` frames, or `default` when None (images: one)."""
     from magvit.data import DATASETS
     from magvit.data.folders import VIDEO_EXTENSIONS
 
@@ -89,13 +133,13 @@ def data_options(data: str, frames: int | None, size: int, num_clips: int) -> di
         raise MagvitError(f"--num-clips must be at least 1, got {num_clips}")
     if Path(data).is_dir():
         if any(p.suffix.lower() in VIDEO_EXTENSIONS for p in Path(data).rglob("*")):
-            return dict(name="video_folder", root=data, frames=frames or 16, size=size, random_clip=False)
+            return dict(name="video_folder", root=data, frames=frames or default, size=size, random_clip=False)
         if frames not in (None, 1):
             raise MagvitError(f"--data {data}: a folder of images gives one-frame clips; drop --frames")
         return dict(name="image_folder", root=data, size=size)
     if data in DATASETS and data not in ("video_folder", "image_folder"):
         held_out = {"moving_digits": dict(split="test", num_samples=num_clips), "bundled_clips": dict(split="val")}
-        return dict(name=data, frames=frames or 16, size=size, **held_out.get(data, {}))
+        return dict(name=data, frames=frames or default, size=size, **held_out.get(data, {}))
     raise MagvitError(
         f"--data {data!r}: not a folder nor a dataset name (moving_digits, bundled_clips, or a folder of videos "
         "or images)"
@@ -114,15 +158,24 @@ def load_clips(options: dict, num_clips: int) -> Tensor:
     return torch.stack([dataset[i]["video"] for i in indices])  # (N, 3, T, H, W)
 
 
-COLUMNS = [
-    Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("token_grid", "token grid"),
-    Column("tokens_per_clip", "tokens/clip"), Column("codebook_size", "codebook"),
-    Column("bits_per_pixel", "bits/pixel"), Column("params_m", "params M"), Column("psnr", "PSNR dB", 4),
-    Column("ssim", "SSIM"), Column("lpips", "LPIPS"), Column("fvd", "rFVD"), Column("fid", "rFID"),
-    Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
-    Column("encode_clips_per_s", "encode clips/s"), Column("decode_clips_per_s", "decode clips/s"),
-    Column("peak_mib", "peak MiB"),
-]
+QUALITY = [Column("psnr", "PSNR dB", 4), Column("ssim", "SSIM"), Column("lpips", "LPIPS"), Column("fvd", "rFVD"),
+           Column("fid", "rFID")]
+
+
+def columns(shared: int | None = None) -> list[Column]:
+    """The table's columns; with `shared`, the quality columns again on the first `shared` frames
+    (keys `psnr_shared`..., headers "PSNR dB (0-15)"...)."""
+    span = frame_span(shared) if shared else ""
+    again = [Column(f"{c.key}_shared", f"{c.header} ({span})", c.digits) for c in QUALITY] if shared else []
+    return [
+        Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("frames", "frames"),
+        Column("token_grid", "token grid"), Column("tokens_per_clip", "tokens/clip"),
+        Column("codebook_size", "codebook"), Column("bits_per_pixel", "bits/pixel"), Column("params_m", "params M"),
+        *QUALITY, *again,
+        Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
+        Column("encode_clips_per_s", "encode clips/s"), Column("decode_clips_per_s", "decode clips/s"),
+        Column("peak_mib", "peak MiB"),
+    ]
 
 
 @dataclass
@@ -132,43 +185,78 @@ class Extractors:
     image: Callable[[Tensor], Tensor] | None  # Inception: frames -> (N, D)
 
 
-def _features(extract: Callable[[Tensor], Tensor] | None, clips: Tensor, per_frame: bool) -> Tensor | None:
-    if extract is None:
-        return None
-    if per_frame:
-        clips = rearrange(clips, "b c t h w -> (b t) c h w")
-    return extract(clips).float().cpu()  # (N, D)
+def _features(extractors: Extractors, clips: Tensor) -> dict[str, Tensor]:
+    """Features of clips (B, 3, T, H, W) for the extractors given: "fvd" (B, D) from I3D, "fid"
+    (B * T, D) from Inception on every frame."""
+    out = {}
+    if extractors.video is not None:
+        out["fvd"] = extractors.video(clips).float().cpu()
+    if extractors.image is not None:
+        out["fid"] = extractors.image(rearrange(clips, "b c t h w -> (b t) c h w")).float().cpu()
+    return out
 
 
-def _frechet(real: list[Tensor], fake: list[Tensor]) -> float:
-    return frechet_distance(*feature_statistics(torch.cat(real)), *feature_statistics(torch.cat(fake)))
+def real_features(extractors: Extractors, clips: Tensor, device: torch.device, batch_size: int) -> dict[str, Tensor]:
+    """`_features` of every real clip (N, 3, T, H, W), batch by batch."""
+    parts: dict[str, list[Tensor]] = {}
+    with torch.inference_mode():
+        for batch in batches(clips, batch_size):
+            for key, feats in _features(extractors, batch.to(device)).items():
+                parts.setdefault(key, []).append(feats)
+    return {key: torch.cat(p) for key, p in parts.items()}
+
+
+class Quality:
+    """PSNR / SSIM / LPIPS sums and reconstruction features on the first `frames` frames of the clips."""
+
+    def __init__(self, frames: int, extractors: Extractors):
+        self.frames, self.extractors = frames, extractors
+        self.sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
+        self.fake: dict[str, list[Tensor]] = {}
+        self.count = 0
+
+    def add(self, recon: Tensor, real: Tensor) -> None:
+        recon, real = recon[:, :, : self.frames], real[:, :, : self.frames]  # (B, 3, frames, H, W)
+        self.count += len(real)
+        self.sums["psnr"] += psnr(recon, real).sum().item()
+        self.sums["ssim"] += ssim(recon, real).sum().item()
+        if self.extractors.lpips is not None:
+            self.sums["lpips"] += lpips_per_clip(self.extractors.lpips, recon, real).sum().item()
+        for key, feats in _features(self.extractors, recon).items():
+            self.fake.setdefault(key, []).append(feats)
+
+    def scores(self, real: dict[str, Tensor]) -> dict[str, float | None]:
+        """Means over the clips, and the Frechet distances to `real`: features of the same frames."""
+        scores: dict[str, float | None] = {key: total / self.count for key, total in self.sums.items()}
+        if self.extractors.lpips is None:
+            scores["lpips"] = None
+        for key in ("fvd", "fid"):
+            fake = feature_statistics(torch.cat(self.fake[key])) if key in self.fake else None
+            scores[key] = frechet_distance(*feature_statistics(real[key]), *fake) if fake else None
+        return scores
 
 
 def bench_one(
-    candidate: Candidate, clips: Tensor, extractors: Extractors, real: dict[str, list[Tensor]],
+    candidate: Candidate, clips: Tensor, shared: int, extractors: Extractors, real: dict[int, dict[str, Tensor]],
     device: torch.device, dtype: str, batch_size: int, warmup: int, repeats: int,
 ) -> tuple[dict, str]:
-    """One table row, and the kind of peak memory measured."""
+    """One table row on `clips` (N, 3, T, H, W), the frames this tokenizer tiles, and the kind of peak
+    memory measured. Quality is scored on all T frames and again on the first `shared` frames (those
+    every row reconstructs); `real` holds the real clips' features per frame count."""
     model = candidate.model.to(device)
     frames, height, width = clips.shape[2:]
     t, h, w = model.token_shape(frames, height, width)
-    sums = {"psnr": 0.0, "ssim": 0.0, "lpips": 0.0}
+    # on its own frames, and on the shared prefix when that is shorter
+    qualities = [Quality(frames, extractors)] + ([Quality(shared, extractors)] if shared < frames else [])
     histogram = torch.zeros(model.codebook_size, dtype=torch.float64)
-    fake: dict[str, list[Tensor]] = {"fvd": [], "fid": []}
     with eval_mode(model), autocast(device, dtype):
         for batch in batches(clips, batch_size):
             x = batch.to(device)
             ids = model.encode(x)  # (B, t, h, w)
             recon = model.decode(ids).float().clamp(-1, 1)  # (B, 3, T, H, W)
             histogram += code_histogram(ids, model.codebook_size)
-            sums["psnr"] += psnr(recon, x).sum().item()
-            sums["ssim"] += ssim(recon, x).sum().item()
-            if extractors.lpips is not None:
-                sums["lpips"] += lpips_per_clip(extractors.lpips, recon, x).sum().item()
-            for key, extract, per_frame in (("fvd", extractors.video, False), ("fid", extractors.image, True)):
-                feats = _features(extract, recon, per_frame)
-                if feats is not None:
-                    fake[key].append(feats)
+            for quality in qualities:
+                quality.add(recon, x)
         first = clips[:batch_size].to(device)
         ids = model.encode(first)
         encode_s = time_call(lambda: model.encode(first), device, warmup, repeats)
@@ -176,22 +264,21 @@ def bench_one(
         with PeakMemory(device) as memory:
             model.decode(model.encode(first))
     model.to("cpu")
-    n = len(clips)
     p = histogram[histogram > 0] / histogram.sum()
     row = {
         "tokenizer": candidate.label,
         "name": model.config.name,
         "weights": "random" if candidate.random_weights else "trained",
+        "frames": frame_span(frames),
+        "num_frames": frames,
         "token_grid": f"{t}x{h}x{w}",
         "tokens_per_clip": t * h * w,
         "codebook_size": model.codebook_size,
         "bits_per_pixel": t * h * w * math.log2(model.codebook_size) / (frames * height * width),
         "params_m": count_parameters(model) / 1e6,
-        "psnr": sums["psnr"] / n,
-        "ssim": sums["ssim"] / n,
-        "lpips": sums["lpips"] / n if extractors.lpips is not None else None,
-        "fvd": _frechet(real["fvd"], fake["fvd"]) if fake["fvd"] else None,
-        "fid": _frechet(real["fid"], fake["fid"]) if fake["fid"] else None,
+        **qualities[0].scores(real[frames]),
+        "shared_frames": frame_span(shared),
+        **{f"{key}_shared": value for key, value in qualities[-1].scores(real[shared]).items()},
         "usage_pct": 100.0 * (histogram > 0).double().mean().item(),
         "perplexity": math.exp(-(p * p.log()).sum().item()),
         "encode_clips_per_s": len(first) / encode_s,
@@ -206,16 +293,22 @@ def bench_tokenizers(
     dtype: str = "fp32", batch_size: int = 8, num_clips: int = 32, i3d: str | None = None,
     inception: str | None = None, warmup: int = 1, repeats: int = 3, argv: list[str] | None = None,
 ) -> Table:
-    """Benchmark every tokenizer in `specs` on the same `num_clips` clips of `data`; one row each."""
+    """Benchmark every tokenizer in `specs` on the same `num_clips` clips of `data`; one row each.
+
+    Clips have `frames` frames (default: `default_frames`); each tokenizer reconstructs the longest
+    prefix it tiles, and every row is also scored on the prefix all of them share."""
     device = torch.device(device)
     if not specs:
         raise MagvitError("--tokenizers needs at least one tokenizer (a folder or name:preset)")
     if batch_size < 1:
         raise MagvitError(f"--batch-size must be at least 1, got {batch_size}")
+    if frames is not None and frames < 1:
+        raise MagvitError(f"--frames must be at least 1, got {frames}")
     candidates = [resolve_tokenizer(s) for s in specs]
-    options = data_options(data, frames, size, num_clips)
+    options = data_options(data, frames, size, num_clips, default=default_frames(candidates, size))
     frames = options.get("frames", 1)
-    check_common_shape(candidates, frames, size)  # before reading any data: errors come first
+    prefixes = frames_each(candidates, frames, size, video="frames" in options)  # errors before reading any data
+    shared = min(prefixes)
     clips = load_clips(options, num_clips)
     lpips_model, lpips_reason = build_lpips(device)
     extractors = Extractors(
@@ -225,19 +318,26 @@ def bench_tokenizers(
     )
     if extractors.video is not None and clips.shape[2] == 1:
         raise MagvitError("--i3d computes FVD on video; these are images (one frame): use --inception for FID")
-    real: dict[str, list[Tensor]] = {"fvd": [], "fid": []}
-    with torch.inference_mode():
-        for batch in batches(clips, batch_size):
-            real["fvd"].append(_features(extractors.video, batch.to(device), per_frame=False))
-            real["fid"].append(_features(extractors.image, batch.to(device), per_frame=True))
+    # the real clips' features on every frame count a row is scored on: (N, D) per clip, (N * T, D) per frame
+    real = {f: real_features(extractors, clips[:, :, :f], device, batch_size) for f in sorted(set(prefixes))}
+    differ = len(set(prefixes)) > 1
     table = Table(
         "tokenizers", f"Tokenizers on {len(clips)} clips of {data} ({frames}x{size}x{size}), {dtype}",
-        COLUMNS, environment=environment(device, argv),
+        columns(shared if differ else None), environment=environment(device, argv),
     )
-    for candidate in candidates:
-        row, memory_kind = bench_one(candidate, clips, extractors, real, device, dtype, batch_size, warmup, repeats)
+    for candidate, prefix in zip(candidates, prefixes):
+        row, memory_kind = bench_one(candidate, clips[:, :, :prefix], shared, extractors, real, device, dtype,
+                                     batch_size, warmup, repeats)
         table.rows.append(row)
         table.note(f"peak memory: {memory_kind}, one encode + decode of {min(batch_size, len(clips))} clips")
+    if differ:
+        span = frame_span(shared)
+        table.note(
+            f"frames: each tokenizer reconstructs the longest prefix of the {frames}-frame clips its token grid "
+            f"tiles; the ({span}) columns score every row on frames {span}, which all rows reconstruct (the same "
+            "pixels for every row: compare rows there). Tokens/clip, bits/pixel, speed and memory are on each "
+            "row's own frames"
+        )
     if any(c.random_weights for c in candidates):
         table.note("weights 'random': name:preset tokenizers are untrained; their quality columns mean nothing")
     if lpips_reason:
