@@ -160,7 +160,7 @@ def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Pat
     from magvit.decode import generate_video
     from magvit.media import make_grid, write_video
     from magvit.metrics import psnr
-    from magvit.tasks import TASKS
+    from magvit.tasks import TASKS, rule_of
 
     model, tokenizer = release.model, release.tokenizer
     frames, height, width = release.clip
@@ -192,7 +192,7 @@ def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Pat
         if task not in tasks:
             continue
         options = release.meta["task_options"].get(task, {})
-        cond = TASKS.build(task).condition(real, tokenizer, **options)
+        cond = TASKS.build(task).condition(real, tokenizer, rule_of(release.meta), **options)
         pred = generate_video(model, tokenizer, task, cfg.decode, gen(), cond=cond).clamp(-1, 1)
         if task == "fp":
             given = int(cond.pixel_mask[0, 0, :, 0, 0].sum())  # frames given
@@ -207,7 +207,7 @@ def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Pat
 
     # central inpainting: the clip with its centre blanked | inpainted | ground truth
     if "ipc" in tasks:
-        cond = TASKS.build("ipc").condition(real[:shown], tokenizer)
+        cond = TASKS.build("ipc").condition(real[:shown], tokenizer, rule_of(release.meta))
         filled = generate_video(model, tokenizer, "ipc", cfg.decode, gen(), cond=cond).clamp(-1, 1)
         rows = torch.cat([cond.pixels, filled, real[:shown]])
         files.append(write_video(out / "inpaint.gif", make_grid(rows, nrow=shown), fps=cfg.fps))

@@ -6,8 +6,8 @@ A model folder (written by `magvit train` as `<run_dir>/model/`) holds everythin
     config.json + model.safetensors   the transformer (`load_transformer`)
     tokenizer/                        its tokenizer (or magvit.json names a tokenizer folder elsewhere)
     magvit.json                       {"format": "magvit-model", "version": 1, "tokenizer", "tasks",
-                                       "task_options", "num_classes", "class_names", "grid", "frames",
-                                       "size": [H, W], "fps", "trained_steps", "weights"}
+                                       "task_options", "condition_rule", "num_classes", "class_names",
+                                       "grid", "frames", "size": [H, W], "fps", "trained_steps", "weights"}
 
 Settings are a `kind: sample` config (YAML, `key=value` overrides, command-line flags on top); the
 resolved settings are written next to the outputs, so `magvit generate <out>/settings.yaml`
@@ -32,7 +32,7 @@ from magvit.config import CONFIG_KINDS, apply_overrides, from_dict, read_yaml, s
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, read_json
-from magvit.tasks import TASKS
+from magvit.tasks import TASKS, check_rule, rule_of
 
 FORMAT, VERSION = "magvit-model", 1
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
@@ -143,6 +143,7 @@ class SampleConfig:
     seed: int = 0
     input: str | None = None  # the video or image a conditional task starts from (or bundled:bikes, ...)
     cond_frames: int | None = None  # predict: frames given (default: as trained)
+    condition_rule: str | None = None  # any | all (magvit.tasks); default: the rule the model was trained with
     box: tuple[int, int, int, int] | None = None  # top, left, height, width in the model's pixels
     mask: str | None = None  # a PNG, white = the region to generate (resized and cropped like the input)
     out: str = "samples"  # a folder, or one file (.mp4 / .gif / .png)
@@ -267,6 +268,11 @@ def check_box(box: tuple[int, int, int, int], height: int, width: int) -> None:
                           "frame the model works on (the input is resized and centre-cropped to it)")
 
 
+def condition_rule(cfg: SampleConfig, release: Release) -> str:
+    """The settings' condition rule, else the one the model was trained with."""
+    return check_rule(cfg.condition_rule) if cfg.condition_rule is not None else rule_of(release.meta)
+
+
 def condition_clip(task: str, cfg: SampleConfig, release: Release) -> tuple[Tensor, dict[str, Any]]:
     """The clip (1, 3, T, H, W) the task's condition is taken from, and the task's options (the ones
     it was trained with, then the settings'). A task with nothing given (cg, uncond) needs no input;
@@ -282,7 +288,8 @@ def condition_clip(task: str, cfg: SampleConfig, release: Release) -> tuple[Tens
     if cfg.mask is not None:
         options["mask"] = read_mask(cfg.mask, (height, width))  # (H, W)
     built = TASKS.build(task)
-    given, _ = built.masks(release.tokenizer, 1, frames, height, width, **options)  # (1, 1, T, H, W); checks options
+    given, _ = built.masks(release.tokenizer, 1, frames, height, width, condition_rule(cfg, release),
+                           **options)  # (1, 1, T, H, W); checks options
     if not given.any():
         return torch.zeros(1, 3, frames, height, width), options
     if cfg.input is None:
@@ -340,7 +347,8 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False) -> list[P
     task, prompt = pick_task(command, cfg, release)
     cfg = dataclasses.replace(cfg, task=task, prompt=prompt)
     clip, options = condition_clip(task, cfg, release)
-    cond = TASKS.build(task).condition(clip.to(device), release.tokenizer, **options)  # batch 1
+    cond = TASKS.build(task).condition(clip.to(device), release.tokenizer, condition_rule(cfg, release),
+                                       **options)  # batch 1
     classes = sample_classes(cfg, release, TASKS.build(prompt).use_class, prompt)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     videos = []

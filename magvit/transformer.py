@@ -152,17 +152,22 @@ def token_log_probs(logits: Tensor, ids: Tensor) -> Tensor:
     return log_p.sum(-1)
 
 
-def masked_token_loss(logits: Tensor, targets: Tensor, weight: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy summed over sub-tokens, weighted, averaged over the positions with weight > 0.
+def token_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of each position, summed over its sub-tokens (fp32).
 
-    logits (B, t, h, w, k, V), targets (B, t, h, w) code ids, weight (B, t, h, w) float: e.g. 1 on
-    masked positions only (MVTM), or COMMIT's per-kind weights (mask / refine / reconstruction).
-    """
+    logits (B, t, h, w, k, V), targets (B, t, h, w) code ids -> (B, t, h, w)."""
     k, v = logits.shape[-2:]
     sub = split_ids(targets, k, _bits_of(logits))  # (B, t, h, w, k)
     ce = F.cross_entropy(logits.float().reshape(-1, v), sub.reshape(-1), reduction="none",
                          label_smoothing=label_smoothing)
-    ce = ce.view(sub.shape).sum(-1)  # (B, t, h, w)
+    return ce.view(sub.shape).sum(-1)
+
+
+def masked_token_loss(logits: Tensor, targets: Tensor, weight: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """`token_cross_entropy` weighted, averaged over the positions with weight > 0.
+
+    weight (B, t, h, w) float: e.g. 1 on masked positions only (MaskGIT's MVTM loss)."""
+    ce = token_cross_entropy(logits, targets, label_smoothing)  # (B, t, h, w)
     count = (weight > 0).sum().clamp(min=1)
     return (ce * weight).sum() / count
 

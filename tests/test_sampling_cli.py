@@ -33,7 +33,7 @@ def files(tmp_path_factory):
     tokenizer = build_tokenizer("causal3d", "tiny")
     model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(3, 4, 4))
     meta = {"tasks": TRAINED, "task_options": {}, "num_classes": 10, "class_names": None, "grid": [3, 4, 4],
-            "frames": 9, "size": [16, 16], "fps": 8.0, "trained_steps": 0, "weights": "raw"}
+            "frames": 9, "size": [16, 16], "fps": 8.0, "trained_steps": 0, "weights": "raw", "condition_rule": "any"}
     write_release(root / "model", model, tokenizer, None, meta)
     clip = MovingDigits(frames=12, size=32, num_samples=1)[0]["video"]
     write_video(root / "in.mp4", clip)
@@ -150,7 +150,9 @@ def test_every_shipped_sampling_config_runs(files, tmp_path, path):
 
 @pytest.mark.parametrize("args, message", [
     (["predict", "--video", "short.mp4", "--cond-frames", "5"], "has 3 frame(s); task fp needs 5"),
-    (["predict", "--video", "in.mp4", "--cond-frames", "3"], "cond_frames=3 does not fill whole latent frames"),
+    (["predict", "--video", "in.mp4", "--cond-frames", "9"], "a whole number of frames from 1 to 8"),
+    (["predict", "--video", "in.mp4", "--cond-frames", "7"], "touch every token of the 3x4x4 grid"),
+    (["predict", "--video", "in.mp4", "condition_rule=most"], "condition_rule must be one of any, all"),
     (["interpolate", "--video", "short.mp4"], "task fi needs 9"),
     (["predict", "--video", "missing.mp4"], "video file not found"),
     (["inpaint", "--image", "in.png", "--box", "10,10,8,8"], "lies outside the 16x16 frame"),
@@ -169,3 +171,61 @@ def test_bad_input_is_one_line_and_exit_2(files, tmp_path, capsys, args, message
     assert _run(*args, *COMMON, "--out", tmp_path / "x") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err and "Traceback" not in err, err
+
+
+def test_condition_rule_comes_from_the_model_folder(files, tmp_path):
+    """A model folder written before the rule was recorded conditioned only fully given blocks (all)."""
+    import json
+    import shutil
+
+    from magvit.sampling import condition_clip, condition_rule, load_release, sample_settings
+
+    shutil.copytree(files / "model", tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "magvit.json").read_text())
+    del meta["condition_rule"]
+    (tmp_path / "old" / "magvit.json").write_text(json.dumps(meta))
+    for folder, overrides, expected in [(files / "model", {}, "any"), (tmp_path / "old", {}, "all"),
+                                        (tmp_path / "old", {"condition_rule": "any"}, "any")]:
+        cfg = sample_settings("predict", None, {"checkpoint": str(folder), "cond_frames": 3,
+                                                "input": str(files / "in.mp4"), **overrides})
+        release = load_release(folder)
+        clip, options = condition_clip("fp", cfg, release)
+        cond = TASKS.build("fp").condition(clip, release.tokenizer, condition_rule(cfg, release), **options)
+        # causal3d 9 frames: frame 0 | 1-4 | 5-8; 3 frames given fill latent frame 0 and touch latent frame 1
+        touched = cond.latent_mask[0].flatten(1).any(1).tolist()
+        assert touched == ([True, True, False] if expected == "any" else [True, False, False]), (folder, expected)
+
+
+def test_predict_one_frame_and_interpolate_on_a_vq3d_model(tmp_path, capsys):
+    """MAGVIT's protocols on its 3D-VQ: BAIR's 1-frame prediction, Kinetics' 5, first/last-frame interpolation."""
+    from magvit.data import MovingDigits
+    from magvit.media import write_video
+    from magvit.tokenizers import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer("vq3d", "tiny").save_pretrained(tmp_path / "tokenizer")  # 16 frames -> 4
+    train = {"kind": "train_transformer", "run_dir": str(tmp_path / "run"), "tokenizer": str(tokenizer),
+             "transformer": {"name": "masked", "preset": "tiny", "layers": 1, "width": 32, "heads": 2},
+             "data": {"name": "moving_digits", "frames": 16, "size": 16, "num_samples": 4},
+             "tasks": {"fp": 1.0, "fi": 1.0}, "task_options": {"fp": {"cond_frames": 1}},
+             "loop": {"steps": 2, "batch_size": 2, "val_every": 2, "save_every": 2, "val_batches": 1},
+             "preview": {"num": 0}}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    assert _run("train", tmp_path / "train.yaml") == 0, capsys.readouterr().err
+    clip = MovingDigits(frames=16, size=32, num_samples=1)[0]["video"]  # resized to 16 (decord misreads 16 px)
+    write_video(tmp_path / "in.mp4", clip)
+    model = tmp_path / "run" / "model"
+    for command, extra, given in [("predict", ["--cond-frames", "1"], [0]), ("predict", ["--cond-frames", "5"],
+                                  list(range(5))), ("interpolate", [], [0, 15])]:
+        out = tmp_path / f"{command}{len(extra)}{len(given)}"
+        assert _run(command, "--checkpoint", model, "--video", tmp_path / "in.mp4", *extra, "--num", "1", *COMMON,
+                    "--out", out) == 0, capsys.readouterr().err
+        settings = load_config(out / "settings.yaml")
+        assert settings.task == ("fp" if command == "predict" else "fi")
+        assert (out / "samples.mp4").is_file()
+    from magvit.sampling import load_release
+
+    release = load_release(model)
+    assert release.meta["condition_rule"] == "any"
+    _, latent = TASKS.build("fi").masks(release.tokenizer, 1, 16, 16, 16, "any")
+    assert latent[0].flatten(1).any(1).tolist() == [True, False, False, True]  # latent frames 0 and 3

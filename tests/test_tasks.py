@@ -1,4 +1,5 @@
-"""Tasks: the COMMIT latent masks against REFERENCE.md's task table, paddings, options, commit_inputs."""
+"""Tasks: the COMMIT latent masks against MAGVIT's task table (section 4), the condition rules, paddings,
+options, commit_inputs."""
 
 import math
 
@@ -21,12 +22,12 @@ def tokenizers():
 
 
 def table(task: str, t: int, h: int, w: int) -> torch.Tensor:
-    """REFERENCE.md section 2's table on a (t, h, w) grid, written out at the latent level."""
+    """MAGVIT's task table on a (t, h, w) grid (rule any), written out at the latent level."""
     m = torch.zeros(t, h, w, dtype=torch.bool)
     mid_h, mid_w = slice(h // 4, h // 4 + h // 2), slice(w // 4, w // 4 + w // 2)
     offsets = [round(i * (w // 2) / (t - 1)) for i in range(t)]  # left to right over the latent frames
     if task in ("fp", "cfp"):
-        m[0] = True  # the first frame(s): latent frame 0
+        m[0] = True  # the first frame: latent frame 0
     elif task == "fi":
         m[0] = m[-1] = True  # first and last
     elif task == "opc":
@@ -48,45 +49,98 @@ def table(task: str, t: int, h: int, w: int) -> torch.Tensor:
     return m
 
 
+BLOCKS = {  # pixel frames [start, end) of each latent frame, written out from the papers' tokenizers
+    "vq3d": [(0, 4), (4, 8), (8, 12), (12, 16)],  # MAGVIT: 16 frames -> 4, four frames each
+    "causal3d": [(0, 1), (1, 5), (5, 9), (9, 13), (13, 17)],  # MAGVIT-v2: frame 0 alone, then four each
+}
+
+
+def brute_force_condition(given: torch.Tensor, blocks, f: int, rule: str) -> torch.Tensor:
+    """given (T, H, W) pixels -> (t, h, w): a position whose block holds any (rule any) / only (all) given pixels."""
+    t, h, w = len(blocks), given.shape[1] // f, given.shape[2] // f
+    out = torch.zeros(t, h, w, dtype=torch.bool)
+    for i, (a, b) in enumerate(blocks):
+        for y in range(h):
+            for x in range(w):
+                block = given[a:b, f * y : f * (y + 1), f * x : f * (x + 1)]
+                out[i, y, x] = bool(block.any() if rule == "any" else block.all())
+    return out
+
+
 @pytest.mark.parametrize("tokenizer, clip, grid", [("vq3d", (16, 64, 64), (4, 16, 16)),
                                                    ("causal3d", (17, 64, 64), (5, 16, 16))])
 @pytest.mark.parametrize("task", VIDEO_TASKS)
 def test_latent_mask_matches_the_table(tokenizers, tokenizer, clip, grid, task):
     tok = tokenizers[tokenizer]
-    pixel_mask, latent_mask = build_task(task).masks(tok, 2, *clip)
+    pixel_mask, latent_mask = build_task(task).masks(tok, 2, *clip)  # MAGVIT's rule (any) by default
     assert latent_mask.shape == (2, *grid) and pixel_mask.shape == (2, 1, *clip)
     assert torch.equal(latent_mask[0], table(task, *grid)) and torch.equal(latent_mask[1], latent_mask[0])
-    # the rule: a condition position's whole pixel block is given (vq3d: 4 frames; causal3d: frame 0, then 4)
-    layout = layout_of(tok, *clip)
-    for i, y, x in latent_mask[0].nonzero().tolist():
-        a, b = layout.time_blocks[i]
-        assert pixel_mask[0, 0, a:b, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4].all()
+    assert torch.equal(latent_mask[0], brute_force_condition(pixel_mask[0, 0], BLOCKS[tokenizer], 4, "any"))
+    if task in ("fp", "cfp"):  # BAIR's protocol: only the first frame is given
+        assert pixel_mask[0, 0].flatten(1).any(1).tolist() == [True] + [False] * (clip[0] - 1)
+    if task == "fi":  # MAGVIT: the first and the last frame, nothing between
+        assert pixel_mask[0, 0].flatten(1).any(1).nonzero().flatten().tolist() == [0, clip[0] - 1]
 
 
 def test_layouts_of_the_tiny_tokenizers(tokenizers):
-    assert layout_of(tokenizers["vq3d"], 16, 64, 64).time_blocks == ((0, 4), (4, 8), (8, 12), (12, 16))
-    assert layout_of(tokenizers["causal3d"], 17, 64, 64).time_blocks == ((0, 1), (1, 5), (5, 9), (9, 13), (13, 17))
+    assert list(layout_of(tokenizers["vq3d"], 16, 64, 64).time_blocks) == BLOCKS["vq3d"]
+    assert list(layout_of(tokenizers["causal3d"], 17, 64, 64).time_blocks) == BLOCKS["causal3d"]
     assert layout_of(tokenizers["vqgan2d"], 3, 32, 32).time_blocks == ((0, 1), (1, 2), (2, 3))
 
 
+@pytest.mark.parametrize("tokenizer, clip", [("vq3d", (16, 64, 64)), ("causal3d", (17, 64, 64))])
+@pytest.mark.parametrize("task", ["opc", "opv", "oph", "opd", "ipc", "ipd"])
+def test_spatial_tasks_are_whole_tokens_so_both_rules_agree(tokenizers, tokenizer, clip, task):
+    pixel_any, latent_any = build_task(task).masks(tokenizers[tokenizer], 1, *clip, rule="any")
+    pixel_all, latent_all = build_task(task).masks(tokenizers[tokenizer], 1, *clip, rule="all")
+    assert torch.equal(pixel_any, pixel_all) and torch.equal(latent_any, latent_all)
+    assert torch.equal(latent_all[0], brute_force_condition(pixel_all[0, 0], BLOCKS[tokenizer], 4, "all"))
+
+
 @pytest.mark.parametrize("tokenizer, frames, k, latent", [
-    ("causal3d", 17, 1, 1), ("causal3d", 17, 5, 2), ("causal3d", 17, 13, 4),
-    ("vq3d", 16, 4, 1), ("vq3d", 16, 12, 3), ("vqgan2d", 5, 3, 3),
+    ("vq3d", 16, 1, [0]),  # BAIR: 1 frame given, 15 predicted
+    ("vq3d", 16, 5, [0, 1]),  # Kinetics-600: 5 given, 11 predicted
+    ("vq3d", 16, 12, [0, 1, 2]), ("causal3d", 17, 1, [0]), ("causal3d", 17, 2, [0, 1]),
+    ("causal3d", 17, 5, [0, 1]), ("causal3d", 17, 13, [0, 1, 2, 3]), ("vqgan2d", 5, 3, [0, 1, 2]),
 ])
-def test_frame_prediction_takes_every_k_the_time_grid_allows(tokenizers, tokenizer, frames, k, latent):
+def test_frame_prediction_takes_any_number_of_frames(tokenizers, tokenizer, frames, k, latent):
     pixel_mask, latent_mask = build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
-    assert latent_mask[0].flatten(1).all(1).tolist() == [True] * latent + [False] * (latent_mask.shape[1] - latent)
-    assert latent_mask[0].flatten(1).any(1).sum() == latent
-    assert pixel_mask[0, 0].flatten(1).all(1).sum() == k
+    assert latent_mask[0].flatten(1).any(1).nonzero().flatten().tolist() == latent
+    assert torch.equal(latent_mask[0].flatten(1).all(1), latent_mask[0].flatten(1).any(1))  # whole latent frames
+    assert pixel_mask[0, 0].flatten(1).all(1).tolist() == [True] * k + [False] * (frames - k)
 
 
-@pytest.mark.parametrize("tokenizer, frames, k, valid", [
-    ("vq3d", 16, 5, "4, 8, 12"), ("vq3d", 16, 16, "4, 8, 12"), ("causal3d", 17, 4, "1, 5, 9, 13"),
-    ("vqgan2d", 4, 0, "1, 2, 3"),
+@pytest.mark.parametrize("tokenizer, frames, rule", [("vq3d", 16, "any"), ("causal3d", 17, "any"),
+                                                     ("causal3d", 17, "all")])
+def test_interpolation_gives_the_first_and_last_frame(tokenizers, tokenizer, frames, rule):
+    pixel_mask, latent_mask = build_task("fi").masks(tokenizers[tokenizer], 1, frames, 32, 32, rule=rule)
+    assert pixel_mask[0, 0].flatten(1).any(1).nonzero().flatten().tolist() == [0, frames - 1]
+    t = latent_mask.shape[1]
+    expected = [0, t - 1] if rule == "any" else [0]  # strict: causal3d's last latent frame is not fully given
+    assert latent_mask[0].flatten(1).any(1).nonzero().flatten().tolist() == expected
+
+
+def test_the_strict_rule_keeps_only_fully_given_blocks(tokenizers):
+    tok = tokenizers["vq3d"]
+    _, strict = build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", cond_frames=6)
+    assert strict[0].flatten(1).any(1).tolist() == [True, False, False, False]  # frames 4-5 do not fill block 1
+    _, magvit = build_task("fp").masks(tok, 1, 16, 32, 32, rule="any", cond_frames=6)
+    assert magvit[0].flatten(1).any(1).tolist() == [True, True, False, False]
+    with pytest.raises(MagvitError, match="with condition_rule=all the given pixels fill no whole token block"):
+        build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", cond_frames=1)
+    with pytest.raises(MagvitError, match="with condition_rule=all .* use condition_rule=any"):
+        build_task("fi").masks(tok, 1, 16, 32, 32, rule="all")
+    with pytest.raises(MagvitError, match="condition_rule must be one of any, all"):
+        build_task("fp").masks(tok, 1, 16, 32, 32, rule="some")
+
+
+@pytest.mark.parametrize("tokenizer, frames, k, match", [
+    ("vq3d", 16, 13, "touch every token of the 4x8x8 grid"), ("vq3d", 16, 16, "from 1 to 15"),
+    ("causal3d", 17, 14, "touch every token of the 5x8x8 grid"), ("vqgan2d", 4, 0, "from 1 to 3"),
+    ("vq3d", 16, 2.5, "from 1 to 15"),
 ])
-def test_impossible_cond_frames_is_one_clear_error(tokenizers, tokenizer, frames, k, valid):
-    with pytest.raises(MagvitError, match=f"task fp: cond_frames={k} does not fill whole latent frames.*"
-                                          f"for a {frames}-frame clip use one of: {valid}$"):
+def test_impossible_cond_frames_is_one_clear_error(tokenizers, tokenizer, frames, k, match):
+    with pytest.raises(MagvitError, match=f"task fp: .*{match}"):
         build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
     with pytest.raises(MagvitError, match="task fi needs a clip of at least 2 latent frames"):
         build_task("fi").masks(tokenizers["causal3d"], 1, 1, 32, 32)
@@ -96,7 +150,7 @@ def test_impossible_cond_frames_is_one_clear_error(tokenizers, tokenizer, frames
 
 def test_condition_encodes_the_padded_clip(tokenizers, digit_clips):
     tok = tokenizers["vq3d"]
-    cond = build_task("fp").condition(digit_clips, tok, cond_frames=4)
+    cond = build_task("fp").condition(digit_clips, tok, cond_frames=4)  # Task.condition's rule: any
     assert torch.equal(cond.pixels[:, :, 4:], cond.pixels[:, :, 3:4].expand(-1, -1, 12, -1, -1))  # replicate last
     assert torch.equal(cond.pixels[:, :, :4], digit_clips[:, :, :4])
     assert torch.equal(cond.tokens, tok.encode(cond.pixels))
@@ -113,13 +167,12 @@ def test_replicate_padding_of_a_box_is_edge_padding(tokenizers):
     assert np.array_equal(cond.pixels.numpy(), edge)
 
 
-def test_interpolation_padding_is_linear_between_the_end_blocks(tokenizers):
+def test_interpolation_padding_is_linear_between_the_end_frames(tokenizers):
     video = torch.rand(1, 3, 16, 8, 8) * 2 - 1
     cond = build_task("fi").condition(video, tokenizers["vq3d"])
-    a, b = video[:, :, 3], video[:, :, 12]  # last given frame of block 0, first of block 3
-    for j in range(4, 12):
-        assert torch.allclose(cond.pixels[:, :, j], a + (j - 3) / 9 * (b - a), atol=1e-6)
-    assert torch.equal(cond.pixels[:, :, 12:], video[:, :, 12:])
+    a, b = video[:, :, 0], video[:, :, 15]  # the first and the last frame
+    for j in range(16):
+        assert torch.allclose(cond.pixels[:, :, j], a + j / 15 * (b - a), atol=1e-6)
 
 
 def test_zero_padding_and_dynamic_tasks(tokenizers):

@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
 from magvit.cli import main
 from magvit.config import from_dict, load_config
+from magvit.errors import MagvitError
 from magvit.training.tokens import TokenCache, extract_tokens, open_token_source
 from magvit.training.transformer import (
+    TransformerLossConfig,
     TransformerTrainConfig,
     check_config,
+    commit_loss,
     evaluate,
     train_transformer,
 )
@@ -123,6 +127,7 @@ def test_resume_cache_and_release(tmp_path, tokenizer_dir):
     meta = json.loads((run_a / "model" / "magvit.json").read_text())
     assert meta["tasks"] == ["cg", "fp", "ipc"] and meta["num_classes"] == 10 and meta["grid"] == [3, 4, 4]
     assert meta["frames"] == 9 and meta["size"] == [16, 16] and meta["tokenizer"] == "tokenizer"
+    assert meta["condition_rule"] == "any" and meta["loss_normalize"] == "positions"
     assert (run_a / "model" / "tokenizer" / "model.safetensors").is_file()
     assert sorted(p.name for p in (run_a / "samples").iterdir()) == ["step-00000002.gif", "step-00000004.gif"]
     val = (run_a / "val.csv").read_text().splitlines()
@@ -146,6 +151,33 @@ def test_cached_tokens_equal_the_tokenizer(tmp_path, tokenizer_dir):
         assert torch.equal(cached[i]["mask.fi"], cond.latent_mask[i])
     with pytest.raises(Exception, match="no conditions for task"):
         TokenCache(cache, "train", tasks=("fp",))
+    assert json.loads((cache / "index.json").read_text())["condition_rule"] == "any"
+    strict = from_dict(TransformerTrainConfig, {**raw, "tokens": str(cache), "condition_rule": "all"})
+    with pytest.raises(MagvitError, match="extracted with condition_rule=any, the config sets all"):
+        open_token_source(strict)
+
+
+def test_commit_loss_normalisations():
+    """positions (MAGVIT): sum of per-position weighted CE / N; per_kind: the weighted sum of each kind's mean."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 3, 3, 1, 16)
+    tokens = torch.randint(0, 16, (2, 2, 3, 3))
+    kinds = torch.randint(0, 3, (2, 2, 3, 3)).to(torch.int8)
+    ce = F.cross_entropy(logits.reshape(-1, 16), tokens.reshape(-1), reduction="none").view(2, 2, 3, 3)
+    w = {2: 1.0, 1: 0.5, 0: 0.25}  # mask, refine, recon
+    loss = TransformerLossConfig(mask_weight=w[2], refine_weight=w[1], recon_weight=w[0], label_smoothing=0.0)
+    total, terms = commit_loss(logits, tokens, kinds, loss)
+    per_position = sum(w[int(k)] * float(c) for k, c in zip(kinds.flatten(), ce.flatten())) / ce.numel()
+    assert abs(float(total) - per_position) < 1e-5
+    per_kind = sum(w[k] * float(ce[kinds == k].mean()) for k in (0, 1, 2))
+    total, _ = commit_loss(logits, tokens, kinds, dataclasses.replace(loss, normalize="per_kind"))
+    assert abs(float(total) - per_kind) < 1e-5
+    for name, k in (("mask", 2), ("refine", 1), ("recon", 0)):  # the logged terms are per-kind means
+        assert abs(float(terms[name]) - float(ce[kinds == k].mean())) < 1e-5
+        assert abs(float(terms[f"share_{name}"]) - float((kinds == k).float().mean())) < 1e-6
+    # MaskGIT: the mean CE over masked positions only
+    maskgit = dataclasses.replace(loss, normalize="per_kind", refine_weight=0.0, recon_weight=0.0, mask_weight=1.0)
+    assert abs(float(commit_loss(logits, tokens, kinds, maskgit)[0]) - float(ce[kinds == 2].mean())) < 1e-5
 
 
 @pytest.mark.parametrize("change, message", [
@@ -154,6 +186,9 @@ def test_cached_tokens_equal_the_tokenizer(tmp_path, tokenizer_dir):
     ({"tasks": {"cg": 0.0}}, "weights sum to 0"),
     ({"task_options": {"fi": {"cond_frames": 1}}}, "task 'fi' has options or previews but is not trained"),
     ({"data": {"name": "moving_digits", "frames": 9, "size": 15}}, "height"),
+    ({"condition_rule": "some"}, "condition_rule must be one of any, all"),
+    ({"loss": {"normalize": "tokens"}}, "loss.normalize must be one of positions, per_kind"),
+    ({"loss": {"mask_weight": 0.0}}, "mask_weight > 0"),
 ])
 def test_bad_settings_are_one_line(tmp_path, tokenizer_dir, capsys, change, message):
     raw = {**_config(tmp_path, tokenizer_dir), **change}

@@ -30,7 +30,7 @@ from magvit.bench.report import Column, Table, environment
 from magvit.decode import DecodeConfig, decode
 from magvit.errors import MagvitError
 from magvit.metrics import feature_statistics, frechet_distance, psnr, ssim
-from magvit.tasks import TASKS, Condition
+from magvit.tasks import TASKS, Condition, rule_of
 
 SCHEDULES = ("cosine", "square", "linear", "sqrt")
 STEPS = (4, 8, 12, 16)
@@ -133,7 +133,7 @@ class Evaluator:
             options = dict(release.meta.get("task_options", {}).get(self.fp, {}))
             task = TASKS.build(self.fp)
             with torch.no_grad():  # one condition per decode call: z~ of the padded first frames
-                self.conds = [task.condition(b.to(device), release.tokenizer, **options)
+                self.conds = [task.condition(b.to(device), release.tokenizer, rule_of(release.meta), **options)
                               for b in batches(self.real, batch_size)]
             self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
 

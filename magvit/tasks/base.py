@@ -1,17 +1,24 @@
-"""The task contract (MAGVIT's COMMIT, REFERENCE.md section 2): given pixels -> padded clip -> z~.
+"""The task contract (MAGVIT's COMMIT, section 3.2): given pixels -> padded clip -> z~.
 
 A task says which pixels of a clip are given (the condition), how the rest is padded before the
 frozen tokenizer encodes the padded clip into the condition tokens z~ (`replicate`, `interpolate`
 in time, `zeros`, or `none` = keep the clip as it is), whether the class token is used, and which
-latent positions count as condition. The latent rule is the same for every task:
+latent positions count as condition. A latent position (i, y, x) summarises a block of pixels: the
+pixel frames of latent frame i (vq3d: frames [s i, s (i + 1)); causal3d: frame 0 for i = 0, frames
+[1 + s (i - 1), 1 + s i) after; 2D tokenizers: frame i) times rows [f y, f (y + 1)) and columns
+[f x, f (x + 1)), f the spatial downsampling. Which blocks are condition positions is the
+*condition rule* (`CONDITION_RULES`):
 
-    a latent position (i, y, x) is a condition position iff every pixel of its block is given,
-    its block being the pixel frames that latent frame i summarises (vq3d: frames [s i, s (i + 1));
-    causal3d: frame 0 for i = 0, frames [1 + s (i - 1), 1 + s i) after; 2D tokenizers: frame i)
-    times rows [f y, f (y + 1)) and columns [f x, f (x + 1)), f the spatial downsampling;
+    any  (MAGVIT, the default) a block that holds at least one given pixel is a condition position:
+         the condition is the latent region the given pixels fall in, the padding filling the rest
+         of the block before tokenization. So 1 given frame conditions latent frame 0 of a 3D-VQ
+         (BAIR's protocol) and frame interpolation gives only the first and the last frame.
+    all  (strict) only a block whose every pixel is given: only fully observed tokens condition.
 
-then, for the image tasks (MaskGIT editing), the generated region grows by `expand` tokens (the
-conv encoder's receptive field reaches past a block, so tokens next to the hole saw the padding).
+The image tasks (MaskGIT editing, section 4.3) keep their own semantics whatever the rule: every
+token that touches the region to generate is generated (`all`), and the generated region grows by
+`expand` tokens (the conv encoder's receptive field reaches past a block, so tokens next to the hole
+saw the padding).
 
 `commit_inputs` builds COMMIT's training input: mask a cosine-scheduled share of positions; a
 masked condition position shows z~, a masked other position [MASK], the rest the true tokens.
@@ -77,10 +84,28 @@ def _takes_single_frames(tokenizer: Any, height: int, width: int) -> bool:
         return False
 
 
-def latent_condition(given: Tensor, layout: Layout, expand: int = 0) -> Tensor:
-    """given pixels (B, T, H, W) bool -> condition positions (B, t, h, w) bool (the module's rule)."""
-    per_frame = reduce(given.to(torch.uint8), "b f (h p) (w q) -> b f h w", "min", p=layout.fh, q=layout.fw)
-    cond = torch.stack([per_frame[:, a:b].amin(1) for a, b in layout.time_blocks], 1).bool()  # (B, t, h, w)
+CONDITION_RULES = ("any", "all")  # see the module docstring
+RULE_BEFORE_V2 = "all"  # the rule of model folders and token caches that do not record one
+
+
+def rule_of(meta: dict[str, Any]) -> str:
+    """The condition rule a model folder / token cache was made with (older ones: the strict rule)."""
+    return check_rule(meta.get("condition_rule", RULE_BEFORE_V2))
+
+
+def check_rule(rule: str) -> str:
+    if rule not in CONDITION_RULES:
+        raise MagvitError(f"condition_rule must be one of {', '.join(CONDITION_RULES)} (any: MAGVIT's, a block "
+                          f"with a given pixel conditions; all: only fully given blocks), got {rule!r}")
+    return rule
+
+
+def latent_condition(given: Tensor, layout: Layout, expand: int = 0, rule: str = "any") -> Tensor:
+    """given pixels (B, T, H, W) bool -> condition positions (B, t, h, w) bool, by `rule` (any | all)."""
+    pool = "max" if check_rule(rule) == "any" else "min"
+    per_frame = reduce(given.to(torch.uint8), "b f (h p) (w q) -> b f h w", pool, p=layout.fh, q=layout.fw)
+    blocks = [per_frame[:, a:b] for a, b in layout.time_blocks]
+    cond = torch.stack([x.amax(1) if pool == "max" else x.amin(1) for x in blocks], 1).bool()  # (B, t, h, w)
     if expand:
         grown = F.max_pool2d(rearrange(~cond, "b t h w -> (b t) h w").float(), 2 * expand + 1, 1, expand)
         cond = ~rearrange(grown > 0, "(b t) h w -> b t h w", t=layout.t)
@@ -176,10 +201,16 @@ class Task:
     refine: bool = True  # False: condition tokens are fixed from the start (image editing)
     expand: int = 0  # grow the generated region by this many tokens
     min_latent_frames: int = 1
+    rule: str | None = None  # a fixed condition rule (image editing: "all"); None: the caller's
 
-    def masks(self, tokenizer: Any, batch: int, frames: int, height: int, width: int,
+    def masks(self, tokenizer: Any, batch: int, frames: int, height: int, width: int, rule: str = "any",
               **options: Any) -> tuple[Tensor, Tensor]:
-        """-> pixel_mask (B, 1, T, H, W) bool (True = given), latent_mask (B, t, h, w) bool, on the CPU."""
+        """-> pixel_mask (B, 1, T, H, W) bool (True = given), latent_mask (B, t, h, w) bool, on the CPU.
+
+        `rule` (any | all) turns given pixels into condition positions; a task with a fixed rule
+        ignores it. Given pixels that make no condition position, or a condition that leaves no
+        position to generate, are one-line errors."""
+        rule = self.rule or check_rule(rule)
         layout = layout_of(tokenizer, frames, height, width)
         if layout.t < self.min_latent_frames:
             raise MagvitError(f"task {self.name} needs a clip of at least {self.min_latent_frames} latent frames; "
@@ -196,15 +227,24 @@ class Task:
         if given.shape[0] not in (1, batch):
             raise MagvitError(f"task {self.name}: a mask for {given.shape[0]} samples does not fit a batch of {batch}")
         given = given.expand(batch, -1, -1, -1)
-        return given.unsqueeze(1).clone(), latent_condition(given, layout, self.expand)
+        latent = latent_condition(given, layout, self.expand, rule)
+        if self.rule is None and bool(given.any()) and not bool(latent.flatten(1).any(1).all()):
+            raise MagvitError(f"task {self.name}: with condition_rule={rule} the given pixels fill no whole token "
+                              f"block of this tokenizer ({layout.time_blocks[-1][1] - layout.time_blocks[-1][0]} "
+                              f"frame(s) x {layout.fh}x{layout.fw} pixels per token), so nothing would condition; "
+                              "use condition_rule=any (MAGVIT's) or give more")
+        if bool(latent.flatten(1).all(1).any()):
+            raise MagvitError(f"task {self.name}: the given pixels touch every token of the {layout.t}x{layout.h}x"
+                              f"{layout.w} grid, so no token is left to generate; give less")
+        return given.unsqueeze(1).clone(), latent
 
     @torch.no_grad()
-    def condition(self, video: Tensor, tokenizer: Any, **options: Any) -> Condition:
+    def condition(self, video: Tensor, tokenizer: Any, rule: str = "any", **options: Any) -> Condition:
         """video (B, 3, T, H, W) in [-1, 1] (for cg / uncond only its shape matters) -> Condition."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise MagvitError(f"task {self.name} takes video (B, 3, T, H, W), got shape {tuple(video.shape)}")
         b, _, frames, height, width = video.shape
-        pixel_mask, latent_mask = self.masks(tokenizer, b, frames, height, width, **options)
+        pixel_mask, latent_mask = self.masks(tokenizer, b, frames, height, width, rule, **options)
         pixel_mask, latent_mask = pixel_mask.to(video.device), latent_mask.to(video.device)
         pixels = PADDINGS[self.padding].build(video, pixel_mask)
         if latent_mask.any():

@@ -3,9 +3,11 @@ inpainting and outpainting. They work on clips too (the region applies to every 
 
 Options, in pixels: `box=(top, left, height, width)`, or `mask` (B, H, W) or (H, W) bool, True on
 the region to generate. For edit and inpaint the box is the region to generate; for outpaint it is
-the region that is kept (everything around it is generated). The generated region grows by one
-token (the encoder's receptive field reaches past a token's block), and the condition tokens are
-fixed from the first decoding step (`refine=False`): only the region is decoded.
+the region that is kept (everything around it is generated). Whatever the video tasks' condition
+rule, MaskGIT's editing semantics hold: every token that touches the region to generate is
+generated (rule `all`), the generated region grows by one token (the encoder's receptive field
+reaches past a token's block), and the condition tokens are fixed from the first decoding step
+(`refine=False`): only the region is decoded.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def kept_region(layout: Layout, options: dict[str, Any]) -> Tensor:
 
 
 register(Task("edit", "class-conditional editing: regenerate a box with a target class", outside_box, "none",
-              use_class=True, options=("box",), refine=False, expand=1))
+              use_class=True, options=("box",), refine=False, expand=1, rule="all"))
 register(Task("inpaint", "inpainting: generate a box or masked region", outside_region, "zeros", use_class=False,
-              options=("box", "mask"), refine=False, expand=1))
+              options=("box", "mask"), refine=False, expand=1, rule="all"))
 register(Task("outpaint", "outpainting: keep a box (or all but a mask), generate the rest", kept_region,
-              "replicate", use_class=False, options=("box", "mask"), refine=False, expand=1))
+              "replicate", use_class=False, options=("box", "mask"), refine=False, expand=1, rule="all"))

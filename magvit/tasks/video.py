@@ -1,21 +1,25 @@
-"""MAGVIT's video tasks (REFERENCE.md section 2, the task table), plus CG and UNCOND.
+"""MAGVIT's video tasks (MAGVIT section 4 and its task table), plus CG and UNCOND.
 
-Every region is a `given` pixel mask; the latent condition mask follows from the rule in
-`magvit.tasks.base`. Boxes and strips are laid out in whole tokens (a 0.5H x 0.5W central box is
-the central h/2 x w/2 tokens, scaled by the downsampling), so on every token grid the latent mask
-is exactly the table's: for a 16x64x64 clip through vq3d (4x16x16 tokens) or a 17x64x64 clip
-through causal3d (5x16x16)
+Every region is a `given` pixel mask; the latent condition mask follows from the condition rule of
+`magvit.tasks.base` (MAGVIT's `any` by default). Boxes and strips are laid out in whole tokens (a
+0.5H x 0.5W central box is the central h/2 x w/2 tokens, scaled by the downsampling), so on every
+token grid both rules give exactly the table's latent mask; in time the rule matters: for a
+16x64x64 clip through vq3d (4x16x16 tokens) or a 17x64x64 clip through causal3d (5x16x16), rule any:
 
 | task | condition positions (every latent frame unless said) | padding |
 |---|---|---|
 | cg, uncond | none | - |
-| fp, cfp | the latent frames of the first `cond_frames` frames (default: latent frame 0) | replicate |
-| fi | latent frames 0 and t - 1 (their pixel frames given) | interpolate |
+| fp, cfp | the latent frames the first `cond_frames` frames fall in (default 1: latent frame 0) | replicate |
+| fi | latent frames 0 and t - 1 (pixel frames 0 and T - 1 given) | interpolate |
 | opc | central h/2 x w/2 tokens | replicate |
 | opv / oph | central w/2 columns / h/2 rows | replicate |
 | opd | columns [o_i, o_i + w/2) in latent frame i, o_i = round(i (w - w/2) / (t - 1)) | zeros |
 | ipc | all but the central h/2 x w/2 tokens | zeros |
 | ipd | all but rows of the central h/2, columns [o_i, o_i + w/2) in latent frame i | zeros |
+
+Frame prediction follows MAGVIT's protocols: BAIR gives 1 frame (`cond_frames: 1`, the default:
+latent frame 0), Kinetics-600 gives 5 (`cond_frames: 5`: vq3d latent frames 0-1). Any count from 1
+to T - 1 is accepted while a latent frame is left to predict.
 
 The moving strip and box of opd / ipd move once per latent frame (every pixel frame of latent
 frame i uses o_i), so that their latent masks are exactly the strip / box.
@@ -57,36 +61,21 @@ def _offsets(layout: Layout, size: int) -> list[int]:
     return [round(i * travel / (layout.t - 1)) if layout.t > 1 else 0 for i in range(layout.t)]
 
 
-def _valid_cond_frames(layout: Layout) -> list[int]:
-    """Frame counts that fill whole latent frames and leave at least one to predict."""
-    return [end for _, end in layout.time_blocks[:-1]]
-
-
 def first_frames(layout: Layout, options: dict[str, Any]) -> Tensor:
-    """The first `cond_frames` frames (default: those of latent frame 0)."""
-    valid = _valid_cond_frames(layout)
-    k = options.get("cond_frames", valid[0])
-    if isinstance(k, bool) or not isinstance(k, int) or k not in valid:
-        if len(valid) > 3 and valid == list(range(valid[0], valid[-1] + 1)):
-            choices = f"{valid[0]}..{valid[-1]}"
-        else:
-            choices = ", ".join(map(str, valid))
-        per = layout.time_blocks[-1][1] - layout.time_blocks[-1][0]
-        raise MagvitError(
-            f"cond_frames={k!r} does not fill whole latent frames of this tokenizer ({per} frame(s) per latent "
-            f"frame{', the first frame alone' if layout.time_blocks[0] == (0, 1) and per > 1 else ''}); "
-            f"for a {layout.frames}-frame clip use one of: {choices}"
-        )
+    """The first `cond_frames` frames, 1 <= cond_frames < T (default 1: BAIR's protocol)."""
+    k = options.get("cond_frames", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < layout.frames:
+        raise MagvitError(f"cond_frames must be a whole number of frames from 1 to {layout.frames - 1} for a "
+                          f"{layout.frames}-frame clip, got {k!r}")
     given = _none(layout, {})
     given[:, :k] = True
     return given
 
 
 def end_frames(layout: Layout, options: dict[str, Any]) -> Tensor:
-    """The pixel frames of the first and the last latent frame."""
+    """The first and the last frame (MAGVIT's frame interpolation)."""
     given = _none(layout, {})
-    for start, end in (layout.time_blocks[0], layout.time_blocks[-1]):
-        given[:, start:end] = True
+    given[:, [0, layout.frames - 1]] = True
     return given
 
 

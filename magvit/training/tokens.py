@@ -5,7 +5,8 @@
 
     index.json                  {"format": "magvit-tokens", "version": 1, "grid": [t, h, w], "clip":
                                  [T, H, W], "codebook_size", "num_classes", "class_names", "tasks":
-                                 {name: {"use_class", "refine"}}, "task_options", "splits": {"train": {"count",
+                                 {name: {"use_class", "refine"}}, "task_options", "condition_rule",
+                                 "splits": {"train": {"count",
                                  "shards"}, "val": ...}, "data", "tokenizer": "tokenizer"}
     tokenizer/                  a copy of the tokenizer (config.json + model.safetensors)
     train-00000.safetensors     tokens (n, t, h, w) int32, label (n,) int64 (-1: no label), and per
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from magvit.errors import MagvitError
 from magvit.fileio import read_json
-from magvit.tasks import TASKS
+from magvit.tasks import TASKS, rule_of
 
 FORMAT, VERSION = "magvit-tokens", 1
 
@@ -53,11 +54,12 @@ class TaskTokens:
     refine: bool = True  # COMMIT refines condition positions; False: they stay fixed (image editing)
 
 
-def task_tokens(task: Any, video: Tensor, tokenizer: Any, options: Mapping[str, Any]) -> TaskTokens:
-    """The condition tokens and latent mask of `task` for real clips `video` (B, 3, T, H, W).
+def task_tokens(task: Any, video: Tensor, tokenizer: Any, options: Mapping[str, Any], rule: str) -> TaskTokens:
+    """The condition tokens and latent mask of `task` for real clips `video` (B, 3, T, H, W), under the
+    condition rule `rule` (any | all).
 
     The one place both training paths get a condition from, so the cache equals the on-the-fly path."""
-    cond = task.condition(video, tokenizer, **dict(options))
+    cond = task.condition(video, tokenizer, rule, **dict(options))
     return TaskTokens(cond.tokens.long(), cond.latent_mask.bool(), bool(cond.use_class), bool(cond.refine))
 
 
@@ -83,14 +85,14 @@ class TokenSource:
                  task_options: Mapping[str, Mapping[str, Any]], flags: dict[str, dict[str, bool]],
                  grid: tuple[int, ...],
                  clip: tuple[int, ...], num_classes: int, class_names: list[str] | None,
-                 device: str | torch.device):
+                 device: str | torch.device, rule: str):
         self.tokenizer, self.tokenizer_dir, self.train, self.val = tokenizer, tokenizer_dir, train, val
         self.tasks, self.task_options = tasks, task_options
         self.flags = flags  # task -> {"use_class", "refine"}: constant per task, learnt on first use
         self.grid, self.clip = tuple(grid), tuple(clip)
         self.num_classes, self.class_names = num_classes, class_names
         self.codebook_size = tokenizer.codebook_size
-        self.device = device
+        self.device, self.rule = device, rule  # rule: the condition rule (any | all) of every task
 
     @torch.no_grad()
     def batch(self, batch: Mapping[str, Tensor], task: str) -> tuple[Tensor, Tensor, TaskTokens]:
@@ -101,7 +103,7 @@ class TokenSource:
         else:
             video = batch["video"].to(self.device)  # (B, 3, T, H, W)
             tokens = self.tokenizer.encode(video)
-            cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}))
+            cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}), self.rule)
             self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
         labels = batch["label"] if "label" in batch else torch.full((len(tokens),), -1)
         return tokens, labels.long().to(self.device), cond
@@ -129,7 +131,8 @@ def _on_the_fly_source(cfg: Any, device: str | torch.device) -> TokenSource:
     num_classes, names = dataset_classes(train)
     return TokenSource(tokenizer=tokenizer, tokenizer_dir=Path(cfg.tokenizer), train=train, val=val,
                        tasks=build_tasks(cfg.tasks), task_options=cfg.task_options, flags={}, grid=grid,
-                       clip=clip, num_classes=num_classes, class_names=names, device=device)
+                       clip=clip, num_classes=num_classes, class_names=names, device=device,
+                       rule=cfg.condition_rule)
 
 
 def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
@@ -138,6 +141,9 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
 
     directory = Path(cfg.tokens)
     index = read_index(directory)
+    if rule_of(index) != cfg.condition_rule:
+        raise MagvitError(f"{directory}: the conditions were extracted with condition_rule={rule_of(index)}, the "
+                          f"config sets {cfg.condition_rule}; extract tokens again")
     for task in cfg.tasks:
         used = index["task_options"].get(task, {})
         if task in index["tasks"] and used != to_dict(cfg.task_options.get(task, {})):
@@ -150,7 +156,7 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
                        val=TokenCache(directory, "val", names), tasks={}, task_options=cfg.task_options,
                        flags={t: index["tasks"][t] for t in names}, grid=tuple(index["grid"]),
                        clip=tuple(index["clip"]), num_classes=int(index["num_classes"]),
-                       class_names=index.get("class_names"), device=device)
+                       class_names=index.get("class_names"), device=device, rule=cfg.condition_rule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +211,8 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
         "format": FORMAT, "version": VERSION, "codebook_size": source.codebook_size, "grid": list(source.grid),
         "clip": list(source.clip), "num_classes": source.num_classes, "class_names": source.class_names,
         "tasks": {t: source.flags[t] for t in source.tasks},
-        "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "splits": splits,
+        "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "condition_rule": source.rule,
+        "splits": splits,
         "data": to_dict(cfg.data), "tokenizer": "tokenizer",
     }
     (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")

@@ -26,7 +26,7 @@ from magvit.config import CONFIG_KINDS, registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES
-from magvit.tasks import TASKS, commit_inputs
+from magvit.tasks import TASKS, check_rule, commit_inputs
 from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
@@ -46,19 +46,31 @@ from magvit.training.common import (
     update_ema,
 )
 from magvit.training.tokens import TokenSource, open_token_source
-from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids
+from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
 
 KIND_ORIGINAL, KIND_REFINE, KIND_MASK = 0, 1, 2  # commit_inputs' kinds
 
 
+LOSS_NORMALIZATIONS = ("positions", "per_kind")
+
+
 @dataclass(frozen=True)
 class TransformerLossConfig:
-    """MAGVIT's COMMIT loss (REFERENCE.md section 2): cross-entropy on every latent position, split
-    into masked ([MASK] input), refine (condition token input) and reconstruction (original input)."""
+    """MAGVIT's COMMIT loss (section 3.2): cross-entropy on every latent position, each position
+    weighted by its kind: masked ([MASK] input), refine (condition token input) or reconstruction
+    (original input).
+
+    `normalize: positions` (MAGVIT's, the default): the weighted sum over all positions divided by
+    the number of positions, so every position counts alike. `per_kind`: each kind's mean, then the
+    weighted sum of the three means; a masked token then weighs (N - M - R) / M times a
+    reconstruction token (about 9x at 10% masked). MaskGIT (section 3.2) is `normalize: per_kind`
+    with `recon_weight: 0` (and nothing to refine): the mean cross-entropy over masked positions.
+    """
 
     mask_weight: float = 1.0
     refine_weight: float = 1.0
     recon_weight: float = 1.0
+    normalize: str = "positions"  # positions | per_kind, see above
     label_smoothing: float = 0.1  # MaskGIT
     schedule: str = "cosine"  # training mask ratio gamma(r), r ~ U[0, 1)
     class_dropout: float = 0.1  # labels replaced by UNCOND, for classifier-free guidance
@@ -88,6 +100,7 @@ class TransformerTrainConfig:
     tasks: Mapping[str, float] = field(default_factory=lambda: {"cg": 1.0})  # task -> sampling weight
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. {fp: {cond_frames: 5}}
     num_classes: int | None = None  # default: the dataset's
+    condition_rule: str = "any"  # any (MAGVIT) | all: which latent positions given pixels condition (magvit.tasks)
     loss: TransformerLossConfig = TransformerLossConfig()
     optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045, warmup_steps=100)
     loop: LoopConfig = LoopConfig()
@@ -117,6 +130,12 @@ def check_config(cfg: TransformerTrainConfig) -> None:
         if name not in cfg.tasks:
             raise MagvitError(f"task '{name}' has options or previews but is not trained; add it to `tasks`")
     MASK_SCHEDULES[cfg.loss.schedule]
+    check_rule(cfg.condition_rule)
+    if cfg.loss.normalize not in LOSS_NORMALIZATIONS:
+        raise MagvitError(f"loss.normalize must be one of {', '.join(LOSS_NORMALIZATIONS)}, got {cfg.loss.normalize!r}")
+    weights = (cfg.loss.mask_weight, cfg.loss.refine_weight, cfg.loss.recon_weight)
+    if min(weights) < 0 or cfg.loss.mask_weight <= 0:
+        raise MagvitError(f"loss weights must be >= 0 and mask_weight > 0, got mask/refine/recon {weights}")
     if not 0 <= cfg.loss.class_dropout <= 1:
         raise MagvitError(f"loss.class_dropout must lie in [0, 1], got {cfg.loss.class_dropout}")
 
@@ -156,15 +175,25 @@ def class_ids(model, labels: torch.Tensor, use_class: bool, dropout: float, gen:
     return torch.where(keep, vocab.cls(labels.clamp(min=0)), uncond)
 
 
-def commit_loss_terms(logits, tokens, kinds, loss: TransformerLossConfig, label_smoothing: float | None = None):
-    """{"mask", "refine", "recon"}: mean CE over the positions of each kind (absent kinds give 0)."""
-    smoothing = loss.label_smoothing if label_smoothing is None else label_smoothing
-    terms = {}
+def commit_loss(logits, tokens, kinds, loss: TransformerLossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """COMMIT's loss and its terms. logits (B, t, h, w, k, V), tokens and kinds (B, t, h, w).
+
+    Returns the loss to minimise (normalised as `loss.normalize` says) and, for the logs,
+    {"mask", "refine", "recon"}: the mean CE over the positions of each kind (absent kinds give 0),
+    and {"share_mask", ...}: the share of positions of each kind."""
+    ce = token_cross_entropy(logits, tokens, loss.label_smoothing)  # (B, t, h, w)
+    weights = {"mask": loss.mask_weight, "refine": loss.refine_weight, "recon": loss.recon_weight}
+    terms, total = {}, ce.new_zeros(())
     for name, kind in (("mask", KIND_MASK), ("refine", KIND_REFINE), ("recon", KIND_ORIGINAL)):
-        weight = (kinds == kind).float()  # (B, t, h, w)
-        terms[name] = (masked_token_loss(logits, tokens, weight, smoothing) if bool(weight.any())
-                       else logits.new_zeros(()))
-    return terms
+        where = kinds == kind  # (B, t, h, w)
+        count = where.sum()
+        summed = (ce * where).sum()
+        terms[name] = summed / count.clamp(min=1)
+        terms[f"share_{name}"] = count.float() / where.numel()
+        if weights[name]:
+            part = summed / where.numel() if loss.normalize == "positions" else terms[name]
+            total = total + weights[name] * part
+    return total, terms
 
 
 def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: bool = False) -> dict[str, float]:
@@ -228,9 +257,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
             prompt = torch.full_like(labels, raw.vocab.task(task))
             with accelerator.accumulate(model), accelerator.autocast():
                 logits = model(inputs, prompt, cls)  # (B, t, h, w, k, V)
-                terms = commit_loss_terms(logits, tokens, kinds, losses)
-                total = (losses.mask_weight * terms["mask"] + losses.refine_weight * terms["refine"]
-                         + losses.recon_weight * terms["recon"])
+                total, terms = commit_loss(logits, tokens, kinds, losses)
+                terms["loss"] = total
                 if not guard.ok(accelerator, total, step):
                     optimizer.zero_grad(set_to_none=True)
                     continue
@@ -288,6 +316,7 @@ def release_meta(cfg: TransformerTrainConfig, source: TokenSource, step: int, em
         "num_classes": cfg.num_classes if cfg.num_classes is not None else source.num_classes,
         "class_names": source.class_names, "grid": list(source.grid), "frames": frames, "size": [height, width],
         "fps": cfg.fps, "trained_steps": step, "weights": "ema" if ema else "raw",
+        "condition_rule": cfg.condition_rule, "loss_normalize": cfg.loss.normalize,
         "data": to_dict(cfg.data) if cfg.data is not None else None,  # what "held-out clips" means for it
     }
 
