@@ -424,6 +424,41 @@ def run(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# magvit reproduce
+
+
+def _reproduce_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", nargs="?", help="a study name (configs/studies/NAME.yaml) or a study YAML")
+    p.add_argument("--list", action="store_true", help="list the shipped studies and exit")
+    p.add_argument("--budget", default="quick", choices=("quick", "full", "test"),
+                   help="quick: <= 20 minutes on 2 CPU cores; full: the GPU-sized study; test: seconds (CI)")
+    p.add_argument("--out", default=None, help="output folder (default runs/reproduce/STUDY-BUDGET); a killed "
+                   "study resumes there, re-running only unfinished arms")
+    _overrides(p)
+
+
+@command("reproduce", "re-run a paper's ablation: arms x seeds, 95% intervals, the paper's claims checked")
+@arguments(_reproduce_args)
+def reproduce(args: argparse.Namespace) -> None:
+    from magvit.config import parse_overrides
+    from magvit.reproduce import list_studies, load_study, run_study
+    from magvit.reproduce.study import study_summary
+
+    if args.list:
+        for name in list_studies():
+            print(study_summary(name))
+        return
+    if args.study is None:
+        raise MagvitError(f"name a study (one of: {', '.join(list_studies())}) or pass --list")
+    study, path = load_study(args.study, parse_overrides(args.overrides))
+    out = args.out or f"runs/reproduce/{study.name}-{args.budget}"
+    report = run_study(study, args.budget, out, source=str(path))
+    for claim in report["claims"]:
+        print(f"  {claim['better']} beats {claim['worse']} on {claim['metric']}: {claim['verdict']}")
+    print(f"wrote {out}/report.md, report.json, plot.png")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
