@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES, mask_ratio
-from magvit.tasks import TASKS, Condition
+from magvit.tasks import TASKS, Condition, prefix_tokens
 from magvit.transformer import merge_ids
 
 
@@ -152,12 +153,16 @@ def _condition(cond: Condition | None, shape: tuple[int, int, int], batch: int, 
     return z, where, cond.refine
 
 
-def _logits(model: Any, inputs: Tensor, task_ids: Tensor, cls_ids: Tensor, weight: float) -> Tensor:
+def _logits(model: Any, inputs: Tensor, task_ids: Tensor, cls_ids: Tensor, weight: float,
+            prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(B, t, h, w) -> guided logits (B, t, h, w, k, V); one forward of 2B samples when guided."""
+    extra = () if prefix is None else (prefix,)
     if weight == 0:
-        return model(inputs, task_ids, cls_ids)
+        return model(inputs, task_ids, cls_ids, *extra)
     uncond = torch.full_like(cls_ids, model.vocab.uncond)
-    both = model(torch.cat([inputs, inputs]), torch.cat([task_ids, task_ids]), torch.cat([cls_ids, uncond]))
+    if prefix is not None:
+        extra = ((torch.cat([prefix[0], prefix[0]]), prefix[1]),)
+    both = model(torch.cat([inputs, inputs]), torch.cat([task_ids, task_ids]), torch.cat([cls_ids, uncond]), *extra)
     c, u = both.chunk(2)
     return c + weight * (c - u)
 
@@ -179,6 +184,14 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
     task_ids = torch.full((batch,), model.vocab.task(task), device=device)
     cls_ids = _class_ids(model, task, classes, batch, device)
     z_cond, is_cond, refine = _condition(cond, shape, batch, device)
+    conditioning = getattr(model.config, "conditioning", "commit")
+    prefix = None
+    if conditioning == "prefix":  # z~ goes in as a prefix; every latent position is generated
+        prefix = prefix_tokens(SimpleNamespace(tokens=z_cond.view(batch, t, h, w),
+                                               latent_mask=is_cond.view(batch, t, h, w)))
+        is_cond = torch.zeros_like(is_cond)
+    elif conditioning == "latent":  # MaskGIT's latent masking: the condition stays as given
+        refine = False
 
     fixed = is_cond.clone() if not refine else torch.zeros_like(is_cond)  # (B, N)
     ids = torch.where(fixed, z_cond, mask)  # fixed tokens, MASK elsewhere
@@ -189,7 +202,7 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
     try:
         for s in range(cfg.steps):
             inputs = torch.where(fixed | ~is_cond, ids, z_cond)  # unfixed condition positions show z~
-            logits = _logits(model, inputs.view(batch, t, h, w), task_ids, cls_ids, guidance_at(cfg, s))
+            logits = _logits(model, inputs.view(batch, t, h, w), task_ids, cls_ids, guidance_at(cfg, s), prefix)
             logits = rearrange(logits, "b t h w k v -> b (t h w) k v")
             sub = sample_sub_tokens(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (B, N, k)
             sampled = merge_ids(sub, model.bits_per)  # (B, N)

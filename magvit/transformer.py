@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,11 @@ class TransformerConfig:
     num_classes: int = 0
     grid: tuple[int, int, int] = (1, 16, 16)  # the largest (t, h, w) token grid the positions cover
     tasks: tuple[str, ...] = field(default_factory=lambda: tuple(TASKS.names()))  # prompt tokens, in order
+    # how a task's condition tokens z~ reach the model (MAGVIT section 3.2 and its conditioning ablation):
+    # commit  COMMIT: z~ at masked condition positions, refined by the model (the default)
+    # latent  MaskGIT's latent masking: z~ placed at the condition positions, never masked, kept as given
+    # prefix  z~ of the condition positions prepended to the sequence; every latent position is generated
+    conditioning: Literal["commit", "latent", "prefix"] = "commit"
 
 
 def check_config(cfg: TransformerConfig) -> None:
@@ -254,6 +259,8 @@ class TransformerBase(nn.Module):
         # rows: k sub-token tables of V rows, then the specials (MASK, prompts, classes, UNCOND)
         self.embed = nn.Embedding(k * self.sub_vocab + self.vocab.num_special, c)
         self.pos = GridPosition(config.grid, self.prefix, c)
+        # prefix conditioning: condition tokens carry their latent position plus this segment vector
+        self.prefix_segment = nn.Parameter(torch.zeros(c)) if config.conditioning == "prefix" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             Block(c, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.layers)
@@ -278,6 +285,8 @@ class TransformerBase(nn.Module):
                 nn.init.zeros_(module.bias)
         for table in (self.embed.weight, self.pos.prefix, self.pos.t, self.pos.h, self.pos.w):
             nn.init.trunc_normal_(table, std=0.02)
+        if self.prefix_segment is not None:
+            nn.init.trunc_normal_(self.prefix_segment, std=0.02)
         if self.head_weight is not None:
             nn.init.trunc_normal_(self.head_weight, std=0.02)
         nn.init.zeros_(self.head_bias)
@@ -333,15 +342,26 @@ class MaskedTransformer(TransformerBase):
 
     prefix, causal = 2, False
 
-    def forward(self, tokens: Tensor, task: Tensor, cls: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, task: Tensor, cls: Tensor, prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """tokens (B, t, h, w) codes or MASK, task (B,) prompt ids, cls (B,) class or UNCOND ids
-        -> logits (B, t, h, w, k, V) float32."""
+        -> logits (B, t, h, w, k, V) float32. `prefix` (conditioning: prefix): condition tokens
+        (B, P) and their flat latent positions (P,), placed between the prompts and the latent tokens."""
         if tokens.ndim != 4:
             raise MagvitError(f"the transformer takes tokens (B, t, h, w), got shape {tuple(tokens.shape)}")
         b, t, h, w = tokens.shape
         seq = torch.cat([task.view(b, 1), cls.view(b, 1), rearrange(tokens, "b t h w -> b (t h w)")], 1)
-        x = self.drop(self.embed_ids(seq) + self.pos(t, h, w))  # (B, 2 + N, C)
-        logits = self.head(self.run_blocks(x)[:, self.prefix :])  # (B, N, k, V)
+        x = self.embed_ids(seq) + self.pos(t, h, w)  # (B, 2 + N, C)
+        if (prefix is not None) != (self.prefix_segment is not None):
+            raise MagvitError(f"a transformer with conditioning '{self.config.conditioning}' "
+                              f"{'needs' if prefix is None else 'takes no'} prefix condition tokens")
+        skip = self.prefix
+        if prefix is not None:
+            ids, where = prefix  # (B, P), (P,)
+            pos = self.pos(t, h, w)[self.prefix :][where]  # (P, C): the condition tokens' own positions
+            cond = self.embed_ids(ids) + pos + self.prefix_segment  # (B, P, C)
+            x = torch.cat([x[:, : self.prefix], cond, x[:, self.prefix :]], 1)  # (B, 2 + P + N, C)
+            skip += ids.shape[1]
+        logits = self.head(self.run_blocks(self.drop(x))[:, skip:])  # (B, N, k, V)
         return rearrange(logits, "b (t h w) k v -> b t h w k v", t=t, h=h, w=w)
 
     def flops_per_forward(self, num_tokens: int) -> int:

@@ -237,3 +237,30 @@ def test_generate_video_pastes_the_condition_back():
     free = generate_video(model, tok, "uncond", DecodeConfig(steps=2), torch.Generator().manual_seed(0), batch=2,
                           video_shape=(1, 16, 16))
     assert free.shape == (2, 3, 1, 16, 16)
+
+
+@pytest.mark.parametrize("conditioning", ["latent", "prefix"])
+def test_the_conditioning_alternatives_of_magvits_ablation(conditioning):
+    """latent (MaskGIT's latent masking): the condition is fixed as given from the first step;
+    prefix: z~ is a prefix, every latent position is generated, and the prefix changes the output."""
+    torch.manual_seed(0)
+    model = build_transformer("tiny", codebook_size=CODES, width=32, heads=2, grid=(3, 4, 4), num_classes=3,
+                              conditioning=conditioning)
+    cond = make_condition("fp")  # latent frame 0 of a 3x4x4 grid
+    ids, steps = decode(model, cond, "fp", None, (3, 4, 4), 2, DecodeConfig(steps=4), torch.Generator().manual_seed(0),
+                        trace=True)
+    first = steps[0]["fixed"]
+    if conditioning == "latent":
+        assert first[:, 0].all() and torch.equal(ids[:, 0], cond.tokens[:, 0])
+    else:
+        assert steps[-1]["fixed"].all() and not first[:, 0].all()  # the condition frame is generated too
+        from magvit.tasks import prefix_tokens
+
+        task, cls = torch.zeros(2, dtype=torch.long) + model.vocab.task("fp"), torch.full((2,), model.vocab.uncond)
+        prefix, positions = prefix_tokens(cond)
+        assert positions.tolist() == list(range(16))
+        before = model(ids, task, cls, (prefix, positions))
+        after = model(ids, task, cls, ((prefix + 1) % CODES, positions))
+        assert not torch.allclose(before, after)  # the prefix is read
+        with pytest.raises(MagvitError, match="needs prefix condition tokens"):
+            model(ids, torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))

@@ -9,7 +9,8 @@ import torch
 
 from magvit.errors import MagvitError
 from magvit.schedules import mask_ratio
-from magvit.tasks import TASKS, build_task, commit_inputs, layout_of
+from magvit.tasks import TASKS, build_task, commit_inputs, layout_of, prefix_tokens
+from magvit.tasks.base import KIND_GIVEN
 from magvit.tokenizers import build_tokenizer
 
 VIDEO_TASKS = ["cg", "uncond", "fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cfp"]
@@ -232,3 +233,25 @@ def test_commit_inputs(tokenizers, with_condition):
 def test_every_task_is_registered():
     assert set(TASKS.names()) == set(VIDEO_TASKS) | {"edit", "inpaint", "outpaint"}
     assert all(build_task(name).name == name for name in TASKS.names())
+
+
+def test_latent_masking_never_masks_the_condition(tokenizers):
+    """MaskGIT's latent masking: condition positions show z~ and are never masked; the mask is drawn
+    over the other N' positions, floor(N' gamma(r)) of them."""
+    b, shape, mask_id = 32, (4, 4, 4), 1000
+    tokens = torch.randint(0, 256, (b, *shape))
+    cond = build_task("fp").condition(torch.zeros(1, 3, 16, 16, 16), tokenizers["vq3d"])  # latent frame 0
+    cond.latent_mask = cond.latent_mask.expand(b, -1, -1, -1)
+    cond.tokens = torch.randint(256, 512, (b, *shape))
+    inputs, kinds = commit_inputs(tokens, cond, mask_id, torch.Generator().manual_seed(5), conditioning="latent")
+    assert (kinds[:, 0] == KIND_GIVEN).all() and torch.equal(inputs[:, 0], cond.tokens[:, 0])
+    assert not (kinds[:, 1:] == KIND_GIVEN).any() and not (kinds == 1).any()
+    r = torch.rand(b, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    expected = [max(1, math.floor(48 * float(mask_ratio("cosine", x, 64)))) for x in r]
+    assert (kinds == 2).flatten(1).sum(1).tolist() == expected
+    prefix_inputs, prefix_kinds = commit_inputs(tokens, cond, mask_id, torch.Generator().manual_seed(5),
+                                                conditioning="prefix")
+    plain = commit_inputs(tokens, None, mask_id, torch.Generator().manual_seed(5))
+    assert torch.equal(prefix_inputs, plain[0]) and torch.equal(prefix_kinds, plain[1])  # MVTM on the latent
+    ids, positions = prefix_tokens(cond)
+    assert positions.tolist() == list(range(16)) and torch.equal(ids, cond.tokens[:, 0].flatten(1))

@@ -217,3 +217,15 @@ def test_shipped_configs_load_and_build_tiny(path):
     ids = torch.zeros(1, 1, 2, 2, dtype=torch.long)
     logits = model(ids, torch.tensor([model.vocab.task(next(iter(cfg.tasks)))]), torch.tensor([model.vocab.uncond]))
     assert logits.shape[:4] == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("conditioning", ["latent", "prefix"])
+def test_trains_with_the_conditioning_alternatives(tmp_path, tokenizer_dir, conditioning):
+    raw = _config(tmp_path, tokenizer_dir, tasks={"cg": 1.0, "fp": 1.0, "fi": 1.0},
+                  loop={"steps": 2, "val_every": 2, "save_every": 2})
+    raw["transformer"] = {**raw["transformer"], "conditioning": conditioning}
+    assert main(["train", _write(tmp_path / "c.yaml", raw)]) == 0
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert json.dumps(config).count(f'"conditioning": "{conditioning}"') == 1
+    val = (tmp_path / "run" / "val.csv").read_text().splitlines()
+    assert len(val) == 2 and "fp.mask_ce" in val[0]

@@ -16,6 +16,7 @@ from magvit.tasks.base import (
     commit_inputs,
     latent_condition,
     layout_of,
+    prefix_tokens,
     rule_of,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "image",
     "latent_condition",
     "layout_of",
+    "prefix_tokens",
     "rule_of",
     "video",
 ]

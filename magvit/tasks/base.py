@@ -268,29 +268,53 @@ def build_task(name: str) -> Task:
 # COMMIT training input
 
 
+KIND_ORIGINAL, KIND_REFINE, KIND_MASK, KIND_GIVEN = 0, 1, 2, 3  # commit_inputs' kinds of position
+
+
 def commit_inputs(tokens: Tensor, cond: Condition | None, mask_token: int, generator: torch.Generator,
-                  schedule: str = "cosine") -> tuple[Tensor, Tensor]:
-    """COMMIT's multivariate mask (MAGVIT section 3.2).
+                  schedule: str = "cosine", conditioning: str = "commit") -> tuple[Tensor, Tensor]:
+    """COMMIT's multivariate mask (MAGVIT section 3.2), or one of the alternatives it is compared with.
 
     tokens (B, t, h, w) the true codes z. Per sample r ~ U[0, 1), ratio = gamma(r) of `schedule`;
-    scores s_i ~ U(0, 1) and the max(1, floor(N ratio)) lowest positions are masked. A masked
-    condition position shows z~ (`cond.tokens`), a masked other position `mask_token`, the rest z.
-    Returns inputs (B, t, h, w) int64 and kinds (B, t, h, w) int8: 0 original, 1 condition-refine,
-    2 mask. With `cond=None` it is MaskGIT's MVTM mask. Random draws come from `generator`.
+    scores s_i ~ U(0, 1) and the max(1, floor(N ratio)) lowest positions are masked. `conditioning`:
+      commit  a masked condition position shows z~ (`cond.tokens`), a masked other position
+              `mask_token`, the rest z;
+      latent  (MaskGIT's latent masking) condition positions show z~ and are never masked; the mask
+              is drawn over the other N' positions (floor(N' ratio) of them);
+      prefix  the mask ignores the condition (the model sees z~ as a prefix, see the transformer).
+    Returns inputs (B, t, h, w) int64 and kinds (B, t, h, w) int8: KIND_ORIGINAL, KIND_REFINE,
+    KIND_MASK, or KIND_GIVEN (latent masking's fixed condition: no loss). With `cond=None` it is
+    MaskGIT's MVTM mask. Random draws come from `generator`.
     """
     b, t, h, w = tokens.shape
     n = t * h * w
+    given = (cond.latent_mask.to(tokens.device).view(b, n) if cond is not None and conditioning == "latent"
+             else torch.zeros(b, n, dtype=torch.bool, device=tokens.device))  # (B, N)
+    free = n - given.sum(1)  # (B,) positions the mask is drawn over
     r = torch.rand(b, generator=generator, device=generator.device, dtype=torch.float64)
-    count = torch.floor(n * mask_ratio(schedule, r, n)).long().clamp(1, n).to(tokens.device)  # (B,)
+    ratio = mask_ratio(schedule, r, n).to(tokens.device)
+    count = torch.floor(free * ratio).long().clamp(min=1).minimum(free)  # (B,)
     scores = torch.rand(b, n, generator=generator, device=generator.device).to(tokens.device)
-    rank = scores.argsort(1).argsort(1)  # rank of each position's score within its sample
+    rank = scores.masked_fill(given, 2.0).argsort(1).argsort(1)  # given positions rank last
     masked = (rank < count[:, None]).view(b, t, h, w)
-    if cond is None:
+    given = given.view(b, t, h, w)
+    if cond is None or conditioning == "prefix":
         refine = torch.zeros_like(masked)
         z_cond = tokens
     else:
         refine = masked & cond.latent_mask.to(tokens.device)
         z_cond = cond.tokens.to(tokens.device)
-    inputs = torch.where(refine, z_cond, torch.where(masked, torch.full_like(tokens, mask_token), tokens))
-    kinds = masked.to(torch.int8) * 2 - refine.to(torch.int8)
+    inputs = torch.where(refine | given, z_cond, torch.where(masked, torch.full_like(tokens, mask_token), tokens))
+    kinds = masked.to(torch.int8) * 2 - refine.to(torch.int8) + given.to(torch.int8) * KIND_GIVEN
     return inputs, kinds
+
+
+def prefix_tokens(cond: Any) -> tuple[Tensor, Tensor]:
+    """Prefix conditioning: z~ at the condition positions -> ids (B, P) and flat positions (P,).
+
+    Every sample of a batch must share its condition positions (true for the video tasks)."""
+    where = rearrange(cond.latent_mask, "b t h w -> b (t h w)")
+    if not bool((where == where[:1]).all()):
+        raise MagvitError("prefix conditioning needs the same condition positions for every sample of a batch")
+    positions = where[0].nonzero().flatten()  # (P,)
+    return rearrange(cond.tokens, "b t h w -> b (t h w)")[:, positions], positions

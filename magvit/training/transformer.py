@@ -26,7 +26,8 @@ from magvit.config import CONFIG_KINDS, registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES
-from magvit.tasks import TASKS, check_rule, commit_inputs
+from magvit.tasks import TASKS, check_rule, commit_inputs, prefix_tokens
+from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
 from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
@@ -47,9 +48,6 @@ from magvit.training.common import (
 )
 from magvit.training.tokens import TokenSource, open_token_source
 from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
-
-KIND_ORIGINAL, KIND_REFINE, KIND_MASK = 0, 1, 2  # commit_inputs' kinds
-
 
 LOSS_NORMALIZATIONS = ("positions", "per_kind")
 
@@ -184,6 +182,7 @@ def commit_loss(logits, tokens, kinds, loss: TransformerLossConfig) -> tuple[tor
     ce = token_cross_entropy(logits, tokens, loss.label_smoothing)  # (B, t, h, w)
     weights = {"mask": loss.mask_weight, "refine": loss.refine_weight, "recon": loss.recon_weight}
     terms, total = {}, ce.new_zeros(())
+    positions = (kinds != KIND_GIVEN).sum().clamp(min=1)  # latent masking's given condition has no loss
     for name, kind in (("mask", KIND_MASK), ("refine", KIND_REFINE), ("recon", KIND_ORIGINAL)):
         where = kinds == kind  # (B, t, h, w)
         count = where.sum()
@@ -191,7 +190,7 @@ def commit_loss(logits, tokens, kinds, loss: TransformerLossConfig) -> tuple[tor
         terms[name] = summed / count.clamp(min=1)
         terms[f"share_{name}"] = count.float() / where.numel()
         if weights[name]:
-            part = summed / where.numel() if loss.normalize == "positions" else terms[name]
+            part = summed / positions if loss.normalize == "positions" else terms[name]
             total = total + weights[name] * part
     return total, terms
 
@@ -252,11 +251,13 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
             epoch, batch_index, batch = next(batches)
             gen = step_generator(loop.seed, step, micro, accelerator.process_index, device=device)
             tokens, labels, cond = source.batch(batch, task)  # (B, t, h, w), (B,), the task's condition
-            inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule)
+            inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule,
+                                          conditioning=raw.config.conditioning)
             cls = class_ids(raw, labels, cond.use_class, losses.class_dropout, gen)
             prompt = torch.full_like(labels, raw.vocab.task(task))
+            prefix = prefix_tokens(cond) if raw.config.conditioning == "prefix" else None
             with accelerator.accumulate(model), accelerator.autocast():
-                logits = model(inputs, prompt, cls)  # (B, t, h, w, k, V)
+                logits = model(inputs, prompt, cls, prefix)  # (B, t, h, w, k, V)
                 total, terms = commit_loss(logits, tokens, kinds, losses)
                 terms["loss"] = total
                 if not guard.ok(accelerator, total, step):
@@ -346,9 +347,10 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
             if t == 0:
                 counts += torch.bincount(tokens.flatten().cpu(), minlength=source.codebook_size).double()
             gen = step_generator(seed, 1 << 21, i, t, device=device)
-            inputs, kinds = commit_inputs(tokens, cond, model.vocab.mask, gen)
+            inputs, kinds = commit_inputs(tokens, cond, model.vocab.mask, gen, conditioning=model.config.conditioning)
             cls = class_ids(model, labels, cond.use_class, 0.0, gen)
-            logits = model(inputs, torch.full_like(labels, model.vocab.task(task)), cls).float()
+            prefix = prefix_tokens(cond) if model.config.conditioning == "prefix" else None
+            logits = model(inputs, torch.full_like(labels, model.vocab.task(task)), cls, prefix).float()
             masked = kinds == KIND_MASK
             ce = masked_token_loss(logits, tokens, masked.float(), 0.0)
             sub = split_ids(tokens, logits.shape[-2], logits.shape[-1].bit_length() - 1)  # (B, t, h, w, k)
