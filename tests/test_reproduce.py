@@ -91,3 +91,18 @@ def test_bad_input_is_one_line(capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err, err
+
+
+@pytest.mark.parametrize("name", ["commit", "commit-loss", "lfq-vs-vq", "tokenizers"])
+def test_each_study_runs_its_test_budget(tmp_path, name):
+    study, _ = load_study(name)
+    out = tmp_path / name
+    assert main(["reproduce", name, "--budget", "test", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    ran = [a.name for a in arms_of(study, "test")]
+    assert list(report["arms"]) == ran and len({json.dumps(report["arms"][a]["set"]) for a in ran}) == len(ran)
+    for arm in report["arms"].values():
+        assert set(arm["metrics"]) == {m.name for m in study.metrics}
+        measured = [s for s in arm["metrics"].values() if s["interval"] != "not measured"]
+        assert measured and all(math.isfinite(s["mean"]) for s in measured)
+    assert (out / "report.md").is_file() and (out / "plot.png").is_file()

@@ -11,6 +11,9 @@ and returns its metrics (see `magvit.reproduce.study` for the three forms a metr
                        reconstruction and (class-conditional digits) generation: MAGVIT-v2's
                        vocabulary-size figure (LFQ vs VQ at growing codebooks, section 3.1) and its
                        tokenizer comparison (one family per arm)
+    transformer        one transformer recipe on a tokenizer trained once: class accuracy of cg
+                       samples, frame prediction against copy-last-frame, interpolation against
+                       linear blending (COMMIT's loss normalisation; MAGVIT's conditioning ablation)
 """
 
 from __future__ import annotations
@@ -184,3 +187,74 @@ def tokenizer_then_transformer(recipe: TokenizerThenTransformerRecipe, seed: int
 PROCEDURES.register("tokenizer_then_transformer", TokenizerThenTransformerRecipe,
                     help="a tokenizer, then one transformer recipe on its tokens")(tokenizer_then_transformer)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# transformer: one transformer recipe on a tokenizer trained once
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerRecipe:
+    name: str = "transformer"
+    tokenizer: TokenizerTrainConfig  # trained once (its own seed) and shared by every arm and seed
+    transformer: TransformerTrainConfig
+    samples: int = 200  # class-conditional samples (when cg is trained)
+    eval_clips: int = 64  # held-out clips for frame prediction / interpolation
+    decode: DecodeConfig = DecodeConfig(steps=12, temperature=0.7, choice_temperature=4.5)
+    guidance: float = 2.0  # class-conditional samples only
+
+
+@torch.no_grad()
+def conditional_scores(release: Any, task: str, real: torch.Tensor, seed: int, decode: DecodeConfig,
+                       reference: torch.Tensor) -> dict[str, float]:
+    """fp / fi on held-out clips `real`: PSNR / SSIM of the generated frames, the baseline's (fp:
+    copy-last-frame; fi: linear blending of the two given frames), and the Frechet distance of the
+    whole predicted clips to other real clips `reference` in the digit classifier's space."""
+    from magvit.bench.digits import digit_classifier
+    from magvit.bench.quality import classifier_frechet
+    from magvit.decode import generate_video
+    from magvit.metrics import psnr, ssim
+    from magvit.tasks import TASKS, rule_of
+
+    options = dict(release.meta.get("task_options", {}).get(task, {}))
+    cond = TASKS.build(task).condition(real, release.tokenizer, rule_of(release.meta), **options)
+    gen = torch.Generator().manual_seed(seed)
+    pred = generate_video(release.model, release.tokenizer, task, dataclasses.replace(decode, guidance=0.0), gen,
+                          cond=cond).float().clamp(-1, 1)
+    made = ~cond.pixel_mask[0, 0, :, 0, 0]  # (T,) the frames the model made
+    if task == "fp":
+        k = int((~made).sum())
+        baseline = real[:, :, k - 1 : k].expand_as(real)
+    else:  # linear blend of the first and the last frame
+        w = torch.linspace(0, 1, real.shape[2]).view(1, 1, -1, 1, 1)
+        baseline = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
+    pick = lambda v: v[:, :, made]
+    classifier, _ = digit_classifier(quiet=True)
+    return {f"{task}_psnr": psnr(pick(pred), pick(real)).mean().item(),
+            f"{task}_ssim": ssim(pick(pred), pick(real)).mean().item(),
+            f"{task}_baseline_psnr": psnr(pick(baseline), pick(real)).mean().item(),
+            f"{task}_frechet": classifier_frechet(classifier, pred, reference)}
+
+
+@PROCEDURES.register("transformer", TransformerRecipe, help="a transformer recipe on a shared tokenizer")
+def transformer_run(recipe: TransformerRecipe, seed: int, ctx: Context) -> dict[str, Any]:
+    """Class accuracy / Frechet of class-conditional samples (cg), frame prediction against
+    copy-last-frame and interpolation against linear blending (fp, fi), on held-out moving digits."""
+    from magvit.bench.quality import digits_options, real_clips
+    from magvit.sampling import load_release
+
+    shared = ctx.shared("tokenizer", recipe.tokenizer, lambda d: train_tokenizer_in(d, recipe.tokenizer))
+    model = train_transformer_in(ctx.run_dir / "transformer", recipe.transformer, shared / "tokenizer", seed)
+    release = load_release(model)
+    frames, size, _ = release.clip
+    metrics: dict[str, Any] = {}
+    if "cg" in release.meta["tasks"]:
+        scores = digit_scores(release, seed, recipe.samples, min(recipe.samples, 250), recipe.decode, recipe.guidance)
+        metrics["class_accuracy"] = float(np.mean(scores["class_accuracy"]))
+        metrics["frechet"] = scores["frechet"]["value"]
+    real, _ = real_clips(frames, size, recipe.eval_clips, seed, **digits_options(release.meta))
+    reference, _ = real_clips(frames, size, recipe.eval_clips, 20_000 + seed, **digits_options(release.meta))
+    for task in ("fp", "fi"):
+        if task in release.meta["tasks"]:
+            metrics.update(conditional_scores(release, task, real, seed, recipe.decode, reference))
+    return metrics

@@ -222,9 +222,7 @@ def run_study(study: StudyConfig, budget: str, out: str | Path, quiet: bool = Fa
             run_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
             metrics = PROCEDURES[recipe.name].build(recipe, seed, Context(run_dir, out / "shared", quiet=True))
-            missing = [m.name for m in study.metrics if m.name not in metrics]
-            if missing:
-                raise MagvitError(f"procedure {recipe.name} returned no {', '.join(missing)}")
+            metrics = {**{m.name: None for m in study.metrics}, **metrics}  # None: not measured by this arm
             atomic_write_text(path, json.dumps({"key": to_dict(key), "seconds": round(time.time() - t0, 1),
                                                 "metrics": metrics}, indent=1, default=float) + "\n")
         results[arm.name].append(metrics)
@@ -264,7 +262,9 @@ def bootstrap_interval(values: list[float] | np.ndarray, reps: int = 2000, seed:
 
 def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """One arm's figure for `metric` from its runs (one per seed)."""
-    values = [r[metric] for r in runs]
+    values = [r.get(metric) for r in runs]
+    if not values or any(v is None for v in values):
+        return {"mean": math.nan, "low": math.nan, "high": math.nan, "interval": "not measured"}
     if all(isinstance(v, list) for v in values):  # per-sample values: pooled over seeds, bootstrap
         mean, low, high = bootstrap_interval([x for v in values for x in v])
         how = f"bootstrap over {sum(len(v) for v in values)} samples"
@@ -306,7 +306,7 @@ def summarise(study: StudyConfig, budget: str, seeds: tuple[int, ...], ran: list
     by_group: dict[str, dict[str, Any]] = {}
     for metric in study.metrics:  # a group's figure: its arms' per-seed means pooled
         for group in {a.group for a in ran if a.group}:
-            runs = [r for a in ran if a.group == group for r in results[a.name]]
+            runs = [r for a in ran if a.group == group for r in results[a.name] if r.get(metric.name) is not None]
             by_group.setdefault(group, {})[metric.name] = aggregate(
                 [{metric.name: _as_number(r[metric.name])} for r in runs], metric.name)
     higher = {m.name: m.higher_is_better for m in study.metrics}
@@ -357,6 +357,8 @@ def environment(seconds: float) -> dict[str, Any]:
 
 def _fmt(stat: dict[str, Any]) -> str:
     mean, low, high = stat["mean"], stat["low"], stat["high"]
+    if math.isnan(mean):
+        return "n/a"
     digits = 3 if abs(mean) < 10 else 1
     if math.isnan(low):
         return f"{mean:.{digits}f}"
@@ -373,7 +375,8 @@ def write_report(study: StudyConfig, report: dict[str, Any], out: Path) -> None:
              f"commit `{env['commit']}` · {env['minutes']} min", "",
              "Each figure: mean [95% interval]; " + "; ".join(
                  sorted({s['interval'].split(' over')[0] for a in report['arms'].values()
-                         for s in a['metrics'].values()})) + ".", "",
+                         for s in a['metrics'].values() if s['interval'] != 'not measured'})) + "; n/a: not "
+             "measured by that arm.", "",
              "| arm | settings | " + " | ".join(m.label or m.name for m in study.metrics) + " |",
              "|---|---|" + "---:|" * len(study.metrics)]
     for name, arm in report["arms"].items():
