@@ -153,6 +153,128 @@ def test_mismatched_release_weights_are_one_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Where time is halved: MAGVIT's first two downsamplings ("early") or MAGVIT-v2's last two ("late")
+
+# three downsamplings, small enough for CPU: 17x16x16 -> 5x2x2 tokens, 2^6 codes
+THREE_DOWN = dict(channels=8, multipliers=(1, 2, 2, 2), num_res_blocks=1, quantizer={"name": "lfq", "bits": 6})
+
+
+def test_placement_names_resolve_to_one_flag_per_downsampling():
+    def flags(name, preset, **options):
+        return build_tokenizer(name, preset, **{**THREE_DOWN, **options}).spec.temporal_downsample
+
+    assert flags("causal3d", "small") == flags("causal3d", "base") == (False, True, True)  # presets: late
+    assert flags("vq3d", "base") == flags("vq3d", "large") == (True, True, False)  # MAGVIT's own choice
+    assert flags("causal3d", "base", temporal_downsample="early") == (True, True, False)
+    assert flags("vq3d", "base", temporal_downsample="late") == (False, True, True)
+    four = dict(multipliers=(1, 1, 2, 2, 2))
+    assert flags("causal3d", "base", temporal_downsample="late", **four) == (False, False, True, True)
+    assert flags("causal3d", "base", temporal_downsample=[True, False, True]) == (True, False, True)
+    for name in ("causal3d", "vq3d"):  # two downsamplings, both temporal: the names agree with the flags
+        tiny = build_tokenizer(name, "tiny")
+        assert tiny.spec.temporal_downsample == (True, True)
+        for placement in ("early", "late"):
+            assert build_tokenizer(name, "tiny", temporal_downsample=placement).spec == tiny.spec
+
+
+@pytest.fixture(scope="module")
+def placements():
+    """A randomised 3-downsampling causal3d per placement."""
+    torch.manual_seed(0)
+    return {
+        p: _randomise(build_tokenizer("causal3d", "base", **THREE_DOWN, temporal_downsample=p)).eval()
+        for p in ("early", "late")
+    }
+
+
+@pytest.mark.parametrize("placement", ["early", "late"])
+def test_either_placement_tiles_17_frames_into_5_and_round_trips(placements, placement):
+    tok = placements[placement]
+    for frames, latent in ((17, 5), (9, 3), (1, 1)):
+        video = torch.rand(2, 3, frames, 16, 16) * 2 - 1
+        assert tok.token_shape(frames, 16, 16) == (latent, 2, 2)
+        with torch.no_grad():
+            ids = tok.encode(video)
+            assert ids.shape == (2, latent, 2, 2)
+            assert tok.decode(ids).shape == video.shape
+    vq3d = build_tokenizer("vq3d", "base", **THREE_DOWN, temporal_downsample=placement).eval()
+    with torch.no_grad():
+        ids = vq3d.encode(torch.rand(1, 3, 16, 16, 16) * 2 - 1)
+        assert ids.shape == (1, 4, 2, 2) and vq3d.decode(ids).shape == (1, 3, 16, 16, 16)
+
+
+@pytest.mark.parametrize("placement", ["early", "late"])
+def test_either_placement_tokenizes_an_image_like_the_first_frame(placements, placement):
+    tok, clip = placements[placement], torch.rand(2, 3, 17, 16, 16) * 2 - 1
+    with torch.no_grad():
+        first, whole = tok.encode_latent(clip[:, :, :1]), tok.encode_latent(clip)
+    assert torch.allclose(first[:, :, 0], whole[:, :, 0], atol=1e-5)
+    assert torch.equal(tok.encode(clip[:, :, :1])[:, 0], tok.encode(clip)[:, 0])
+
+
+@pytest.mark.parametrize("latent_frame", [0, 1, 3])
+@pytest.mark.parametrize("placement", ["early", "late"])
+def test_either_placement_is_causal_with_the_same_bounds(placements, placement, latent_frame):
+    """Encoder: a causal stride-2 conv's output frame t sees input frames <= 2t; two of them, early
+    or late, make latent frame j see input frames <= 4j, and frame 4j itself (the bound is tight).
+    Decoder: output frame n sees latent frames <= ceil(n / 4), so frames <= 4j need latents <= j."""
+    tok, j = placements[placement], latent_frame
+    clip = torch.rand(1, 3, 17, 16, 16) * 2 - 1
+    later, at_bound = clip.clone(), clip.clone()
+    later[:, :, 4 * j + 1 :] = torch.rand_like(later[:, :, 4 * j + 1 :]) * 2 - 1
+    at_bound[:, :, 4 * j] = torch.rand_like(at_bound[:, :, 4 * j]) * 2 - 1
+    with torch.no_grad():
+        z, z_later, z_bound = (tok.encode_latent(v) for v in (clip, later, at_bound))
+    assert torch.allclose(z[:, :, : j + 1], z_later[:, :, : j + 1], atol=1e-5)
+    assert not torch.allclose(z[:, :, j + 1 :], z_later[:, :, j + 1 :], atol=1e-3)
+    assert not torch.allclose(z[:, :, j], z_bound[:, :, j], atol=1e-3)
+    assert torch.allclose(z[:, :, :j], z_bound[:, :, :j], atol=1e-5)
+
+    ids = tok.encode(clip)
+    changed = ids.clone()
+    changed[:, j + 1 :] = (changed[:, j + 1 :] + 1 + torch.randint_like(changed[:, j + 1 :], 60)) % 64
+    with torch.no_grad():
+        video, video_changed = tok.decode(ids), tok.decode(changed)
+    shown = 4 * j + 1
+    assert torch.allclose(video[:, :, :shown], video_changed[:, :, :shown], atol=1e-5)
+    assert not torch.allclose(video[:, :, shown], video_changed[:, :, shown], atol=1e-3)
+
+
+def test_a_wrong_placement_is_one_clear_error(tmp_path):
+    from magvit.config import load_config
+    from magvit.errors import ConfigError
+    from magvit.tokenizers import Causal3d, Causal3dConfig
+
+    config = tmp_path / "c.yaml"
+    config.write_text("kind: train_tokenizer\ntokenizer: {name: causal3d, preset: tiny}\ndata: {name: moving_digits}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config, ["tokenizer.temporal_downsample=middle"])
+    message = str(info.value)
+    assert "\n" not in message and "'tokenizer.temporal_downsample'" in message and "'middle'" in message
+    assert load_config(config, ["tokenizer.temporal_downsample=late"]).tokenizer.temporal_downsample == "late"
+    with pytest.raises(MagvitError, match=r"^causal3d temporal_downsample must be 'early' or 'late' or one flag"):
+        Causal3d(Causal3dConfig(**THREE_DOWN, temporal_downsample="middle"))
+    with pytest.raises(MagvitError, match=r"needs one flag per downsampling \(3\), got \[True, True\]"):
+        build_tokenizer("causal3d", "base", **THREE_DOWN, temporal_downsample=[True, True])
+    with pytest.raises(MagvitError, match="has 1: give one flag per downsampling"):
+        build_tokenizer("causal3d", "tiny", multipliers=(1, 2), temporal_downsample="late")
+
+
+def test_saved_flags_and_saved_names_both_load(tmp_path):
+    """Release folders from before the names hold flags; new ones hold the name as configured."""
+    for placement in ((False, True, True), "late"):
+        tok = _randomise(build_tokenizer("causal3d", "base", **THREE_DOWN, temporal_downsample=placement)).eval()
+        folder = tok.save_pretrained(tmp_path / str(placement))
+        saved = json.loads((folder / "config.json").read_text())["config"]["temporal_downsample"]
+        assert saved == (list(placement) if isinstance(placement, tuple) else placement)
+        loaded = load_tokenizer(folder).eval()
+        assert loaded.spec.temporal_downsample == (False, True, True)
+        video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+        with torch.no_grad():
+            assert torch.equal(loaded(video).recon, tok(video).recon)
+
+
+# ---------------------------------------------------------------------------------------------
 # Each tiny tokenizer can learn: overfit two moving-digit clips to >= 24 dB PSNR
 
 

@@ -10,6 +10,7 @@ Release weights are a folder with `config.json` (`{"format": "magvit-tokenizer",
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,40 @@ def check_tiling(name: str, what: str, size: int, step: int, offset: int = 0) ->
     raise MagvitError(f"{name} needs {form}, got {size}: use {use}")
 
 
-def _check_architecture(config: Any, temporal_downsample: tuple[bool, ...] | None) -> None:
+# Named places to halve time, for a network of n downsamplings (len(multipliers) - 1): two of them,
+# 4x in time (17 -> 5 frames causally, 16 -> 4 otherwise). MAGVIT (section 3.1) halves time in the
+# first two; MAGVIT-v2 (section 3.2) defers it to the last two (the high-resolution stages then see
+# every frame). With exactly two downsamplings both are temporal and the names agree.
+TEMPORAL_PLACEMENTS: dict[str, Callable[[int], tuple[bool, ...]]] = {
+    "early": lambda n: (True, True) + (False,) * (n - 2),
+    "late": lambda n: (False,) * (n - 2) + (True, True),
+}
+
+
+def temporal_flags(name: str, placement: str | tuple[bool, ...], downsamplings: int) -> tuple[bool, ...]:
+    """`temporal_downsample` ("early", "late" or one flag per downsampling) -> one flag per
+    downsampling, True where that downsampling also halves time; MagvitError if it cannot be."""
+    if isinstance(placement, str):
+        if placement not in TEMPORAL_PLACEMENTS:
+            raise MagvitError(
+                f"{name} temporal_downsample must be {' or '.join(map(repr, TEMPORAL_PLACEMENTS))} or one flag "
+                f"per downsampling ({downsamplings}), got {placement!r}"
+            )
+        if downsamplings < 2:
+            raise MagvitError(
+                f"{name} temporal_downsample {placement!r} halves time at two downsamplings but this network "
+                f"has {downsamplings}: give one flag per downsampling instead"
+            )
+        return TEMPORAL_PLACEMENTS[placement](downsamplings)
+    flags = tuple(placement)
+    if len(flags) != downsamplings or not all(isinstance(f, bool) for f in flags):
+        raise MagvitError(
+            f"{name} temporal_downsample needs one flag per downsampling ({downsamplings}), got {list(flags)}"
+        )
+    return flags
+
+
+def _check_architecture(config: Any) -> None:
     name = config.name
     if (
         config.channels < 1
@@ -59,21 +93,21 @@ def _check_architecture(config: Any, temporal_downsample: tuple[bool, ...] | Non
             f"{name} needs channels, num_res_blocks and multipliers >= 1, got {config.channels}, "
             f"{config.num_res_blocks}, {list(config.multipliers)}"
         )
-    if temporal_downsample is not None and len(temporal_downsample) != len(config.multipliers) - 1:
-        raise MagvitError(
-            f"{name} temporal_downsample needs one flag per downsampling ({len(config.multipliers) - 1}), "
-            f"got {list(temporal_downsample)}"
-        )
 
 
 class Tokenizer(nn.Module):
-    """Encoder -> quantizer -> decoder. Subclasses pass their `ConvSpec` fields and define
-    `token_shape`; everything else is shared."""
+    """Encoder -> quantizer -> decoder. Subclasses pass their `ConvSpec` fields (3D ones their
+    config's `temporal_downsample` as it is: a placement name or flags) and define
+    `_token_frames`; everything else is shared."""
 
     def __init__(self, config: Any, **spec: Any):
         super().__init__()
         self.config = config
-        _check_architecture(config, spec.get("temporal_downsample"))
+        _check_architecture(config)
+        if "temporal_downsample" in spec:  # 3D: a placement name or flags -> one flag per downsampling
+            spec["temporal_downsample"] = temporal_flags(
+                config.name, spec["temporal_downsample"], len(config.multipliers) - 1
+            )
         self.quantizer: Quantizer = build_quantizer(config.quantizer)
         self.spec = ConvSpec(latent_dim=self.quantizer.dim, **spec)
         self.encoder = Encoder(self.spec)

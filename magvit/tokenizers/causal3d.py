@@ -7,12 +7,17 @@ tokenization). Strided-conv downsampling (T = 1 + 2k -> 1 + k), depth-to-space u
 drops the leading extra frame (1 + k -> 1 + 2k), and a decoder whose GroupNorms take their scale
 and shift from the quantized latent (adaptive GroupNorm), itself causal: output frame n depends
 on latent frames <= ceil(n / 4). Base: 17x128x128 -> 5x16x16 tokens, LFQ with 2^18 codes.
+
+Time is halved in the last two downsamplings (`temporal_downsample: late`), where MAGVIT-v2
+section 3.2 moved it from MAGVIT's first two (`early`); the decoder mirrors either. Both bounds
+above hold for any placement: a causal strided conv's output frame t sees inputs <= 2t, and two
+of them make 4j, wherever they sit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from magvit.config import registry_field
 from magvit.tokenizers.base import TOKENIZERS, Tokenizer, check_tiling
@@ -27,7 +32,8 @@ class Causal3dConfig:
     channels: int = 128
     multipliers: tuple[int, ...] = (1, 2, 2, 4)
     num_res_blocks: int = 2
-    temporal_downsample: tuple[bool, ...] = (True, True, False)  # one flag per downsampling
+    # "late" (MAGVIT-v2), "early" (MAGVIT) or one flag per downsampling, True where time is halved
+    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "late"
     quantizer: Any = registry_field(QUANTIZERS, default=LFQConfig(bits=18))
 
 
@@ -42,7 +48,7 @@ class Causal3d(Tokenizer):
             channels=config.channels,
             multipliers=tuple(config.multipliers),
             num_res_blocks=config.num_res_blocks,
-            temporal_downsample=tuple(config.temporal_downsample),
+            temporal_downsample=config.temporal_downsample,
             causal=True,
             downsample="conv",
             upsample="depth_to_space",
@@ -56,7 +62,8 @@ class Causal3d(Tokenizer):
 
 
 Causal3dConfig.PRESETS = {
-    # CPU tests: 17x32x32 -> 5x8x8, 2^10 codes
+    # CPU tests: 17x32x32 -> 5x8x8, 2^10 codes. Two downsamplings, both temporal: the placement does
+    # not apply (early and late are this same network), so the flags stay as they were
     "tiny": dict(
         channels=16,
         multipliers=(1, 2, 2),
@@ -69,7 +76,7 @@ Causal3dConfig.PRESETS = {
         channels=64,
         multipliers=(1, 2, 2, 4),
         num_res_blocks=2,
-        temporal_downsample=(True, True, False),
+        temporal_downsample="late",
         quantizer=dict(name="lfq", bits=14),
     ),
     # 17x128x128 -> 5x16x16, 2^18 codes (MAGVIT-v2 section 4; its exact widths were not published)
@@ -77,7 +84,7 @@ Causal3dConfig.PRESETS = {
         channels=128,
         multipliers=(1, 2, 2, 4),
         num_res_blocks=2,
-        temporal_downsample=(True, True, False),
+        temporal_downsample="late",
         quantizer=dict(name="lfq", bits=18),
     ),
 }

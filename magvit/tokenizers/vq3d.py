@@ -1,10 +1,10 @@
 """vq3d: MAGVIT's 3D-VQ tokenizer (CVPR 2023, section 3.1).
 
 3x3x3 conv res blocks (GroupNorm -> swish -> conv), average-pool downsampling with temporal
-downsampling in the first two stages only, a decoder that mirrors it with nearest-neighbour
-upsampling + conv, VQ with 1024 codes of dim 256. Base: channels 64, multipliers (1, 2, 2, 4):
-16x128x128 -> 8x64x64 -> 4x32x32 -> 4x16x16 tokens. Clips need a multiple of 4 frames; images go
-through vqgan2d or causal3d.
+downsampling in the first two stages only (`temporal_downsample: early`), a decoder that mirrors
+it with nearest-neighbour upsampling + conv, VQ with 1024 codes of dim 256. Base: channels 64,
+multipliers (1, 2, 2, 4): 16x128x128 -> 8x64x64 -> 4x32x32 -> 4x16x16 tokens. Clips need a
+multiple of 4 frames; images go through vqgan2d or causal3d.
 
 MAGVIT initialises it by inflating a trained 2D VQGAN (`inflate_from`): "central" puts each 2D
 kernel in the middle temporal slice of a zero 3D kernel (rFVD 58 vs 103 for "average", 127 from
@@ -34,7 +34,8 @@ class VQ3dConfig:
     channels: int = 64
     multipliers: tuple[int, ...] = (1, 2, 2, 4)
     num_res_blocks: int = 2
-    temporal_downsample: tuple[bool, ...] = (True, True, False)  # one flag per downsampling
+    # "early" (MAGVIT's first two stages), "late" (MAGVIT-v2's last two) or one flag per downsampling
+    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "early"
     quantizer: Any = registry_field(QUANTIZERS, default=VQConfig(codebook_size=1024, dim=256))
 
 
@@ -58,7 +59,7 @@ class VQ3d(Tokenizer):
             channels=config.channels,
             multipliers=tuple(config.multipliers),
             num_res_blocks=config.num_res_blocks,
-            temporal_downsample=tuple(config.temporal_downsample),
+            temporal_downsample=config.temporal_downsample,
         )
 
     def _token_frames(self, frames: int) -> int:
@@ -120,7 +121,7 @@ VQ3dConfig.PRESETS = {
         channels=64,
         multipliers=(1, 2, 2, 4),
         num_res_blocks=2,
-        temporal_downsample=(True, True, False),
+        temporal_downsample="early",
         quantizer=dict(name="vq", codebook_size=1024, dim=256),
     ),
     # MAGVIT-L (158M)
@@ -128,7 +129,7 @@ VQ3dConfig.PRESETS = {
         channels=128,
         multipliers=(1, 2, 2, 4),
         num_res_blocks=2,
-        temporal_downsample=(True, True, False),
+        temporal_downsample="early",
         quantizer=dict(name="vq", codebook_size=1024, dim=256),
     ),
 }
