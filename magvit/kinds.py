@@ -3,6 +3,7 @@
 
 import magvit.data  # noqa: F401
 import magvit.quickstart  # noqa: F401
+import magvit.reproduce  # noqa: F401
 import magvit.sampling  # noqa: F401
 import magvit.schedules  # noqa: F401
 import magvit.tasks  # noqa: F401
