@@ -127,6 +127,8 @@ def test_the_strict_rule_keeps_only_fully_given_blocks(tokenizers):
     assert strict[0].flatten(1).any(1).tolist() == [True, False, False, False]  # frames 4-5 do not fill block 1
     _, magvit = build_task("fp").masks(tok, 1, 16, 32, 32, rule="any", cond_frames=6)
     assert magvit[0].flatten(1).any(1).tolist() == [True, True, False, False]
+    default_pixels, default_strict = build_task("fp").masks(tok, 1, 16, 32, 32, rule="all")  # latent frame 0's frames
+    assert default_pixels[0, 0].flatten(1).any(1).sum() == 4 and default_strict[0].flatten(1).any(1).sum() == 1
     with pytest.raises(MagvitError, match="with condition_rule=all the given pixels fill no whole token block"):
         build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", cond_frames=1)
     with pytest.raises(MagvitError, match="with condition_rule=all .* use condition_rule=any"):

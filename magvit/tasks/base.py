@@ -216,6 +216,9 @@ class Task:
             raise MagvitError(f"task {self.name} needs a clip of at least {self.min_latent_frames} latent frames; "
                               f"{frames} frame(s) give {layout.t} with this tokenizer")
         options = {k: v for k, v in options.items() if v is not None}
+        if rule == "all" and "cond_frames" in self.options and "cond_frames" not in options:
+            # the strict rule's default: the frames of latent frame 0, the fewest that condition anything
+            options["cond_frames"] = layout.time_blocks[0][1]
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) if self.options else "none"

@@ -62,7 +62,8 @@ def _offsets(layout: Layout, size: int) -> list[int]:
 
 
 def first_frames(layout: Layout, options: dict[str, Any]) -> Tensor:
-    """The first `cond_frames` frames, 1 <= cond_frames < T (default 1: BAIR's protocol)."""
+    """The first `cond_frames` frames, 1 <= cond_frames < T (default 1: BAIR's protocol; under the
+    strict condition rule the frames of latent frame 0, see `Task.masks`)."""
     k = options.get("cond_frames", 1)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < layout.frames:
         raise MagvitError(f"cond_frames must be a whole number of frames from 1 to {layout.frames - 1} for a "
