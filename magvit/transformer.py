@@ -28,7 +28,7 @@ from magvit.config import build_registered
 from magvit.errors import MagvitError
 from magvit.registry import Registry
 from magvit.tasks import TASKS
-from magvit.weights import load_weights_folder, save_weights_folder
+from magvit.weights import load_weights_folder, resolve_folder, save_weights_folder
 
 TRANSFORMERS: Registry[nn.Module] = Registry("transformer")
 
@@ -335,6 +335,15 @@ class TransformerBase(nn.Module):
         """Write `config.json` and `model.safetensors` into `directory`, each atomically."""
         return save_weights_folder(self, directory, FORMAT, VERSION)
 
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None) -> TransformerBase:
+        """Rebuild a transformer from a `save_pretrained` folder (or a Hub id `owner/name`); called on
+        `MaskedTransformer` or `ARTransformer`, the folder must hold that kind. MagvitError if
+        anything does not match."""
+        directory = resolve_folder(name, revision)
+        return load_weights_folder(directory, TRANSFORMERS, FORMAT, VERSION, "transformer", device, kind=cls)
+
 
 @TRANSFORMERS.register("masked", TransformerConfig)
 class MaskedTransformer(TransformerBase):
@@ -382,16 +391,8 @@ TransformerConfig.PRESETS = {
 
 def build_transformer(preset: str = "tiny", **overrides: Any) -> TransformerBase:
     """`build_transformer("magvit_b", codebook_size=1024, num_classes=101)`; keys validated like a
-    config. `name="autoregressive"` builds the autoregressive baseline of the same preset."""
-    import magvit.autoregressive  # noqa: F401  (registers "autoregressive")
-
+    config. `name="autoregressive"` builds the autoregressive baseline of the same preset (registered
+    by magvit.autoregressive, which defines it)."""
     name = overrides.pop("name", "masked")
     config = build_registered(TRANSFORMERS, {"name": name, "preset": preset, **overrides}, source="build_transformer")
     return TRANSFORMERS[config.name].build(config)
-
-
-def load_transformer(directory: str | Path, map_location: str | torch.device = "cpu") -> TransformerBase:
-    """Rebuild a transformer from a `save_pretrained` folder; MagvitError if anything does not match."""
-    import magvit.autoregressive  # noqa: F401  (registers "autoregressive")
-
-    return load_weights_folder(directory, TRANSFORMERS, FORMAT, VERSION, "transformer", map_location)

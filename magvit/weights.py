@@ -3,12 +3,14 @@
 A folder holds `config.json` (`{"format": ..., "version": ..., "config": {...}}`) and
 `model.safetensors`: plain data, no pickles, each file written atomically. Loading rebuilds the
 model from its registry entry and checks every key and shape; anything that does not match is
-one `MagvitError` line naming the file.
+one `MagvitError` line naming the file. A folder is named by its path or, when no such path
+exists, by a Hugging Face Hub id (`owner/name`), fetched with `huggingface_hub.snapshot_download`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,39 @@ def save_weights_folder(model: nn.Module, directory: str | Path, fmt: str, versi
     return directory
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """`owner/name` that is not a local path: the form of a Hugging Face Hub model id."""
+    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local folder of a Hub repository (downloaded once into the Hugging Face cache)."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub comes with accelerate
+        raise MagvitError(f"{repo_id}: loading from the Hugging Face Hub needs `pip install huggingface_hub`") from None
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision))
+    except (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MagvitError(f"{repo_id}: no such local folder, and the Hugging Face Hub gave no copy ({first})") from None
+
+
+def resolve_folder(name: str | Path, revision: str | None = None) -> Path:
+    """A local folder as given, else the snapshot of the Hub id `name`."""
+    if not Path(name).expanduser().exists() and looks_like_hub_id(str(name)):
+        return hub_snapshot(str(name), revision)
+    return Path(name).expanduser()
+
+
 def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, version: int, what: str,
-                        map_location: str | torch.device = "cpu") -> Any:
-    """Rebuild the `registry` entry a `save_weights_folder` folder describes, with its weights."""
+                        map_location: str | torch.device = "cpu", kind: type | None = None) -> Any:
+    """Rebuild the `registry` entry a `save_weights_folder` folder describes, with its weights; with
+    `kind`, the folder must hold that class (or a subclass)."""
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
     for path in (config_path, weights_path):
@@ -48,7 +80,10 @@ def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, ver
     if meta.get("version") != version:
         raise MagvitError(f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {version}")
     config = build_registered(registry, meta["config"], source=str(config_path))
-    model = registry[config.name].build(config)
+    built = registry[config.name].build
+    if kind is not None and not (isinstance(built, type) and issubclass(built, kind)):
+        raise MagvitError(f"{directory}: holds a {config.name} {what}, not a {kind.__name__}")
+    model = built(config)
     try:
         weights = load_file(str(weights_path), device=str(map_location))
     except (SafetensorError, OSError) as e:

@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from magvit.autoregressive import ARTransformer
 from magvit.errors import MagvitError
-from magvit.transformer import build_transformer, load_transformer
+from magvit.transformer import build_transformer
 
 
 def tiny(**overrides):
@@ -69,6 +69,6 @@ def test_flops_match_the_flop_counter():
 def test_save_and_load(tmp_path):
     model = tiny()
     model.save_pretrained(tmp_path)
-    loaded = load_transformer(tmp_path)
+    loaded = ARTransformer.from_pretrained(tmp_path)
     assert isinstance(loaded, ARTransformer)
     assert torch.equal(loaded.generate((1, 4, 4), temperature=0), model.generate((1, 4, 4), temperature=0))

@@ -258,14 +258,14 @@ def test_digit_classifier_is_cached_and_reloaded(tmp_path, monkeypatch):
 
 
 def _tiny_release(folder):
-    from magvit.sampling import write_release
+    from magvit.release import ModelInfo, write_model_folder
     from magvit.transformer import build_transformer
 
     tokenizer = build_tokenizer("vq3d", "tiny")
     model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(2, 8, 8))
-    meta = dict(tasks=["cg", "fp"], task_options={}, num_classes=10, class_names=[str(i) for i in range(10)],
-                grid=[2, 8, 8], frames=8, size=[32, 32], fps=8, trained_steps=0, weights="raw")
-    return write_release(folder, model, tokenizer, None, meta=meta)
+    info = ModelInfo(tasks=("cg", "fp"), num_classes=10, class_names=tuple(str(i) for i in range(10)),
+                     grid=(2, 8, 8), frames=8, size=(32, 32), fps=8.0, trained_steps=0, weights="raw")
+    return write_model_folder(folder, model, tokenizer, info)
 
 
 def test_bench_quality_on_an_untrained_checkpoint(tmp_path):

@@ -12,7 +12,8 @@ from PIL import Image
 
 from magvit.cli import main
 from magvit.config import load_config
-from magvit.sampling import FAMILIES, PROMPTS, write_release
+from magvit.pipeline import FAMILIES, PROMPTS
+from magvit.release import ModelInfo, write_model_folder
 from magvit.tasks import TASKS
 
 ROOT = Path(__file__).parents[1]
@@ -32,9 +33,9 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     tokenizer = build_tokenizer("causal3d", "tiny")
     model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(3, 4, 4))
-    meta = {"tasks": TRAINED, "task_options": {}, "num_classes": 10, "class_names": None, "grid": [3, 4, 4],
-            "frames": 9, "size": [16, 16], "fps": 8.0, "trained_steps": 0, "weights": "raw", "condition_rule": "any"}
-    write_release(root / "model", model, tokenizer, None, meta)
+    info = ModelInfo(tasks=tuple(TRAINED), num_classes=10, grid=(3, 4, 4), frames=9, size=(16, 16), fps=8.0,
+                     trained_steps=0, weights="raw", condition_rule="any")
+    write_model_folder(root / "model", model, tokenizer, info)
     clip = MovingDigits(frames=12, size=32, num_samples=1)[0]["video"]
     write_video(root / "in.mp4", clip)
     write_video(root / "short.mp4", clip[:, :3])
@@ -111,11 +112,11 @@ def test_yaml_form_equals_flag_form_and_flags_override(files, tmp_path):
 def test_short_checkpoint_names_resolve_under_checkpoints(files, tmp_path, monkeypatch):
     import shutil
 
-    import magvit.sampling
+    from magvit import shipped
 
-    shipped = tmp_path / "checkpoints"
-    shutil.copytree(files / "model", shipped / "digits-tiny")
-    monkeypatch.setattr(magvit.sampling, "CHECKPOINTS", shipped)
+    packaged = tmp_path / "_shipped"
+    shutil.copytree(files / "model", packaged / "checkpoints" / "digits-tiny")
+    monkeypatch.setattr(shipped, "PACKAGED", packaged)
     assert _run("generate", "--checkpoint", "digits-tiny", "--num", "1", *COMMON, "--out", tmp_path / "g.png") == 0
 
 
@@ -178,19 +179,16 @@ def test_condition_rule_comes_from_the_model_folder(files, tmp_path):
     import json
     import shutil
 
-    from magvit.sampling import condition_clip, condition_rule, load_release, sample_settings
+    from magvit.pipeline import MagvitPipeline
 
     shutil.copytree(files / "model", tmp_path / "old")
     meta = json.loads((tmp_path / "old" / "magvit.json").read_text())
     del meta["condition_rule"]
     (tmp_path / "old" / "magvit.json").write_text(json.dumps(meta))
-    for folder, overrides, expected in [(files / "model", {}, "any"), (tmp_path / "old", {}, "all"),
-                                        (tmp_path / "old", {"condition_rule": "any"}, "any")]:
-        cfg = sample_settings("predict", None, {"checkpoint": str(folder), "cond_frames": 3,
-                                                "input": str(files / "in.mp4"), **overrides})
-        release = load_release(folder)
-        clip, options = condition_clip("fp", cfg, release)
-        cond = TASKS.build("fp").condition(clip, release.tokenizer, condition_rule(cfg, release), **options)
+    for folder, rule, expected in [(files / "model", None, "any"), (tmp_path / "old", None, "all"),
+                                   (tmp_path / "old", "any", "any")]:
+        pipe = MagvitPipeline.from_pretrained(folder)
+        cond = pipe.condition("fp", files / "in.mp4", cond_frames=3, condition_rule=rule)
         # causal3d 9 frames: frame 0 | 1-4 | 5-8; 3 frames given fill latent frame 0 and touch latent frame 1
         touched = cond.latent_mask[0].flatten(1).any(1).tolist()
         assert touched == ([True, True, False] if expected == "any" else [True, False, False]), (folder, expected)
@@ -223,9 +221,9 @@ def test_predict_one_frame_and_interpolate_on_a_vq3d_model(tmp_path, capsys):
         settings = load_config(out / "settings.yaml")
         assert settings.task == ("fp" if command == "predict" else "fi")
         assert (out / "samples.mp4").is_file()
-    from magvit.sampling import load_release
+    from magvit.pipeline import MagvitPipeline
 
-    release = load_release(model)
-    assert release.meta["condition_rule"] == "any"
-    _, latent = TASKS.build("fi").masks(release.tokenizer, 1, 16, 16, 16, "any")
+    pipe = MagvitPipeline.from_pretrained(model)
+    assert pipe.info.condition_rule == "any"
+    _, latent = TASKS.build("fi").masks(pipe.tokenizer, 1, 16, 16, 16, "any")
     assert latent[0].flatten(1).any(1).tolist() == [True, False, False, True]  # latent frames 0 and 3

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from magvit.data import MovingDigits
 from magvit.errors import MagvitError
 from magvit.metrics import psnr
-from magvit.tokenizers import VQ3d, VQGAN2d, build_tokenizer, load_tokenizer
+from magvit.tokenizers import Tokenizer, VQ3d, VQGAN2d, build_tokenizer
 
 QUANTIZERS = {
     "vq": {"name": "vq", "codebook_size": 64, "dim": 8},
@@ -129,7 +129,7 @@ def test_release_weights_round_trip(name, tmp_path):
     tok = _randomise(build_tokenizer(name, "tiny")).eval()
     tok.save_pretrained(tmp_path / "tok")
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["config.json", "model.safetensors"]
-    loaded = load_tokenizer(tmp_path / "tok").eval()
+    loaded = Tokenizer.from_pretrained(tmp_path / "tok").eval()
     assert type(loaded) is type(tok) and loaded.config == tok.config
     video = torch.rand(1, 3, FRAMES[name][0], 32, 32) * 2 - 1
     with torch.no_grad():
@@ -142,14 +142,14 @@ def test_mismatched_release_weights_are_one_clear_error(tmp_path):
     meta["config"]["channels"] = 32
     (tmp_path / "tok" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(MagvitError) as info:
-        load_tokenizer(tmp_path / "tok")
+        Tokenizer.from_pretrained(tmp_path / "tok")
     assert "\n" not in str(info.value) and "weights do not match the config" in str(info.value)
     build_tokenizer("vqgan2d", "tiny").save_pretrained(tmp_path / "ok")
     with pytest.raises(MagvitError, match="not a VQ3d"):
-        VQ3d.load_pretrained(tmp_path / "ok")
-    assert isinstance(VQGAN2d.load_pretrained(tmp_path / "ok"), VQGAN2d)
+        VQ3d.from_pretrained(tmp_path / "ok")
+    assert isinstance(VQGAN2d.from_pretrained(tmp_path / "ok"), VQGAN2d)
     with pytest.raises(MagvitError, match="config.json: not found"):
-        load_tokenizer(tmp_path / "missing")
+        Tokenizer.from_pretrained(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_saved_flags_and_saved_names_both_load(tmp_path):
         folder = tok.save_pretrained(tmp_path / str(placement))
         saved = json.loads((folder / "config.json").read_text())["config"]["temporal_downsample"]
         assert saved == (list(placement) if isinstance(placement, tuple) else placement)
-        loaded = load_tokenizer(folder).eval()
+        loaded = Tokenizer.from_pretrained(folder).eval()
         assert loaded.spec.temporal_downsample == (False, True, True)
         video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
         with torch.no_grad():

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from magvit.cli import main
 from magvit.config import load_config
 from magvit.errors import MagvitError
-from magvit.tokenizers import load_tokenizer
+from magvit.tokenizers import Tokenizer
 from magvit.training.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).parents[1]
@@ -47,7 +47,7 @@ def test_each_tiny_config_trains_and_writes_a_release(path, tmp_path):
     assert {"psnr", "ssim", "usage", "perplexity"} <= set(val) and float(val["psnr"]) > 0
     assert (run / "samples" / "step-00000002.gif").is_file()
     assert (run / "checkpoints" / "step-00000002" / "state.json").is_file()
-    tokenizer = load_tokenizer(run / "tokenizer")
+    tokenizer = Tokenizer.from_pretrained(run / "tokenizer")
     assert tokenizer.config == load_config(path).tokenizer
 
 
@@ -118,8 +118,8 @@ def test_vq3d_run_starts_from_an_inflated_vqgan2d(tmp_path):
     overrides = [f"run_dir={run}", f"inflate_from={tmp_path / 'vqgan2d'}", "optim.lr=0.0", "loop.steps=1",
                  "data.frames=4", *SHORT]
     train_tokenizer(load_config(config, overrides), quiet=True)
-    released = load_tokenizer(run / "tokenizer")
-    expected = build_tokenizer("vq3d", "tiny").inflate_from(load_tokenizer(tmp_path / "vqgan2d"))
+    released = Tokenizer.from_pretrained(run / "tokenizer")
+    expected = build_tokenizer("vq3d", "tiny").inflate_from(Tokenizer.from_pretrained(tmp_path / "vqgan2d"))
     for key, value in expected.state_dict().items():
         if key != "quantizer.usage":  # the usage EMA counts the one training batch
             assert torch.equal(released.state_dict()[key], value), key

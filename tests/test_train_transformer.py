@@ -84,9 +84,9 @@ def test_learns_masked_tokens_beyond_the_unigram_baseline(tmp_path, tokenizer_di
     p = counts[counts > 0].double() / counts.sum()
     unigram = float(-(p * p.log()).sum())  # nats: the best context-free model of the training tokens
 
-    from magvit.transformer import load_transformer
+    from magvit.transformer import MaskedTransformer
 
-    model = load_transformer(tmp_path / "run" / "model")
+    model = MaskedTransformer.from_pretrained(tmp_path / "run" / "model")
     held_out = evaluate(model, open_token_source(cfg), ["cg"], batches=2, batch_size=32, seed=123)
     print(f"\nheld-out masked-token CE {held_out['cg.mask_ce']:.3f} nats vs unigram entropy of the training "
           f"tokens {unigram:.3f} nats (held-out tokens' own histogram: {held_out['unigram_entropy']:.3f})")
@@ -137,11 +137,11 @@ def test_resume_cache_and_release(tmp_path, tokenizer_dir):
 def test_cached_tokens_equal_the_tokenizer(tmp_path, tokenizer_dir):
     from magvit.data import MovingDigits
     from magvit.tasks import TASKS
-    from magvit.tokenizers import load_tokenizer
+    from magvit.tokenizers import Tokenizer
 
     raw = _config(tmp_path, tokenizer_dir, tasks={"fi": 1.0}, data={"num_samples": 3}, val_data={"num_samples": 2})
     cache = extract_tokens(from_dict(TransformerTrainConfig, raw), tmp_path / "cache", batch_size=2, quiet=True)
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
     clips = torch.stack([MovingDigits(frames=9, size=16, num_samples=3)[i]["video"] for i in range(3)])
     cond = TASKS.build("fi").condition(clips, tokenizer)
     cached = TokenCache(cache, "train")

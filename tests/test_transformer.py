@@ -15,7 +15,6 @@ from magvit.transformer import (
     TRANSFORMERS,
     MaskedTransformer,
     build_transformer,
-    load_transformer,
     masked_token_loss,
     merge_ids,
     split_ids,
@@ -158,13 +157,13 @@ def test_init_is_deterministic_and_head_bias_zero():
 def test_save_and_load_round_trip(tmp_path):
     model = tiny(sub_tokens=2, codebook_size=2**8)
     model.save_pretrained(tmp_path / "m")
-    loaded = load_transformer(tmp_path / "m").eval()
+    loaded = MaskedTransformer.from_pretrained(tmp_path / "m").eval()
     assert isinstance(loaded, MaskedTransformer) and loaded.config == model.config
     tokens = torch.randint(0, 256, (1, 2, 4, 4))
     assert torch.equal(model(tokens, *prompt(model, 1)), loaded(tokens, *prompt(loaded, 1)))
     (tmp_path / "m" / "config.json").write_text("{}")
     with pytest.raises(MagvitError, match="not a magvit transformer config"):
-        load_transformer(tmp_path / "m")
+        MaskedTransformer.from_pretrained(tmp_path / "m")
 
 
 def test_flops_per_forward_matches_the_flop_counter():

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from magvit.autoregressive import ARConfig
 from magvit.bench.measure import autocast, count_parameters, time_call
 from magvit.bench.report import Column, Table, environment
 from magvit.decode import DecodeConfig, decode, decode_flops
@@ -58,7 +59,7 @@ def bench_decode(
     tokens = math.prod(grid)
     common = dict(codebook_size=codebook_size, grid=grid, dropout=0.0)
     masked = build_transformer(preset, **common).to(device).eval()
-    ar = build_transformer(preset, name="autoregressive", **common).to(device).eval()
+    ar = build_transformer(preset, name=ARConfig.name, **common).to(device).eval()
     cfg = DecodeConfig(steps=steps, schedule=schedule)
     gen = torch.Generator(device=device).manual_seed(0)
 

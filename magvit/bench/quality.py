@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,7 +31,8 @@ from magvit.bench.report import Column, Table, environment
 from magvit.decode import DecodeConfig, decode
 from magvit.errors import MagvitError
 from magvit.metrics import feature_statistics, frechet_distance, psnr, ssim
-from magvit.tasks import TASKS, Condition, rule_of
+from magvit.release import ModelInfo
+from magvit.tasks import TASKS, Condition
 
 SCHEDULES = ("cosine", "square", "linear", "sqrt")
 STEPS = (4, 8, 12, 16)
@@ -100,10 +102,11 @@ def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) ->
     return moving_digit_clips("test", count, frames, size, seed, **options)
 
 
-def digits_options(meta: dict) -> dict[str, Any]:
+def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, Any]:
     """How the model's moving digits move (speed, start, size of the digit, how many), from the training
-    data its release records; {} (the defaults) for other data or older releases."""
-    data = meta.get("data") or {}
+    data its model folder records (`ModelInfo`, or magvit.json as a dict); {} (the defaults) for other
+    data or older folders."""
+    data = (info.data if isinstance(info, ModelInfo) else info.get("data")) or {}
     if data.get("name") != "moving_digits":
         return {}
     return {k: data[k] for k in ("speed", "start", "digit_size", "num_digits") if k in data}
@@ -117,23 +120,24 @@ class Evaluator:
         if height != width:
             raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")
         self.release, self.classifier, self.num, self.batch_size, self.seed = release, classifier, num, batch_size, seed
-        tasks = set(release.meta.get("tasks", []))
-        self.cg = "cg" in tasks and int(release.meta.get("num_classes", 0)) == 10
+        info = release.info
+        tasks = set(info.tasks)
+        self.cg = "cg" in tasks and info.num_classes == 10
         self.uncond = "uncond" in tasks  # Frechet distance without classes when there is no cg
         self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
         if not (self.cg or self.uncond or self.fp):
             raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
                               "(10 digit classes), uncond or fp")
-        options = digits_options(release.meta)
+        options = digits_options(info)
         self.real, self.labels = real_clips(frames, height, num, seed, **options)
         self.reference, _ = real_clips(frames, height, num, seed + 1, **options)  # disjoint: the Frechet floor
         self.classes = torch.arange(num) % 10
         if self.fp:
             device = next(release.model.parameters()).device
-            options = dict(release.meta.get("task_options", {}).get(self.fp, {}))
+            options = info.options(self.fp)
             task = TASKS.build(self.fp)
             with torch.no_grad():  # one condition per decode call: z~ of the padded first frames
-                self.conds = [task.condition(b.to(device), release.tokenizer, rule_of(release.meta), **options)
+                self.conds = [task.condition(b.to(device), release.tokenizer, info.condition_rule, **options)
                               for b in batches(self.real, batch_size)]
             self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
 
@@ -193,13 +197,13 @@ def bench_quality(
 ) -> list[Table]:
     """The quality table (model + reference rows) and the schedule x steps sweep table; every row decodes
     with `temperature`, and the class-conditional samples with classifier-free `guidance`."""
-    from magvit.sampling import load_release
+    from magvit.pipeline import MagvitPipeline
 
     if num < 2 or batch_size < 1:
         raise MagvitError(f"--num needs at least 2 clips (a Frechet distance) and --batch-size 1, got {num}, "
                           f"{batch_size}")
     device = torch.device(device)
-    release = load_release(checkpoint, device)
+    release = MagvitPipeline.from_pretrained(checkpoint, device)
     classifier, info = digit_classifier(cache_dir, quiet=quiet)
     classifier = classifier.to(device)
     evaluator = Evaluator(release, classifier, num, batch_size, seed)

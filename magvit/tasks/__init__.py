@@ -7,6 +7,7 @@ from magvit.tasks import image, video  # register the tasks
 from magvit.tasks.base import (
     CONDITION_RULES,
     PADDINGS,
+    RULE_BEFORE_V2,
     TASKS,
     Condition,
     Layout,
@@ -23,6 +24,7 @@ from magvit.tasks.base import (
 __all__ = [
     "CONDITION_RULES",
     "PADDINGS",
+    "RULE_BEFORE_V2",
     "TASKS",
     "Condition",
     "Layout",

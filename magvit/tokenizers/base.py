@@ -23,7 +23,7 @@ from magvit.errors import MagvitError
 from magvit.registry import Registry
 from magvit.tokenizers.blocks import ConvSpec, Decoder, Encoder, Norm, ResBlock
 from magvit.tokenizers.quantizers import Quantizer, QuantizerOutput, build_quantizer
-from magvit.weights import load_weights_folder, save_weights_folder
+from magvit.weights import load_weights_folder, resolve_folder, save_weights_folder
 
 TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer")
 
@@ -206,16 +206,18 @@ class Tokenizer(nn.Module):
         return save_weights_folder(self, directory, FORMAT, VERSION)
 
     @classmethod
-    def load_pretrained(cls, directory: str | Path) -> Tokenizer:
-        model = load_tokenizer(directory)
-        if not isinstance(model, cls):
-            raise MagvitError(f"{directory}: holds a {model.config.name} tokenizer, not a {cls.__name__}")
-        return model
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None) -> Tokenizer:
+        """Rebuild a tokenizer from a `save_pretrained` folder (or a Hub id `owner/name`); called on a
+        subclass (`VQ3d.from_pretrained`), the folder must hold that kind. MagvitError if anything
+        does not match."""
+        directory = resolve_folder(name, revision)
+        return load_weights_folder(directory, TOKENIZERS, FORMAT, VERSION, "tokenizer", device, kind=cls)
 
 
 def load_tokenizer(directory: str | Path, map_location: str | torch.device = "cpu") -> Tokenizer:
-    """Rebuild a tokenizer from a `save_pretrained` folder; MagvitError if anything does not match."""
-    return load_weights_folder(directory, TOKENIZERS, FORMAT, VERSION, "tokenizer", map_location)
+    """`Tokenizer.from_pretrained` under its old name, kept for magvit.bench.tokenizers."""
+    return Tokenizer.from_pretrained(directory, device=map_location)
 
 
 def build_tokenizer(name: str, preset: str = "tiny", **overrides: Any) -> Tokenizer:

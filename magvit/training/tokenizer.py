@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from magvit.config import CONFIG_KINDS, registry_field, save_config
 from magvit.data import DATASETS, build_dataloader, build_dataset
 from magvit.errors import MagvitError
-from magvit.tokenizers import TOKENIZERS, Tokenizer, load_tokenizer
+from magvit.tokenizers import TOKENIZERS, Tokenizer
 from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
 from magvit.tokenizers.losses import (
     GAN_LOSSES,
@@ -109,7 +109,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
 
     tokenizer = TOKENIZERS[cfg.tokenizer.name].build(cfg.tokenizer)
     if cfg.inflate_from:
-        tokenizer.inflate_from(load_tokenizer(cfg.inflate_from), mode=cfg.inflate_mode)
+        tokenizer.inflate_from(Tokenizer.from_pretrained(cfg.inflate_from), mode=cfg.inflate_mode)
     train_set, val_set = build_dataset(cfg.data), build_dataset(cfg.val_data or held_out_version(cfg.data))
     sample = train_set[0]["video"]
     tokenizer.token_shape(*sample.shape[1:])  # a shape that cannot tile fails here, with one line

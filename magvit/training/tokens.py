@@ -118,12 +118,12 @@ def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSour
 
 def _on_the_fly_source(cfg: Any, device: str | torch.device) -> TokenSource:
     from magvit.data import build_dataset
-    from magvit.tokenizers import load_tokenizer
+    from magvit.tokenizers import Tokenizer
     from magvit.training.common import held_out_version
 
     if cfg.tokenizer is None or cfg.data is None:
         raise MagvitError("tokenizing on the fly needs `tokenizer` (a tokenizer folder) and `data`")
-    tokenizer = load_tokenizer(cfg.tokenizer).eval().requires_grad_(False).to(device)
+    tokenizer = Tokenizer.from_pretrained(cfg.tokenizer).eval().requires_grad_(False).to(device)
     train = build_dataset(cfg.data)
     val = build_dataset(cfg.val_data or held_out_version(cfg.data))
     clip = tuple(train[0]["video"].shape[1:])  # (T, H, W)
@@ -137,7 +137,7 @@ def _on_the_fly_source(cfg: Any, device: str | torch.device) -> TokenSource:
 
 def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
     from magvit.config import to_dict
-    from magvit.tokenizers import load_tokenizer
+    from magvit.tokenizers import Tokenizer
 
     directory = Path(cfg.tokens)
     index = read_index(directory)
@@ -151,7 +151,7 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
                               f"{to_dict(cfg.task_options.get(task, {}))}; extract tokens again")
     names = tuple(cfg.tasks)
     tokenizer_dir = directory / index["tokenizer"]
-    tokenizer = load_tokenizer(tokenizer_dir).eval().requires_grad_(False).to(device)
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir).eval().requires_grad_(False).to(device)
     return TokenSource(tokenizer=tokenizer, tokenizer_dir=tokenizer_dir, train=TokenCache(directory, "train", names),
                        val=TokenCache(directory, "val", names), tasks={}, task_options=cfg.task_options,
                        flags={t: index["tasks"][t] for t in names}, grid=tuple(index["grid"]),

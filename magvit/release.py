@@ -1,0 +1,208 @@
+"""Model folders: what `magvit train` writes as `<run_dir>/model/` and every sampling path loads.
+
+A model folder holds everything needed to run:
+
+    config.json + model.safetensors   the masked transformer (`MaskedTransformer.from_pretrained`)
+    tokenizer/                        its tokenizer (or magvit.json names a tokenizer folder elsewhere)
+    magvit.json                       {"format": "magvit-model", "version": 1, **ModelInfo}
+    README.md                         a model card (`save_pretrained` of the pipeline writes one)
+    summary.json                      optional: scores of the model (the quickstart writes them)
+
+`ModelInfo` is the typed, frozen form of magvit.json. Folders written before a field existed still
+read: a missing `condition_rule` means "all" (the strict rule every model was trained with before
+MAGVIT's rule became the default), missing optional fields take their defaults, and keys this
+version does not know are kept in `extra` and written back unchanged.
+
+A model is named by a path (a model folder or a run folder holding `model/`), a shipped name
+(`digits-video`: see `magvit.shipped` for where shipped checkpoints are looked up), or a Hugging
+Face Hub id (`owner/name`, downloaded with `huggingface_hub.snapshot_download`), in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from magvit import shipped
+from magvit.config import from_dict, to_dict
+from magvit.errors import MagvitError
+from magvit.fileio import atomic_write_text, read_json
+from magvit.tasks import RULE_BEFORE_V2, check_rule
+from magvit.weights import hub_snapshot, looks_like_hub_id
+
+FORMAT, VERSION = "magvit-model", 1
+INFO_FILE = "magvit.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """magvit.json: what sampling needs besides the weights."""
+
+    tasks: tuple[str, ...]  # the tasks the model was trained on, in its prompt order
+    frames: int  # (frames, height, width) of the clips it was trained on
+    size: tuple[int, int]
+    grid: tuple[int, int, int] | None = None  # the token grid (t, h, w) of one clip
+    tokenizer: str = "tokenizer"  # the tokenizer folder: relative to the model folder, or absolute
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # as trained, e.g. fp: {cond_frames}
+    num_classes: int = 0
+    class_names: tuple[str, ...] | None = None
+    fps: float = 8.0
+    condition_rule: str = RULE_BEFORE_V2  # any | all (magvit.tasks); older folders: all
+    trained_steps: int | None = None
+    weights: str | None = None  # ema | raw
+    loss_normalize: str | None = None  # positions | per_kind (magvit.training.transformer)
+    data: Mapping[str, Any] | None = None  # the training data config (what "held-out clips" means for it)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys of newer versions, kept as they are
+
+    @property
+    def clip(self) -> tuple[int, int, int]:
+        """(frames, height, width) of the clips the model was trained on."""
+        return self.frames, self.size[0], self.size[1]
+
+    def options(self, task: str) -> dict[str, Any]:
+        """The options `task` was trained with (a fresh dict: callers add theirs)."""
+        return dict(self.task_options.get(task, {}))
+
+    @classmethod
+    def from_json(cls, raw: Any, source: str = INFO_FILE) -> ModelInfo:
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
+            raise MagvitError(f"{source}: not a magvit model description of version {VERSION}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        body = {k: v for k, v in raw.items() if k in known}
+        extra = {k: v for k, v in raw.items() if k not in known and k not in ("format", "version")}
+        info = from_dict(cls, {**body, "extra": extra}, source)
+        check_rule(info.condition_rule)
+        return info
+
+    def to_json(self) -> dict[str, Any]:
+        plain = to_dict(self)
+        extra = plain.pop("extra")
+        return {"format": FORMAT, "version": VERSION, **plain, **extra}
+
+
+def read_info(directory: str | Path) -> ModelInfo:
+    path = Path(directory) / INFO_FILE
+    return ModelInfo.from_json(read_json(path), str(path))
+
+
+def write_info(directory: str | Path, info: ModelInfo) -> Path:
+    path = Path(directory) / INFO_FILE
+    atomic_write_text(path, json.dumps(info.to_json(), indent=1) + "\n")
+    return path
+
+
+def write_model_folder(directory: str | Path, model: nn.Module, tokenizer: nn.Module, info: ModelInfo,
+                       tokenizer_dir: str | Path | None = None, copy: bool = True) -> Path:
+    """Write a model folder: the transformer, its tokenizer (a copy, or a reference to
+    `tokenizer_dir`) and magvit.json; each file atomically."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    if copy or tokenizer_dir is None:
+        tokenizer.save_pretrained(directory / "tokenizer")
+        reference = "tokenizer"
+    else:
+        reference = str(Path(tokenizer_dir).resolve())
+    write_info(directory, dataclasses.replace(info, tokenizer=reference))
+    return directory
+
+
+def find_model_folder(name: str | Path, revision: str | None = None) -> Path:
+    """The model folder `name` stands for: a path (a model folder, or a run folder holding
+    `model/`), then a shipped checkpoint name, then a Hugging Face Hub id."""
+    given = Path(name).expanduser()
+    for folder in (given, given / "model"):
+        if (folder / INFO_FILE).is_file():
+            return folder
+    if given.is_dir():
+        raise MagvitError(f"{name}: not a model folder (no {INFO_FILE}); `magvit train` writes one as <run_dir>/model")
+    if "/" not in str(name) and (found := shipped.find("checkpoints", str(name))) is not None:
+        if (found / INFO_FILE).is_file():
+            return found
+    if looks_like_hub_id(str(name)):
+        folder = hub_snapshot(str(name), revision)
+        if not (folder / INFO_FILE).is_file():
+            raise MagvitError(f"{name}: the Hub repository holds no {INFO_FILE}; it is not a magvit model folder")
+        return folder
+    known = ", ".join(shipped.names("checkpoints"))
+    raise MagvitError(f"checkpoint '{name}' not found: no such folder, no shipped checkpoint of that name"
+                      + (f" (shipped: {known})" if known else "") + ", and not a Hub id (owner/name)")
+
+
+def load_model_folder(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, ModelInfo]:
+    """(transformer, tokenizer, info) of a model folder, both models in eval mode on `device`."""
+    from magvit.tokenizers import Tokenizer
+    from magvit.transformer import MaskedTransformer
+
+    info = read_info(directory)
+    tokenizer_dir = directory / info.tokenizer  # a relative name, or an absolute path
+    model = MaskedTransformer.from_pretrained(directory, device=device).eval()
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir, device=device).eval()
+    if tokenizer.codebook_size != model.config.codebook_size:
+        raise MagvitError(f"{tokenizer_dir}: tokenizer has {tokenizer.codebook_size} codes, the transformer in "
+                          f"{directory} {model.config.codebook_size}")
+    return model, tokenizer, info
+
+
+# ---------------------------------------------------------------------------------------------
+# Model card
+
+
+SCORES = {  # summary.json key -> how the card names it
+    "tokenizer_psnr": "tokenizer PSNR on held-out clips (dB)",
+    "class_accuracy": "class accuracy of class-conditional samples (project digit classifier)",
+    "class_accuracy_chance": "  chance",
+    "fp_psnr": "frame prediction PSNR (dB)",
+    "fp_copy_last_psnr": "  copy-last-frame baseline (dB)",
+    "fi_psnr": "frame interpolation PSNR (dB)",
+    "masked_token_ce": "held-out masked-token cross-entropy (nats)",
+    "unigram_entropy": "  unigram baseline (nats)",
+    "total_s": "training + scoring time (s)",
+}
+
+
+def model_card(name: str, model: nn.Module, tokenizer: nn.Module, info: ModelInfo,
+               summary: Mapping[str, Any] | None = None) -> str:
+    """README.md of a model folder: what it is, how it was trained, its scores, how to load it."""
+    t, h, w = info.clip
+    cfg, tok = model.config, tokenizer.config
+    quantizer = getattr(getattr(tok, "quantizer", None), "name", "?")
+    lines = [
+        "---", "library_name: magvit", "tags: [video-generation, masked-generative-transformer, maskgit, magvit]",
+        "---",
+        "", f"# {name}", "",
+        f"A masked generative video transformer (MaskGIT's MVTM with MAGVIT's COMMIT conditioning) and its "
+        f"{tok.name} tokenizer ({quantizer} quantizer, {tokenizer.codebook_size} codes), made with "
+        f"[magvit](https://pypi.org/project/magvit/). It works on {t} frames of {h}x{w} pixels "
+        f"({info.fps:g} fps), {'x'.join(map(str, info.grid or ()))} tokens per clip.",
+        "", "## Training", "",
+        f"- tasks: {', '.join(info.tasks)}"
+        + (f" (options: {to_dict(info.task_options)})" if info.task_options else ""),
+        f"- classes: {info.num_classes}" + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
+        f"- transformer: {cfg.layers} layers, width {cfg.width}, {cfg.heads} heads, conditioning "
+        f"{cfg.conditioning}; {sum(p.numel() for p in model.parameters()):,} parameters",
+        f"- condition rule: {info.condition_rule}; steps: {info.trained_steps}; weights: {info.weights}",
+    ]
+    if info.data:
+        data = ", ".join(f"{k}: {v}" for k, v in to_dict(info.data).items())
+        lines.append(f"- data: {data}")
+    scores = [(label, summary[key]) for key, label in SCORES.items() if summary and summary.get(key) is not None]
+    if scores:
+        lines += ["", "## Scores (summary.json)", "", "| | |", "|---|---:|"]
+        lines += [f"| {label} | {value:.4g} |" if isinstance(value, float) else f"| {label} | {value} |"
+                  for label, value in scores]
+    lines += [
+        "", "## Use", "", "```python", "from magvit import MagvitPipeline", "",
+        f'pipe = MagvitPipeline.from_pretrained("{name}")',
+        "videos = pipe.generate(classes=[0, 1], steps=12)  # (2, 3, T, H, W) in [-1, 1]"
+        if "cg" in info.tasks else "videos = pipe.generate(num=2, steps=12)  # (2, 3, T, H, W) in [-1, 1]",
+        'pipe.save(videos, "samples.gif")', "```", "",
+        f"or `magvit generate --checkpoint {name} --out samples.gif` on the command line.", "",
+    ]
+    return "\n".join(lines)

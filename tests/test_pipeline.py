@@ -1,0 +1,150 @@
+"""MagvitPipeline: from_pretrained (folder, run folder, Hub id without downloading), every task method
+returns (N, 3, T, H, W) in [-1, 1], the command line gives the same samples, save_pretrained writes a
+model card and reloads; ModelInfo reads older folders; tokenizers and transformers from_pretrained."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from magvit import MagvitPipeline
+from magvit.cli import main
+from magvit.errors import MagvitError
+from magvit.release import ModelInfo, read_info, write_model_folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """An untrained model folder: causal3d tiny (9x16x16 clips -> 3x4x4 tokens), tiny transformer,
+    10 classes, trained tasks cg, fp, fi, ipc; and a summary.json."""
+    from magvit.tokenizers import build_tokenizer
+    from magvit.transformer import build_transformer
+
+    root = tmp_path_factory.mktemp("pipeline")
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer("causal3d", "tiny")
+    model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(3, 4, 4))
+    info = ModelInfo(tasks=("cg", "fp", "fi", "ipc"), task_options={"fp": {"cond_frames": 5}}, num_classes=10,
+                     grid=(3, 4, 4), frames=9, size=(16, 16), fps=6.0, condition_rule="any")
+    write_model_folder(root / "run" / "model", model, tokenizer, info)
+    (root / "run" / "model" / "summary.json").write_text(json.dumps({"tokenizer_psnr": 12.5, "class_accuracy": 0.25}))
+    return root / "run" / "model"
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    return MagvitPipeline.from_pretrained(folder.parent)  # a run folder means its model/
+
+
+def _check(videos, n, frames=9):
+    assert videos.shape == (n, 3, frames, 16, 16) and videos.dtype == torch.float32
+    assert videos.min() >= -1 and videos.max() <= 1
+
+
+def test_every_task_method_returns_videos_in_range(pipe):
+    fast = dict(steps=2, seed=1)
+    clip = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    _check(pipe.generate(classes=[3, 7], num=3, **fast), 3)
+    _check(pipe.generate(**fast), 1)
+    _check(pipe.predict(clip, num=2, **fast), 2)
+    _check(pipe.predict(clip[0, :, :5], cond_frames=5, **fast), 1)  # (3, T, H, W), 5 frames: the rest repeats
+    _check(pipe.interpolate(torch.cat([clip, clip]), **fast), 2)  # two inputs, one sample each
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:12, 4:12] = True
+    _check(pipe.inpaint(clip, box=(4, 4, 8, 8), **fast), 1)
+    _check(pipe.inpaint(clip, **fast), 1)  # ipc: the model's own central region
+    _check(pipe.outpaint(clip, mask=mask, **fast), 1)
+    _check(pipe.edit(clip[0, :, 0], classes=[5], box=(0, 0, 8, 8), **fast), 1, frames=1)  # an image (3, H, W)
+
+
+def test_the_same_seed_gives_the_same_samples_and_inputs_are_checked(pipe):
+    a = pipe.generate(classes=[1, 2], num=4, batch_size=3, steps=2, seed=5)
+    b = pipe.generate(classes=[1, 2], num=4, batch_size=3, steps=2, seed=5)
+    assert torch.equal(a, b)
+    with pytest.raises(MagvitError, match="decoding options"):
+        pipe.generate(stepz=3)
+    with pytest.raises(MagvitError, match="16x16"):
+        pipe.predict(torch.zeros(1, 3, 9, 32, 32))
+    with pytest.raises(MagvitError, match="classes 0 to 9"):
+        pipe.generate(classes=[10])
+
+
+def test_the_command_line_gives_the_pipelines_samples(folder, pipe, tmp_path):
+    from magvit.media import make_grid, to_uint8
+
+    args = ["generate", "--checkpoint", str(folder), "--class", "3", "--class", "5", "--num", "3", "--batch-size",
+            "2", "--steps", "2", "--seed", "1", "--device", "cpu", "--out", str(tmp_path / "g.png")]
+    assert main(args) == 0
+    with Image.open(tmp_path / "g.png") as image:
+        written = np.asarray(image.convert("RGB"))
+    videos = pipe.generate(classes=[3, 5], num=3, batch_size=2, steps=2, seed=1)
+    assert np.array_equal(written, to_uint8(make_grid(videos[:, :, :1]))[0])
+
+
+def test_save_helpers_and_save_pretrained_with_a_model_card(folder, pipe, tmp_path):
+    videos = pipe.generate(num=2, steps=2)
+    for name in ("s.gif", "s.mp4", "s.png"):
+        assert pipe.save(videos, tmp_path / name).is_file()
+    out = pipe.save_pretrained(tmp_path / "mine")
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "magvit.json", "tokenizer",
+                                                "README.md", "summary.json"}
+    card = (out / "README.md").read_text()
+    assert "tokenizer PSNR on held-out clips (dB) | 12.5" in card and 'MagvitPipeline.from_pretrained("mine")' in card
+    again = MagvitPipeline.from_pretrained(out)
+    assert again.info == pipe.info
+    assert torch.equal(again.generate(classes=[2], steps=2, seed=3), pipe.generate(classes=[2], steps=2, seed=3))
+
+
+def test_a_hub_id_goes_through_snapshot_download(folder, monkeypatch):
+    """Nothing is downloaded: snapshot_download is replaced by a function returning the local folder."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake(repo_id, revision=None, **kwargs):
+        calls.append((repo_id, revision))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    pipe = MagvitPipeline.from_pretrained("someone/digits-model", revision="v1")
+    assert calls == [("someone/digits-model", "v1")] and pipe.info.tasks == ("cg", "fp", "fi", "ipc")
+
+    def offline(repo_id, revision=None, **kwargs):
+        raise huggingface_hub.errors.LocalEntryNotFoundError("no connection")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(MagvitError, match="someone/other: no such local folder"):
+        MagvitPipeline.from_pretrained("someone/other")
+
+
+def test_model_info_reads_older_folders_and_keeps_unknown_keys(folder, tmp_path):
+    shutil.copytree(folder, tmp_path / "old")
+    raw = json.loads((tmp_path / "old" / "magvit.json").read_text())
+    for key in ("condition_rule", "grid", "weights", "data"):
+        raw.pop(key, None)
+    raw["future_key"] = {"a": 1}
+    (tmp_path / "old" / "magvit.json").write_text(json.dumps(raw))
+    info = read_info(tmp_path / "old")
+    assert info.condition_rule == "all" and info.grid is None and info.extra == {"future_key": {"a": 1}}
+    assert info.clip == (9, 16, 16) and info.options("fp") == {"cond_frames": 5}
+    assert info.to_json()["future_key"] == {"a": 1} and ModelInfo.from_json(info.to_json()) == info
+    raw["frames"] = "nine"
+    (tmp_path / "old" / "magvit.json").write_text(json.dumps(raw))
+    with pytest.raises(MagvitError, match="key 'frames': must be an integer"):
+        read_info(tmp_path / "old")
+
+
+def test_tokenizer_and_transformer_from_pretrained(folder):
+    from magvit.tokenizers import Causal3d, Tokenizer, VQ3d
+    from magvit.transformer import MaskedTransformer
+
+    assert isinstance(Tokenizer.from_pretrained(folder / "tokenizer"), Causal3d)
+    with pytest.raises(MagvitError, match="not a VQ3d"):
+        VQ3d.from_pretrained(folder / "tokenizer")
+    model = MaskedTransformer.from_pretrained(folder)
+    assert model.config.num_classes == 10
+    with pytest.raises(MagvitError, match="checkpoint 'nope' not found"):
+        MagvitPipeline.from_pretrained("nope")
