@@ -451,4 +451,5 @@ def plot(study: StudyConfig, report: dict[str, Any], path: Path) -> Path:
 def study_summary(name: str) -> str:
     """One line for `--list`."""
     raw = read_yaml(find_study(name))
-    return f"{name:<12} {raw.get('paper', '')}: {raw.get('claim', '')}"
+    arms, seeds = len(raw.get("arms", [])), len(raw.get("seeds", (0, 1, 2)))
+    return f"{name:<12} {arms:>2} arms x {seeds} seed(s)  {raw.get('paper', '')}"
