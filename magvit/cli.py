@@ -58,7 +58,8 @@ def _config_show_args(p: argparse.ArgumentParser) -> None:
 @command("show", "print a config with its defaults and overrides resolved", group="config")
 @arguments(_config_show_args)
 def config_show(args: argparse.Namespace) -> None:
-    from magvit.config import load_config, to_yaml
+    from magvit.config import to_yaml
+    from magvit.kinds import load_config
 
     print(to_yaml(load_config(args.config, args.overrides)), end="")
 
@@ -83,9 +84,9 @@ def _data_preview_args(p: argparse.ArgumentParser) -> None:
 def data_preview(args: argparse.Namespace) -> None:
     import torch
 
-    import magvit.kinds  # noqa: F401
-    from magvit.config import CONFIG_KINDS, apply_overrides, from_dict, load_config, parse_overrides
-    from magvit.data import DATASETS, build_dataset
+    from magvit.config import apply_overrides, from_dict, parse_overrides
+    from magvit.data import DATASETS, DataConfig, build_dataset
+    from magvit.kinds import load_config
     from magvit.media import make_grid, write_image_grid, write_video
 
     if args.name.endswith((".yaml", ".yml")):
@@ -94,7 +95,7 @@ def data_preview(args: argparse.Namespace) -> None:
         DATASETS[args.name]  # one clear line for an unknown name
         overrides = parse_overrides(args.overrides)
         raw = apply_overrides({"kind": "data", "dataset": {"name": args.name}}, overrides, "command line")
-        cfg = from_dict(CONFIG_KINDS["data"].config, raw, source="command line", overrides=list(overrides))
+        cfg = from_dict(DataConfig, raw, source="command line", overrides=list(overrides))
     if args.num < 1:
         raise MagvitError(f"--num must be at least 1, got {args.num}")
     dataset = build_dataset(cfg.dataset)
@@ -124,7 +125,7 @@ def _train_tokenizer_args(p: argparse.ArgumentParser) -> None:
 @command("train-tokenizer", "train a tokenizer (VQGAN, 3D-VQ, causal LFQ) with accelerate")
 @arguments(_train_tokenizer_args)
 def train_tokenizer(args: argparse.Namespace) -> None:
-    from magvit.config import load_config
+    from magvit.kinds import load_config
     from magvit.training.tokenizer import train_tokenizer
 
     train_tokenizer(load_config(args.config, args.overrides, expect="train_tokenizer"), resume=args.resume)
@@ -267,7 +268,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", "train a masked transformer (MaskGIT MVTM, MAGVIT COMMIT, multi-task) with accelerate")
 @arguments(_train_args)
 def train(args: argparse.Namespace) -> None:
-    from magvit.config import load_config
+    from magvit.kinds import load_config
     from magvit.training.transformer import train_transformer
 
     train_transformer(load_config(args.config, args.overrides, expect="train_transformer"), resume=args.resume)
@@ -287,7 +288,7 @@ def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
 def extract_tokens(args: argparse.Namespace) -> None:
     import torch
 
-    from magvit.config import load_config
+    from magvit.kinds import load_config
     from magvit.training.tokens import extract_tokens
 
     cfg = load_config(args.config, args.overrides, expect="train_transformer")
@@ -417,7 +418,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 @command("run", "run a whole recipe from one YAML: tokenizer, transformer, samples and scores")
 @arguments(_run_args)
 def run(args: argparse.Namespace) -> None:
-    from magvit.config import load_config
+    from magvit.kinds import load_config
     from magvit.quickstart import run_quickstart
 
     run_quickstart(load_config(args.config, args.overrides, expect="quickstart"))
@@ -468,13 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for (group, name), (add_args, run, help) in COMMANDS.items():
+        listed = help.replace("%", "%%")  # argparse %-formats a subcommand's help ("95% intervals")
         if group is None:
-            sub = top.add_parser(name, help=help, description=help)
+            sub = top.add_parser(name, help=listed, description=help)
         else:
             if group not in groups:
                 group_parser = top.add_parser(group, help=f"{group} commands")
                 groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-            sub = groups[group].add_parser(name, help=help, description=help)
+            sub = groups[group].add_parser(name, help=listed, description=help)
         add_args(sub)
         sub.set_defaults(run=run)
     return parser

@@ -1,7 +1,8 @@
 """Experiment configs: YAML loaded into frozen, typed dataclasses, strictly.
 
 A config file names its kind at the top (`kind: data`, `kind: train_tokenizer`, ...); the kind
-picks the root dataclass from `CONFIG_KINDS`. Every key is checked against the dataclass fields:
+picks the root dataclass from the table in `magvit.kinds` (this module knows none of them: a
+caller that knows its dataclass loads with `load_as`). Every key is checked against the dataclass fields:
 an unknown key, a wrong type, a missing required field or a missing file raises `ConfigError`
 with ONE line naming the key and the file. `key=value` overrides (dotted for nested keys, values
 parsed as YAML) are applied to the raw mapping before validation, so they get the same checks.
@@ -30,7 +31,7 @@ from magvit.registry import Registry
 
 T = TypeVar("T")
 
-# kind name -> root config dataclass (each has a `kind: str` field)
+# kind name -> root config dataclass (each has a `kind: str` field); magvit.kinds fills it, from one table
 CONFIG_KINDS: Registry[Any] = Registry("config kind")
 
 
@@ -253,22 +254,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | None = None) -> Any:
-    """Read a YAML config, apply `key=value` overrides, validate it against its kind's dataclass."""
-    import magvit.kinds  # noqa: F401  (fills CONFIG_KINDS and the family registries)
-
+def load_as(cls: type[T], path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> T:
+    """Read a YAML config of dataclass `cls`, apply `key=value` overrides (strings, or a parsed
+    mapping of dotted keys), validate it; a `kind:` other than the dataclass's is one line."""
     source = str(path)
-    parsed = parse_overrides(overrides)
+    parsed = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
     data = apply_overrides(read_yaml(path), parsed, source)
-    kind = data.get("kind")
-    if kind is None:
-        raise ConfigError(f"{source}: key 'kind': missing required key (one of: {', '.join(CONFIG_KINDS.names())})")
-    if kind not in CONFIG_KINDS:
-        kinds = ", ".join(CONFIG_KINDS.names())
-        raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {kinds})")
-    if expect is not None and kind != expect:
-        raise ConfigError(f"{source}: key 'kind': this command takes a '{expect}' config, got '{kind}'")
-    return from_dict(CONFIG_KINDS[kind].config, data, source, overrides=list(parsed))
+    expected = next((f.default for f in dataclasses.fields(cls) if f.name == "kind"), None)
+    if expected is not None and data.get("kind", expected) != expected:
+        raise ConfigError(f"{source}: key 'kind': this command takes a '{expected}' config, got '{data.get('kind')}'")
+    return from_dict(cls, data, source, overrides=list(parsed))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,56 @@
-"""Imports every module that registers a config kind or a family member, so that the registries
-(`CONFIG_KINDS`, `DATASETS`, `TOKENIZERS`, `QUANTIZERS`, `TASKS`, `MASK_SCHEDULES`) are complete."""
+"""Config kinds: the one table from a config file's `kind:` to the frozen dataclass it loads into.
 
-import magvit.data  # noqa: F401
-import magvit.quickstart  # noqa: F401
-import magvit.reproduce  # noqa: F401
-import magvit.sampling  # noqa: F401
-import magvit.schedules  # noqa: F401
-import magvit.tasks  # noqa: F401
-import magvit.tokenizers  # noqa: F401
-import magvit.training.tokenizer  # noqa: F401
-import magvit.training.transformer  # noqa: F401
+    data               DataConfig              a dataset (`magvit data preview`)
+    train_tokenizer    TokenizerTrainConfig    `magvit train-tokenizer`
+    train_transformer  TransformerTrainConfig  `magvit train`, `magvit extract-tokens`
+    sample             SampleConfig            `magvit generate | predict | ...`
+    quickstart         QuickstartConfig        `magvit quickstart`, `magvit run`
+    study              StudyConfig             `magvit reproduce`
+
+This module sits above every module that defines a kind (it imports them all) and below the CLI:
+`load_config` here reads a YAML of any kind; a caller that knows its kind loads with
+`magvit.config.load_as` and needs no table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from magvit.config import CONFIG_KINDS, ConfigError, load_as, read_yaml
+from magvit.data import DataConfig
+from magvit.quickstart import QuickstartConfig
+from magvit.reproduce.study import StudyConfig
+from magvit.sampling import SampleConfig
+from magvit.training.tokenizer import TokenizerTrainConfig
+from magvit.training.transformer import TransformerTrainConfig
+
+KINDS: tuple[tuple[str, type, str], ...] = (
+    ("data", DataConfig, "a dataset"),
+    ("train_tokenizer", TokenizerTrainConfig, "train a tokenizer"),
+    ("train_transformer", TransformerTrainConfig, "train a masked transformer"),
+    ("sample", SampleConfig, "sampling settings"),
+    ("quickstart", QuickstartConfig, "train a tokenizer and a transformer, then sample"),
+    ("study", StudyConfig, "a paper's ablation: arms x seeds"),
+)
+for _name, _cls, _help in KINDS:
+    CONFIG_KINDS.register(_name, _cls, help=_help)(_cls)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | None = None) -> Any:
+    """Read a YAML config of any kind, apply `key=value` overrides, validate it against its kind's
+    dataclass; `expect` names the kind a command takes."""
+    source = str(path)
+    kind = read_yaml(path).get("kind")
+    for item in overrides:  # `kind=...` on the command line picks the kind too
+        if item.startswith("kind="):
+            kind = item.split("=", 1)[1]
+    if kind is None:
+        raise ConfigError(f"{source}: key 'kind': missing required key (one of: {', '.join(CONFIG_KINDS.names())})")
+    if kind not in CONFIG_KINDS:
+        kinds = ", ".join(CONFIG_KINDS.names())
+        raise ConfigError(f"{source}: key 'kind': unknown config kind {kind!r} (one of: {kinds})")
+    if expect is not None and kind != expect:
+        raise ConfigError(f"{source}: key 'kind': this command takes a '{expect}' config, got '{kind}'")
+    return load_as(CONFIG_KINDS[kind].config, path, overrides)

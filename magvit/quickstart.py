@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from magvit.bench.digits import Recipe
-from magvit.config import CONFIG_KINDS, from_dict, save_config
+from magvit.config import from_dict, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text
@@ -56,10 +56,6 @@ class QuickstartConfig:
     transformer: TransformerTrainConfig
     report: ReportConfig = ReportConfig()
 
-
-CONFIG_KINDS.register("quickstart", QuickstartConfig, help="train a tokenizer and a transformer, then sample")(
-    QuickstartConfig
-)
 
 # digits start at the centre (MovingDigits `start`) and drift at 0.25-0.5 px per frame: the first frame of
 # a class then looks alike in every clip, and the later latent frames (4 frames each) stay close to it, so

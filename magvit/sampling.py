@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from magvit.config import CONFIG_KINDS, apply_overrides, from_dict, read_yaml, save_config
+from magvit.config import apply_overrides, from_dict, read_yaml, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
 from magvit.pipeline import FAMILIES, MagvitPipeline, save_videos
@@ -54,9 +54,6 @@ class SampleConfig:
     out: str = "samples"  # a folder, or one file (.mp4 / .gif / .png)
     fps: float | None = None  # default: the model's
     device: str = "auto"  # auto: cuda if available
-
-
-CONFIG_KINDS.register("sample", SampleConfig, help="sampling settings")(SampleConfig)
 
 
 def sample_settings(command: str, config: str | None = None, overrides: Mapping[str, Any] | None = None,

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import magvit.kinds  # noqa: F401
-from magvit.config import CONFIG_KINDS, load_config, parse_overrides, save_config, to_dict
+from magvit.config import CONFIG_KINDS, load_as, parse_overrides, save_config, to_dict
 from magvit.errors import ConfigError
+from magvit.kinds import KINDS, load_config
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 
@@ -51,7 +51,6 @@ GOOD = "kind: data\ndataset:\n  name: moving_digits\n  frames: 8\n"
         ("dataset: {name: moving_digits}\n", [], "kind", "missing required key"),
         ("kind: nope\n", [], "kind", "unknown config kind"),
         (GOOD, ["dataset.frames.x=1"], "dataset.frames.x", "not a section"),
-        (GOOD, ["loader.batch_size=[1]"], "loader.batch_size", "integer"),
     ],
 )
 def test_mistakes_name_the_key_and_the_file(tmp_path, text, overrides, key, words):
@@ -73,8 +72,8 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_overrides_are_typed_and_nested(tmp_path):
-    cfg = load_config(_write(tmp_path, GOOD), ["dataset.frames=4", "dataset.speed=[0.5, 2]", "loader.batch_size=3"])
-    assert cfg.dataset.frames == 4 and cfg.dataset.speed == (0.5, 2.0) and cfg.loader.batch_size == 3
+    cfg = load_config(_write(tmp_path, GOOD), ["dataset.frames=4", "dataset.speed=[0.5, 2]"])
+    assert cfg.dataset.frames == 4 and cfg.dataset.speed == (0.5, 2.0)
     assert isinstance(cfg.dataset.speed[0], float)
     assert parse_overrides(["a.b=null", "c=x=y"]) == {"a.b": None, "c": "x=y"}
 
@@ -89,4 +88,13 @@ def test_switching_the_registered_name_switches_the_schema(tmp_path):
 def test_to_dict_is_plain_data(tmp_path):
     plain = to_dict(load_config(_write(tmp_path, GOOD)))
     assert plain["dataset"]["name"] == "moving_digits" and isinstance(plain["dataset"]["speed"], list)
-    assert set(plain) == {"kind", "dataset", "loader"} and "data" in CONFIG_KINDS
+    assert set(plain) == {"kind", "dataset"} and "data" in CONFIG_KINDS
+
+
+def test_the_kinds_table_is_the_registry_and_load_as_needs_no_table(tmp_path):
+    assert [(name, CONFIG_KINDS[name].config) for name, _, _ in KINDS] == [(n, c) for n, c, _ in KINDS]
+    assert sorted(CONFIG_KINDS.names()) == sorted(name for name, _, _ in KINDS)
+    data_config = CONFIG_KINDS["data"].config
+    assert load_as(data_config, _write(tmp_path, GOOD), ["dataset.frames=3"]).dataset.frames == 3
+    with pytest.raises(ConfigError, match="takes a 'data' config, got 'sample'"):
+        load_as(data_config, _write(tmp_path, "kind: sample\ncheckpoint: x\n"))

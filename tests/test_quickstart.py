@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from magvit.config import load_config, to_dict
+from magvit.config import to_dict
+from magvit.kinds import load_config
 from magvit.quickstart import quickstart_config, run_quickstart
 
 ROOT = Path(__file__).parents[1]

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import magvit.kinds  # noqa: F401
 from magvit.data import DATASETS
 from magvit.errors import ConfigError
 from magvit.registry import Registry

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from magvit.cli import main
-from magvit.config import load_config
+from magvit.kinds import load_config
 from magvit.pipeline import FAMILIES, PROMPTS
 from magvit.release import ModelInfo, write_model_folder
 from magvit.tasks import TASKS

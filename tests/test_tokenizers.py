@@ -241,8 +241,8 @@ def test_either_placement_is_causal_with_the_same_bounds(placements, placement, 
 
 
 def test_a_wrong_placement_is_one_clear_error(tmp_path):
-    from magvit.config import load_config
     from magvit.errors import ConfigError
+    from magvit.kinds import load_config
     from magvit.tokenizers import Causal3d, Causal3dConfig
 
     config = tmp_path / "c.yaml"

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from magvit.cli import main
-from magvit.config import load_config
 from magvit.errors import MagvitError
+from magvit.kinds import load_config
 from magvit.tokenizers import Tokenizer
 from magvit.training.tokenizer import train_tokenizer
 

@@ -14,8 +14,9 @@ import yaml
 from safetensors.torch import load_file
 
 from magvit.cli import main
-from magvit.config import from_dict, load_config
+from magvit.config import from_dict
 from magvit.errors import MagvitError
+from magvit.kinds import load_config
 from magvit.training.tokens import TokenCache, extract_tokens, open_token_source
 from magvit.training.transformer import (
     TransformerLossConfig,

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from magvit.config import CONFIG_KINDS, registry_field, save_config
+from magvit.config import registry_field, save_config
 from magvit.data import DATASETS, build_dataloader, build_dataset
 from magvit.errors import MagvitError
 from magvit.tokenizers import TOKENIZERS, Tokenizer
@@ -85,9 +85,6 @@ class TokenizerTrainConfig:
     inflate_from: str | None = None  # a saved vqgan2d folder to inflate a vq3d from (MAGVIT 3.1)
     inflate_mode: Literal["central", "average"] = "central"
     fps: float = 8.0
-
-
-CONFIG_KINDS.register("train_tokenizer", TokenizerTrainConfig, help="train a tokenizer")(TokenizerTrainConfig)
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool = False) -> dict[str, float]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from magvit.config import CONFIG_KINDS, registry_field, save_config, to_dict
+from magvit.config import registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
 from magvit.release import ModelInfo, write_model_folder
@@ -106,11 +106,6 @@ class TransformerTrainConfig:
     preview: PreviewConfig = PreviewConfig()
     copy_tokenizer: bool = True  # the release folder holds a copy of the tokenizer (else its path)
     fps: float = 8.0
-
-
-CONFIG_KINDS.register("train_transformer", TransformerTrainConfig, help="train a masked transformer")(
-    TransformerTrainConfig
-)
 
 
 def check_config(cfg: TransformerTrainConfig) -> None:
