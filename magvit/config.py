@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from magvit import shipped
 from magvit.errors import ConfigError
 from magvit.fileio import atomic_write_text
 from magvit.registry import Registry
@@ -237,8 +238,19 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any], source: 
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def find_config(path: str | Path) -> Path:
+    """`path` as given; else, for `configs/...` (the shipped configs the README names), the shipped
+    copy (magvit.shipped: the checkout's, then the installed package's), so the README's commands
+    run from any folder after a non-editable install."""
     path = Path(path)
+    if path.is_file() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    found = shipped.find("configs", Path(*path.parts[1:]).as_posix()) if len(path.parts) > 1 else None
+    return found if found is not None and found.is_file() else path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = find_config(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:

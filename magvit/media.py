@@ -2,8 +2,12 @@
 
 One writer for both video formats: imageio. It writes GIF through Pillow and MP4 through
 imageio-ffmpeg, whose wheel ships its own ffmpeg binary (libx264), so no system ffmpeg is needed
-and the same call works on a laptop, a cluster node and CI. Reading goes through decord, the
-loader used for training data, so what a test reads back is what training would see.
+and the same call works on a laptop, a cluster node and CI. Reading goes through `open_video`, the
+reader training data uses too, so what a test reads back is what training would see: decord where
+it is installed (its wheels cover x86-64 Linux, Windows and Intel macOS), else PyAV (aarch64 Linux
+such as GH200 nodes, Apple silicon). Both give the same clip semantics: `len(reader)` frames,
+`get_batch(indices)` -> (N, H, W, 3) uint8 by frame index in presentation order, `fps`. The
+environment variable MAGVIT_VIDEO_READER=decord|pyav picks one.
 
 Tensors in this module are float videos (3, T, H, W) or batches (N, 3, T, H, W) in [-1, 1].
 """
@@ -106,19 +110,141 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def open_video(path: str | Path):
-    """A decord VideoReader for `path`, opened without decord's own error output (it raises instead)."""
-    import decord
+VIDEO_READERS = ("decord", "pyav")
 
-    decord.logging.set_level(decord.logging.QUIET)
-    with native_stderr_silenced():
-        return decord.VideoReader(str(path), num_threads=1)
+
+class VideoReadError(RuntimeError):
+    """A file that the reader cannot decode (not a video, truncated, no video stream)."""
+
+
+def video_reader_name() -> str:
+    """MAGVIT_VIDEO_READER if set, else decord when it imports, else pyav."""
+    chosen = os.environ.get("MAGVIT_VIDEO_READER", "").strip().lower()
+    if chosen:
+        if chosen not in VIDEO_READERS:
+            raise MagvitError(f"MAGVIT_VIDEO_READER must be one of {', '.join(VIDEO_READERS)}, got {chosen!r}")
+        return chosen
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return "pyav"
+    return "decord"
+
+
+class DecordReader:
+    """decord's VideoReader, opened and read without decord's own C++ error output."""
+
+    def __init__(self, path: str | Path):
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+        try:
+            with native_stderr_silenced():
+                self._reader = decord.VideoReader(str(path), num_threads=1)
+        except (decord.DECORDError, RuntimeError) as e:  # decord raises either for a corrupt file
+            raise VideoReadError(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    @property
+    def fps(self) -> float:
+        return float(self._reader.get_avg_fps())
+
+    def get_batch(self, indices: list[int]) -> np.ndarray:
+        import decord
+
+        try:
+            with native_stderr_silenced():
+                return self._reader.get_batch(list(indices)).asnumpy()
+        except (decord.DECORDError, RuntimeError) as e:
+            raise VideoReadError(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+
+
+class PyAVReader:
+    """The same interface over PyAV (FFmpeg's libraries). Frames are decoded in order, so any index
+    gives the frame decord gives; reading on from the last batch continues the decoder, an earlier
+    index reopens the file."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._container, self._frames, self._next = None, None, 0
+        self._open()
+        stream = self._container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        self._fps = float(rate) if rate else 0.0
+        count = stream.frames  # from the container's index; 0 when it does not say
+        self._length = count if count > 0 else sum(1 for packet in self._container.demux(stream) if packet.size)
+        self._open()  # counting packets consumed the demuxer
+
+    def _open(self) -> None:
+        import av
+
+        self.close()
+        try:
+            self._container = av.open(self.path)
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise VideoReadError(str(e).splitlines()[0][:120]) from None
+        if not self._container.streams.video:
+            self.close()
+            raise VideoReadError("no video stream")
+        self._frames, self._next = self._container.decode(self._container.streams.video[0]), 0
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames = None, None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def get_batch(self, indices: list[int]) -> np.ndarray:
+        import av
+
+        wanted = set(indices)
+        if not wanted:
+            raise VideoReadError("no frame index given")
+        first, last = min(wanted), max(wanted)
+        if first < 0 or last >= self._length:
+            raise VideoReadError(f"frame index out of range [0, {self._length})")
+        if self._frames is None or first < self._next:
+            self._open()
+        frames: dict[int, np.ndarray] = {}
+        try:
+            while self._next <= last:
+                frame = next(self._frames)
+                if self._next in wanted:
+                    frames[self._next] = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                self._next += 1
+        except StopIteration:
+            raise VideoReadError(f"the stream ends before frame {self._next} (truncated?)") from None
+        except (av.FFmpegError, ValueError) as e:
+            raise VideoReadError(str(e).splitlines()[0][:120]) from None
+        return np.stack([frames[i] for i in indices])
+
+
+def open_video(path: str | Path, reader: str | None = None) -> DecordReader | PyAVReader:
+    """A reader for `path` (`video_reader_name()` unless `reader` names one); VideoReadError if the
+    file cannot be decoded."""
+    name = reader or video_reader_name()
+    if name == "decord":
+        return DecordReader(path)
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise MagvitError("reading videos needs decord or PyAV: pip install av") from None
+    return PyAVReader(path)
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
-    """Read a video with decord -> ((3, T, H, W) float in [-1, 1], fps). One clear error if unreadable."""
-    import decord
-
+    """Read a video -> ((3, T, H, W) float in [-1, 1], fps). One clear error if unreadable."""
     path = Path(path)
     if not path.is_file():
         raise MagvitError(f"{path}: video file not found")
@@ -127,8 +253,8 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
         count = len(reader) if max_frames is None else min(len(reader), max_frames)
         if count == 0:
             raise MagvitError(f"{path}: the video has no frames")
-        frames = reader.get_batch(list(range(count))).asnumpy()
-        fps = float(reader.get_avg_fps())
-    except (decord.DECORDError, RuntimeError) as e:  # decord raises either for a corrupt file
-        raise MagvitError(f"{path}: cannot decode video ({str(e).splitlines()[0][:120]})") from None
+        frames = reader.get_batch(list(range(count)))
+        fps = reader.fps
+    except VideoReadError as e:
+        raise MagvitError(f"{path}: cannot decode video ({e})") from None
     return from_uint8(frames), fps

@@ -127,6 +127,22 @@ def test_video_folder_skips_bad_files_and_counts_them(video_dir):
     assert [ds[i]["label"] for i in range(2)] == [0, 1]
 
 
+def test_video_folder_reads_the_same_clips_with_either_reader(video_dir, monkeypatch):
+    """decord where it installs, PyAV elsewhere (aarch64 Linux, Apple silicon): the same files are
+    usable, skipped for the same reasons, and give the same clips."""
+    pytest.importorskip("decord")
+    pytest.importorskip("av")
+    seen = {}
+    for reader in ("decord", "pyav"):
+        monkeypatch.setenv("MAGVIT_VIDEO_READER", reader)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = VideoFolder(video_dir, frames=5, size=32, stride=2, seed=3)
+        seen[reader] = (sorted((p.name, r) for p, r in ds.skipped), torch.stack([ds[i]["video"] for i in range(2)]))
+    assert seen["decord"][0] == seen["pyav"][0]
+    assert (seen["decord"][1] - seen["pyav"][1]).abs().max() <= 4 / 127.5
+
+
 def test_video_folder_random_clips_depend_on_seed_and_epoch(video_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -35,12 +35,12 @@ def source_path(source: str) -> Path:
 @functools.lru_cache(maxsize=12)
 def _decoded(source: str, size: int) -> torch.Tensor:
     """The whole video as (T, size, size, 3) uint8, centre-cropped and resized."""
-    import decord
+    from magvit.media import open_video
 
-    reader = decord.VideoReader(str(source_path(source)), num_threads=1)
+    reader = open_video(source_path(source))
     chunks = []
     for start in range(0, len(reader), 16):  # a 720p clip at full size would need ~1 GB as float
-        frames = torch.from_numpy(reader.get_batch(list(range(start, min(start + 16, len(reader))))).asnumpy())
+        frames = torch.from_numpy(reader.get_batch(list(range(start, min(start + 16, len(reader))))))
         clip = resize_crop(frames, size)  # (3, t, size, size) in [-1, 1]
         chunks.append(((clip + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0))
     return torch.cat(chunks)

@@ -18,7 +18,7 @@ import torch
 
 from magvit.data.base import DATASETS, ClipDataset, resize_crop
 from magvit.errors import MagvitError
-from magvit.media import native_stderr_silenced, open_video
+from magvit.media import VideoReadError, open_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -113,7 +113,8 @@ class VideoFolderConfig:
 
 @DATASETS.register("video_folder", VideoFolderConfig)
 class VideoFolder(_FolderDataset):
-    """Every video under `root`, read with decord: a clip of `frames` frames `stride` apart."""
+    """Every video under `root` (read with decord, or PyAV: magvit.media.open_video): a clip of
+    `frames` frames `stride` apart."""
 
     kind = "video"
 
@@ -138,9 +139,8 @@ class VideoFolder(_FolderDataset):
             length = len(reader)
             if length < self.span:
                 return "too short"
-            with native_stderr_silenced():
-                reader.get_batch([0, length - 1])  # a truncated file fails here, not mid-epoch
-        except Exception:  # decord raises DECORDError or RuntimeError for broken containers
+            reader.get_batch([0, length - 1])  # a truncated file fails here, not mid-epoch
+        except VideoReadError:
             return "unreadable"
         self.lengths[path] = length
         return None
@@ -149,7 +149,7 @@ class VideoFolder(_FolderDataset):
         reader = open_video(path)
         last_start = len(reader) - self.span
         start = int(torch.randint(0, last_start + 1, (), generator=gen)) if self.random_clip else last_start // 2
-        frames = reader.get_batch(list(range(start, start + self.span, self.stride))).asnumpy()
+        frames = reader.get_batch(list(range(start, start + self.span, self.stride)))  # (T, H, W, 3) uint8
         return resize_crop(torch.from_numpy(frames), self.size, gen if self.random_crop else None, self.flip)
 
 
