@@ -132,6 +132,23 @@ def train_tokenizer(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# magvit plot
+
+
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a run folder of train-tokenizer or train (its train.csv and val.csv)")
+    p.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/curves.png)")
+
+
+@command("plot", "draw a training run's loss and metric curves (train.csv, val.csv) as one PNG")
+@arguments(_plot_args)
+def plot(args: argparse.Namespace) -> None:
+    from magvit.plots import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.out)}")
+
+
+# ---------------------------------------------------------------------------------------------
 # magvit bench tokenizers | decode | quality
 
 

@@ -165,8 +165,25 @@ def to_json(table: Table) -> dict[str, Any]:
     }
 
 
+def chart_series(table: Table) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
+    """The bars of a table: a label per row (its first columns, as many as tell the rows apart) and,
+    for every other column holding numbers, (header, a value or None per row)."""
+    columns, rows = table.columns, table.rows
+    keys: list[tuple[str, ...]] = []
+    for count in range(1, len(columns) + 1):
+        keys = [tuple(format_value(r.get(c.key), c.digits) for c in columns[:count]) for r in rows]
+        if len(set(keys)) == len(rows):
+            break
+    number = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    series = [(c.header, [number(r.get(c.key)) for r in rows]) for c in columns[len(keys[0]) if keys else 0 :]]
+    return [", ".join(k) for k in keys], [(h, values) for h, values in series if any(v is not None for v in values)]
+
+
 def write_table(table: Table, out: str | Path | None) -> list[Path]:
-    """Print the table; with `out`, also write <name>.json, .csv and .md there (atomically)."""
+    """Print the table; with `out`, also write <name>.json, .csv and .md there (atomically), and
+    <name>.png: a bar chart per numeric column."""
+    from magvit.plots import bar_chart
+
     print(render_text(table), end="", flush=True)
     if out is None:
         return []
@@ -176,6 +193,9 @@ def write_table(table: Table, out: str | Path | None) -> list[Path]:
     atomic_write_text(paths[0], text + "\n")
     atomic_write_text(paths[1], render_csv(table))
     atomic_write_text(paths[2], render_markdown(table))
+    labels, series = chart_series(table)
+    if labels and series:
+        paths.append(bar_chart(table.title, labels, series, out / f"{table.name}.png"))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return paths
 

@@ -43,6 +43,9 @@ class LoopConfig:
     val_batches: int = 2
     save_every: int = 500
     keep_last: int = 2
+    # accelerate trackers (tensorboard, wandb, trackio, mlflow, ...) that get the scalars of train.csv /
+    # val.csv and the validation previews, besides the CSVs; tensorboard writes into <run_dir>/logs
+    log_with: tuple[str, ...] = ()
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
@@ -79,10 +82,11 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 class CsvLog:
-    """Appends rows of metrics to a CSV file; the columns are fixed by the first row written."""
+    """Appends rows of metrics to a CSV file; the columns are fixed by the first row written. With an
+    `accelerator` whose trackers are started, each row's numbers also go to them as `<prefix>/<key>`."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, accelerator=None, prefix: str = ""):
+        self.path, self.accelerator, self.prefix = path, accelerator, prefix
         self.columns: list[str] | None = None
         if path.is_file() and path.stat().st_size > 0:
             with path.open() as f:
@@ -96,6 +100,10 @@ class CsvLog:
                 csv.writer(f).writerow(self.columns)
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(c, "")) for c in self.columns])
+        if self.accelerator is not None and self.accelerator.trackers:
+            numbers = {f"{self.prefix}/{k}": float(v) for k, v in row.items()
+                       if k != "step" and (torch.is_tensor(v) or type(v) in (int, float))}  # not task names, not ""
+            self.accelerator.log(numbers, step=int(row["step"]))
 
 
 def _fmt(value) -> str:
@@ -117,13 +125,72 @@ def truncate_log(path: Path, step: int) -> None:
         csv.writer(f).writerows(kept)
 
 
-def make_accelerator(mixed_precision: str, grad_accum: int):
-    """An `accelerate.Accelerator`; fp16 on a machine without CUDA is one clear error."""
+# tracker name -> the module it needs (accelerate's own names; see accelerate.tracking)
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow",
+            "comet_ml": "comet_ml", "aim": "aim", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab"}
+
+
+def make_accelerator(mixed_precision: str, grad_accum: int, log_with: tuple[str, ...] = (),
+                     run_dir: Path | None = None):
+    """An `accelerate.Accelerator`; with `log_with`, its trackers log under `run_dir/logs` (start them
+    with `start_trackers`). fp16 without CUDA, an unknown tracker or one that is not installed is one
+    clear error."""
+    import importlib.util
+
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise MagvitError("mixed_precision fp16 needs a CUDA GPU; use bf16 or no on this machine")
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum)
+    for name in log_with:
+        if name not in TRACKERS:
+            raise MagvitError(f"loop.log_with: unknown tracker {name!r} (one of: {', '.join(TRACKERS)})")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            extra = " (or pip install 'magvit[tensorboard]')" if name == "tensorboard" else ""
+            raise MagvitError(f"loop.log_with: {name} is not installed; pip install {TRACKERS[name]}{extra}")
+    tracking = {}
+    if log_with:
+        config = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / "logs"))
+        tracking = {"log_with": list(log_with), "project_config": config}
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum, **tracking)
+
+
+def start_trackers(accelerator, cfg, run_dir: Path, step: int) -> None:
+    """Start the accelerator's trackers with the run's config as hyper-parameters (flat, dotted keys).
+    A resumed run drops the tensorboard events logged after its checkpoint (they are logged again)."""
+    from magvit.config import to_dict
+
+    if not accelerator.log_with:
+        return
+    flat: dict[str, float | int | str | bool] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", to_dict(cfg))
+    kwargs = {"tensorboard": {"purge_step": step}} if step else {}
+    accelerator.init_trackers("magvit", config=flat, init_kwargs={**kwargs, "wandb": {"name": Path(run_dir).name}})
+
+
+def log_preview(accelerator, tag: str, video: torch.Tensor, step: int, fps: float) -> None:
+    """A validation preview (3, T, H, W) in [-1, 1] to the trackers: tensorboard gets its frames as
+    images, wandb a video; other trackers get the scalars only."""
+    from magvit.media import to_uint8
+
+    if not accelerator.trackers:
+        return
+    frames = to_uint8(video)  # (T, H, W, 3)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({tag: frames}, step=step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({tag: wandb.Video(frames.transpose(0, 3, 1, 2), fps=fps, format="gif")}, step=step)
 
 
 def find_epoch_sampler(loader):

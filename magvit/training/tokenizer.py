@@ -41,10 +41,12 @@ from magvit.training.common import (
     check_run_dir,
     held_out_version,
     infinite_batches,
+    log_preview,
     lr_at,
     make_accelerator,
     make_ema,
     set_lr,
+    start_trackers,
     truncate_log,
     update_ema,
 )
@@ -93,9 +95,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     from accelerate.utils import set_seed
 
     loop, losses = cfg.loop, cfg.loss
-    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum)
-    main = accelerator.is_main_process
     run_dir = Path(cfg.run_dir)
+    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
+    main = accelerator.is_main_process
     ckpt_dir = run_dir / "checkpoints"
     previous = check_run_dir(run_dir, resume)
     if losses.gan_weight > 0 and cfg.discriminator is None:
@@ -149,7 +151,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     raw = accelerator.unwrap_model(tokenizer)
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
     gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
-    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
+    start_trackers(accelerator, cfg, run_dir, step)
+    train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
+    val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
     # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
     # terms stay empty until the discriminator warm-up ends
     columns = ["rec", "quant", *(["lpips"] if perceptual is not None else []),
@@ -237,8 +241,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
         if step % loop.val_every == 0 or step == loop.steps:
             if main:
                 gif = run_dir / "samples" / f"step-{step:08d}.gif"
-                val_metrics = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
+                val_metrics, shown = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
                 val_log.write({"step": step, **val_metrics})
+                log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
                 if not quiet:
                     tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
             accelerator.wait_for_everyone()
@@ -270,9 +275,10 @@ def modules_for_save(modules, raw, raw_disc):
 
 
 @torch.no_grad()
-def validate(model: Tokenizer, dataset, loop: LoopConfig, gif_path: Path, fps: float) -> dict[str, float]:
+def validate(model: Tokenizer, dataset, loop: LoopConfig, gif_path: Path,
+             fps: float) -> tuple[dict[str, float], torch.Tensor]:
     """PSNR, SSIM, codebook usage and perplexity on the first `val_batches` batches; a GIF of
-    real clips (top row) over their reconstructions (bottom row)."""
+    real clips (top row) over their reconstructions (bottom row), also returned (3, T, H', W')."""
     from magvit.media import make_grid, write_video
     from magvit.metrics import codebook_usage, perplexity, psnr, ssim
 
@@ -300,4 +306,4 @@ def validate(model: Tokenizer, dataset, loop: LoopConfig, gif_path: Path, fps: f
         "ssim": float(torch.cat(scores["ssim"]).mean()),
         "usage": float(codebook_usage(all_ids, model.codebook_size)),
         "perplexity": float(perplexity(all_ids, model.codebook_size)),
-    }
+    }, shown

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from magvit.config import registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
+from magvit.media import write_video
 from magvit.release import ModelInfo, write_model_folder
 from magvit.schedules import MASK_SCHEDULES
 from magvit.tasks import TASKS, check_rule, commit_inputs, prefix_tokens
@@ -39,10 +40,12 @@ from magvit.training.common import (
     build_optimizer,
     check_run_dir,
     infinite_batches,
+    log_preview,
     lr_at,
     make_accelerator,
     make_ema,
     set_lr,
+    start_trackers,
     step_generator,
     truncate_log,
     update_ema,
@@ -198,9 +201,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
 
     check_config(cfg)
     loop, losses = cfg.loop, cfg.loss
-    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum)
-    main, device = accelerator.is_main_process, accelerator.device
     run_dir = Path(cfg.run_dir)
+    accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
+    main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
     previous = check_run_dir(run_dir, resume)
     set_seed(loop.seed)
@@ -232,7 +235,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     raw = accelerator.unwrap_model(model)
     names = list(cfg.tasks)
     weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
-    train_log, val_log = CsvLog(run_dir / "train.csv"), CsvLog(run_dir / "val.csv")
+    start_trackers(accelerator, cfg, run_dir, step)
+    train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
+    val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
     val_metrics: dict[str, float] = {}
     guard = NonFiniteGuard()
 
@@ -279,8 +284,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                 val_metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
                 val_log.write({"step": step, **val_metrics})
                 if cfg.preview.num > 0 and source.tokenizer is not None:
-                    write_preview(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview,
-                                  run_dir / "samples" / f"step-{step:08d}.gif", cfg.fps, loop.seed)
+                    shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed)
+                    write_video(run_dir / "samples" / f"step-{step:08d}.gif", shown, fps=cfg.fps)
+                    log_preview(accelerator, "val/samples", shown, step, cfg.fps)
                 if not quiet:
                     tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
             accelerator.wait_for_everyone()
@@ -362,12 +368,11 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
 
 
 @torch.no_grad()
-def write_preview(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, path: Path,
-                  fps: float, seed: int) -> Path:
-    """A GIF grid: for each task a row of held-out clips (as the tokenizer reconstructs them) over a row
-    of samples decoded from their condition."""
+def preview_clip(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, seed: int) -> torch.Tensor:
+    """A grid clip (3, T, H', W'): for each task a row of held-out clips (as the tokenizer reconstructs
+    them) over a row of samples decoded from their condition."""
     from magvit.decode import DecodeConfig, decode
-    from magvit.media import make_grid, write_video
+    from magvit.media import make_grid
 
     was_training = model.training
     model.eval()
@@ -382,4 +387,4 @@ def write_preview(model, source: TokenSource, tasks: Iterable[str], preview: Pre
         rows += [source.tokenizer.decode(tokens), source.tokenizer.decode(ids)]
     model.train(was_training)
     videos = torch.cat(rows).float().clamp(-1, 1).cpu()  # (2 * tasks * n, 3, T, H, W)
-    return write_video(path, make_grid(videos, nrow=len(tokens)), fps=fps)
+    return make_grid(videos, nrow=len(tokens))

@@ -1,0 +1,109 @@
+"""Figures as PNG files: the curves of a training run (`magvit plot RUN_DIR`) and bar charts of a
+benchmark table (`magvit bench ... --out DIR`).
+
+matplotlib's object API with the Agg canvas: no pyplot, so nothing changes the backend or the
+figures of a notebook that imports magvit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from magvit.errors import MagvitError
+from magvit.fileio import atomic_path
+
+SKIP = ("step", "epoch")  # the x axis and the counters, not curves
+
+
+def read_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """A run's CSV -> {column: (steps, values)} for every numeric column (empty cells skipped)."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        try:
+            step = float(row["step"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        for key, raw in row.items():
+            if key in SKIP or raw in ("", None):
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                continue  # a text column (the task of a step)
+            steps, values = curves.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(value)
+    return curves
+
+
+def _figure(panels: int, width: float = 4.0, height: float = 2.8, columns: int = 3):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(columns, panels)
+    rows = math.ceil(panels / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(panels)]
+    return fig, axes
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return path
+
+
+def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
+    """An exponential moving average with bias correction (the smoothing tensorboard draws)."""
+    out, average = [], 0.0
+    for i, v in enumerate(values):
+        average = weight * average + (1 - weight) * v
+        out.append(average / (1 - weight ** (i + 1)))
+    return out
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """One panel per numeric column of `train.csv` (raw and smoothed) and `val.csv`, against the step;
+    written to `out` (default `<run_dir>/curves.png`)."""
+    run_dir = Path(run_dir)
+    sources = [(name, run_dir / f"{name}.csv") for name in ("train", "val")]
+    curves = {f"{name}/{key}": c for name, path in sources if path.is_file() for key, c in read_curves(path).items()}
+    if not curves:
+        raise MagvitError(f"{run_dir}: no train.csv or val.csv with numbers to plot (is it a run folder?)")
+    fig, axes = _figure(len(curves))
+    for ax, (key, (steps, values)) in zip(axes, curves.items()):
+        if key.startswith("train/") and len(values) > 10:
+            ax.plot(steps, values, color="C0", alpha=0.3, linewidth=0.8)
+            ax.plot(steps, smooth(values), color="C0", linewidth=1.5)
+        else:
+            ax.plot(steps, values, color="C1" if key.startswith("val/") else "C0", marker="o" if len(values) < 30
+                    else None, markersize=3)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(str(run_dir), fontsize=11)
+    return _save(fig, Path(out) if out is not None else run_dir / "curves.png")
+
+
+def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
+              path: str | Path) -> Path:
+    """One horizontal bar panel per (header, values) of `series`, a bar per label; None is left out."""
+    fig, axes = _figure(len(series), width=4.5, height=max(2.0, 0.8 + 0.3 * len(labels)))
+    short = [label if len(label) <= 28 else "..." + label[-25:] for label in labels]  # the end of a path tells
+    for ax, (header, values) in zip(axes, series):
+        shown = [(label, v) for label, v in zip(short, values) if v is not None and math.isfinite(v)]
+        ax.barh(range(len(shown)), [v for _, v in shown], color="C0")
+        ax.set_yticks(range(len(shown)), [label for label, _ in shown], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(header, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, Path(path))
