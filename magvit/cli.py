@@ -162,9 +162,14 @@ def _bench_common_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
 
 
-def _bench_threads(threads: int | None) -> None:
+def _bench_setup(threads: int | None, out: str | None) -> None:
+    """Before a benchmark runs: its thread count, and an --out folder it can write into."""
     import torch
 
+    from magvit.fileio import ensure_folder
+
+    if out is not None:
+        ensure_folder(out)
     if threads is not None:
         if threads < 1:
             raise MagvitError(f"--threads must be at least 1, got {threads}")
@@ -196,7 +201,7 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.tokenizers import bench_tokenizers
 
-    _bench_threads(args.threads)
+    _bench_setup(args.threads, args.out)
     table = bench_tokenizers(
         args.tokenizers, args.data, frames=args.frames, size=args.size, device=resolve_device(args.device),
         dtype=args.dtype, batch_size=args.batch_size, num_clips=args.num_clips, i3d=args.i3d,
@@ -224,7 +229,7 @@ def bench_decode(args: argparse.Namespace) -> None:
     from magvit.bench.decode import bench_decode, parse_grid
     from magvit.bench.measure import resolve_device
 
-    _bench_threads(args.threads)
+    _bench_setup(args.threads, args.out)
     table = bench_decode(
         args.preset, parse_grid(args.grid), steps=args.steps, batches=tuple(args.batch),
         device=resolve_device(args.device), dtype=args.dtype, codebook_size=args.codebook_size,
@@ -261,7 +266,7 @@ def bench_quality(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.quality import bench_quality
 
-    _bench_threads(args.threads)
+    _bench_setup(args.threads, args.out)
     tables = bench_quality(
         args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
         sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
@@ -519,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except MagvitError as e:
         print(f"magvit: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not e.filename:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        print(f"magvit: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("magvit: interrupted", file=sys.stderr)

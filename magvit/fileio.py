@@ -13,6 +13,26 @@ from typing import Any
 from magvit.errors import MagvitError
 
 
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` (and its parents) if needed; a place that cannot hold it (read-only, a file in
+    the way, a full disk) is one MagvitError line. Commands call it before their work, so a bad --out
+    fails in a second, not after the run."""
+    folder = Path(folder)
+    fd, probe = _temporary(folder / "write-test")
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """mkstemp next to `path` (its folder created if needed); OSError -> one MagvitError line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:  # a read-only place, a file where a folder should be, a full disk
+        raise MagvitError(f"cannot write into {path.parent}: {e.strerror or e} ({e.filename or path.parent})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path` (same filesystem).
@@ -21,8 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     (imageio, PIL, safetensors) behave as for the real name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = _temporary(path)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

@@ -22,6 +22,7 @@ from torch import Tensor
 from magvit.config import apply_overrides, from_dict, read_yaml, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
+from magvit.fileio import ensure_folder
 from magvit.pipeline import FAMILIES, MagvitPipeline, save_videos
 from magvit.tasks import TASKS
 
@@ -83,6 +84,8 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False) -> list[P
     if cfg.num < 1 or cfg.batch_size < 1:
         raise MagvitError(f"--num and --batch-size must be >= 1, got {cfg.num} and {cfg.batch_size}")
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
+    out = Path(cfg.out)
+    ensure_folder(out.parent if out.suffix.lower() in OUTPUT_SUFFIXES else out)  # a bad --out: now, not at the end
     pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device)
     samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
                           num=cfg.num, batch_size=cfg.batch_size, cond_frames=cfg.cond_frames, box=cfg.box,

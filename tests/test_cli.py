@@ -63,3 +63,21 @@ def test_data_preview_errors(tmp_path, capsys):
     assert "no video files" in capsys.readouterr().err
     assert main(["data", "preview", "moving_digits", "--out", str(tmp_path / "x.webm")]) == 2
     assert "unsupported video format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["generate", "--checkpoint", "digits-video", "--num", "1", "--steps", "1", "--device", "cpu", "--out"],
+    ["data", "preview", "moving_digits", "--num", "1", "dataset.frames=2", "dataset.size=16", "--out"],
+    ["bench", "decode", "--grid", "1,2,2", "--steps", "1", "--batch", "1", "--repeats", "1", "--out"],
+    ["train-tokenizer", str(ROOT / "configs/tokenizer/vqgan2d_tiny_digits.yaml"), "loop.steps=1", "run_dir="],
+])
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, command):
+    """A file where the output folder should be (root may write anywhere else, so this is the case a
+    test can make): one line naming the path, exit 2, no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = str(blocker / "out" / ("x.png" if command[0] == "generate" else "x.gif" if command[0] == "data" else ""))
+    args = [*command[:-1], command[-1] + target] if command[-1].endswith("=") else [*command, target]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and str(blocker) in err, err

@@ -2,6 +2,7 @@
 checkpoints and resumes exactly, and accelerate runs it on two CPU processes."""
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -125,10 +126,35 @@ def test_vq3d_run_starts_from_an_inflated_vqgan2d(tmp_path):
             assert torch.equal(released.state_dict()[key], value), key
 
 
-def test_resume_without_a_checkpoint_is_one_clear_error(tmp_path, capsys):
+def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path, capsys):
+    """A job preempted before its first checkpoint and re-queued with --resume: one line, step 0."""
     config = ROOT / "configs" / "tokenizer" / "vqgan2d_tiny_digits.yaml"
-    assert main(["train-tokenizer", str(config), "--resume", f"run_dir={tmp_path}"]) == 2
-    assert "--resume: no checkpoint under" in capsys.readouterr().err
+    (tmp_path / "train.csv").write_text("step,rec\n1,0.5\n2,0.4\n")  # what the killed run logged
+    args = ["train-tokenizer", str(config), "--resume", f"run_dir={tmp_path}", "loop.steps=1", "loop.val_every=1",
+            "loop.save_every=1", *SHORT]
+    assert main(args) == 0
+    said = f"--resume: no checkpoint under {tmp_path / 'checkpoints'} yet; starting from scratch"
+    assert said in capsys.readouterr().out
+    assert [r["step"] for r in _rows(tmp_path / "train.csv")] == ["1"]
+    assert (tmp_path / "checkpoints" / "step-00000001").is_dir()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 mixed precision needs a CUDA GPU")
+def test_fp16_runs_save_and_restore_the_grad_scaler(tmp_path):
+    config = ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"
+    common = ["loop.mixed_precision=fp16", "loop.steps=4", "loop.save_every=2", "loop.val_every=4", "loop.keep_last=3",
+              *SHORT]
+    train_tokenizer(load_config(config, [f"run_dir={tmp_path / 'a'}", *common]), quiet=True)
+    scaler = lambda run, step: json.loads((run / "checkpoints" / f"step-{step:08d}" / "state.json").read_text())[
+        "grad_scaler"]
+    full = tmp_path / "a"
+    assert scaler(full, 4)["_growth_tracker"] > scaler(full, 2)["_growth_tracker"] or scaler(full, 4)["scale"] != \
+        scaler(full, 2)["scale"]
+    # interrupt after step 2 and resume: the scaler continues where it was, it does not start again
+    shutil.copytree(full, tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-00000004")
+    train_tokenizer(load_config(config, [f"run_dir={tmp_path / 'b'}", *common]), resume=True, quiet=True)
+    assert scaler(tmp_path / "b", 4) == scaler(full, 4)
 
 
 def _accelerate_launch() -> list[str]:

@@ -134,3 +134,21 @@ def test_apply_gradients_steps_clips_and_clears():
     assert 0 < float(step) <= 0.1 + 1e-6  # lr x a gradient clipped to norm 1
     assert all(p.grad is None for p in model.parameters())
     assert apply_gradients(accelerator, opt, model(torch.randn(8, 4)).sum(), model.parameters(), None) is None
+
+
+def test_checkpoints_carry_the_fp16_grad_scaler(tmp_path):
+    model, opt = _model_and_opt()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    for _ in range(4):  # finite steps: the growth counter moves, the scale doubles after 3
+        scaler.scale(model(torch.randn(16, 4)).pow(2).mean()).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 2048.0 and saved["_growth_tracker"] == 1
+    save_checkpoint(tmp_path, 4, {"model": model}, {"opt": opt}, {}, keep=1, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    state = load_checkpoint(latest_checkpoint(tmp_path), {"model": model}, {"opt": opt}, scaler=fresh)
+    assert fresh.state_dict() == saved and "grad_scaler" not in state
+    save_checkpoint(tmp_path, 5, {"model": model}, {"opt": opt}, {}, keep=1)  # no scaler (fp32, bf16): nothing
+    assert "grad_scaler" not in json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())

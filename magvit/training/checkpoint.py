@@ -4,7 +4,7 @@ A checkpoint is a folder `<run>/checkpoints/step-00001000/` holding
 - `<name>.safetensors` for each model (unwrapped, uncompiled weights) and its EMA,
 - `<name>.optim.safetensors` + `<name>.optim.json` for each optimizer (tensor state / hyper-params),
 - `rng.safetensors` (torch CPU and CUDA generator states) and `state.json` (step, epoch, batch
-  position, Python and NumPy RNG states, the resolved config).
+  position, Python and NumPy RNG states, the fp16 grad scaler's scale and growth counter).
 It is written into `step-….tmp` and renamed when complete, so a crash never leaves a half
 checkpoint that `latest_checkpoint` would pick; only the newest `keep` are kept. Nothing is
 pickled, and everything loads with the safe loaders (`weights_only` semantics).
@@ -88,9 +88,10 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
 
 def save_checkpoint(
     directory: Path, step: int, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-    state: dict, keep: int,
+    state: dict, keep: int, scaler: Any = None,
 ) -> Path:
-    """Write `directory/step-XXXXXXXX` atomically and delete all but the newest `keep`."""
+    """Write `directory/step-XXXXXXXX` atomically and delete all but the newest `keep`. `scaler`: the
+    run's GradScaler (fp16), whose loss scale and growth counter a resume must continue from."""
     final = directory / f"step-{step:08d}"
     tmp = directory / f"step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,6 +104,8 @@ def save_checkpoint(
         (tmp / f"{name}.optim.json").write_text(json.dumps(meta))
     rng_tensors, rng_plain = _rng_state()
     save_state_dict(rng_tensors, tmp / "rng.safetensors")
+    if scaler is not None and scaler.is_enabled():
+        state = {**state, "grad_scaler": scaler.state_dict()}  # plain floats and ints
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": rng_plain}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -125,9 +128,11 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load_checkpoint(
-    path: Path, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer]
+    path: Path, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
+    scaler: Any = None,
 ) -> dict:
-    """Restore modules, optimizers and RNG states in place; return the saved `state.json` dict."""
+    """Restore modules, optimizers, RNG states and the fp16 grad scaler (when the run has one and the
+    checkpoint holds its state) in place; return the saved `state.json` dict."""
     if not (path / "state.json").is_file():
         raise MagvitError(f"{path}: not a magvit training checkpoint (no state.json)")
     for name, module in modules.items():
@@ -144,4 +149,7 @@ def load_checkpoint(
             raise MagvitError(f"{path}: optimizer state {name} does not match this run ({e})") from None
     state = json.loads((path / "state.json").read_text())
     _set_rng_state(load_file(str(path / "rng.safetensors")), state.pop("rng"))
+    saved_scaler = state.pop("grad_scaler", None)
+    if scaler is not None and scaler.is_enabled() and saved_scaler:
+        scaler.load_state_dict(saved_scaler)
     return state

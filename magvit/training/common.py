@@ -232,11 +232,14 @@ def infinite_batches(loader, start_epoch: int, skip: int):
 # Run folders and resume (both recipes)
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The newest checkpoint of `run_dir` to resume from (None for a fresh run).
+def check_run_dir(run_dir: Path, resume: bool, main: bool = True, quiet: bool = False) -> Path | None:
+    """The newest checkpoint of `run_dir` to resume from (None: start from step 0).
 
-    A fresh run in a folder that already holds checkpoints, or `--resume` without one, is one
-    clear error: silently mixing two runs in one folder is worse than stopping."""
+    A fresh run in a folder that already holds checkpoints is one clear error: silently mixing two
+    runs in one folder is worse than stopping. `--resume` on a folder with no checkpoint yet (a job
+    preempted before its first save, re-queued with --resume) starts from scratch, says so in one
+    line (on the main process, unless `quiet`), and the main process drops the log rows the killed
+    run wrote."""
     from magvit.training.checkpoint import latest_checkpoint
 
     ckpt_dir = run_dir / "checkpoints"
@@ -245,8 +248,11 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
         raise MagvitError(
             f"{run_dir} already holds checkpoints; pass --resume to continue it, or set run_dir= to a new folder"
         )
-    if resume and previous is None:
-        raise MagvitError(f"--resume: no checkpoint under {ckpt_dir}")
+    if resume and previous is None and main:
+        if not quiet:
+            print(f"--resume: no checkpoint under {ckpt_dir} yet; starting from scratch", flush=True)
+        for name in ("train.csv", "val.csv"):
+            truncate_log(run_dir / name, 0)
     return previous
 
 

@@ -99,7 +99,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main = accelerator.is_main_process
     ckpt_dir = run_dir / "checkpoints"
-    previous = check_run_dir(run_dir, resume)
+    previous = check_run_dir(run_dir, resume, main, quiet)
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
     set_seed(loop.seed)
@@ -130,8 +130,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     modules = {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
     optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
     step, epoch, batch_index = 0, 0, 0
-    if resume:
-        state = load_checkpoint(previous, modules, optimizers)
+    if previous is not None:
+        state = load_checkpoint(previous, modules, optimizers, accelerator.scaler)
         step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
         if main:
             for name in ("train.csv", "val.csv"):
@@ -251,7 +251,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
             if main:
                 state = {"epoch": epoch, "next_batch": batch_index + 1}
                 save_checkpoint(ckpt_dir, step, modules_for_save(modules, raw, raw_disc), optimizers, state,
-                                keep=loop.keep_last)
+                                keep=loop.keep_last, scaler=accelerator.scaler)
             accelerator.wait_for_everyone()
     bar.close()
 

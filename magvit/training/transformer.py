@@ -205,7 +205,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main, device = accelerator.is_main_process, accelerator.device
     ckpt_dir = run_dir / "checkpoints"
-    previous = check_run_dir(run_dir, resume)
+    previous = check_run_dir(run_dir, resume, main, quiet)
     set_seed(loop.seed)
     if main:
         save_config(cfg, run_dir)
@@ -221,8 +221,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                           f"{loop.batch_size}")
     modules = {"transformer": model, **({"ema": ema} if ema else {})}
     step, epoch, batch_index = 0, 0, 0
-    if resume:
-        state = load_checkpoint(previous, modules, {"opt": optimizer})
+    if previous is not None:
+        state = load_checkpoint(previous, modules, {"opt": optimizer}, accelerator.scaler)
         step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
         if main:
             for name in ("train.csv", "val.csv"):
@@ -294,7 +294,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
             if main:
                 save_checkpoint(ckpt_dir, step, {"transformer": raw, **({"ema": ema} if ema else {})},
                                 {"opt": optimizer}, {"epoch": epoch, "next_batch": batch_index + 1},
-                                keep=loop.keep_last)
+                                keep=loop.keep_last, scaler=accelerator.scaler)
             accelerator.wait_for_everyone()
     bar.close()
 
