@@ -1,7 +1,7 @@
 """The ONE decode loop: MaskGIT's iterative parallel decoding with MAGVIT's COMMIT condition.
 
-REFERENCE.md section 1 (MaskGIT section 3.2) and section 2 (MAGVIT section 3.2). Every task goes
-through `decode`:
+MaskGIT section 3.2 (iterative decoding) and MAGVIT section 3.2 (COMMIT). Every task goes through
+`decode`:
 
 1. Start: positions outside the condition show [MASK]; condition positions show z~. COMMIT tasks
    (`cond.refine`) count condition positions as unknown, to be refined; image tasks with a user

@@ -4,7 +4,7 @@ Every schedule falls from gamma(0) = 1 (all masked) to gamma(1) = 0 (none). Mask
 draws the training mask ratio as gamma(r) with r ~ U[0, 1) and, at decoding step s of T, keeps
 floor(N * gamma((s + 1) / T)) tokens masked. Concave schedules (cosine, square) mask more and
 worked best in the paper's ablation; linear is next; convex (sqrt) is worst. `log` and `exp`
-need the token count N (REFERENCE.md section 1).
+need the token count N (MaskGIT section 3.3).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def classes_for(task):
 
 
 def expected_masked(unknown, steps, gamma):
-    """REFERENCE.md section 1: floor(U gamma((s + 1) / T)), clamped to [1, U - 1] before the last step."""
+    """MaskGIT section 3.2: floor(U gamma((s + 1) / T)), clamped to [1, U - 1] before the last step."""
     out = []
     for s in range(steps):
         n = [0 if s == steps - 1 else max(1, min(u - 1, math.floor(u * gamma((s + 1) / steps)))) for u in unknown]

@@ -90,3 +90,16 @@ def test_no_module_imports_one_above_its_layer():
     wrong = [f"{mod} ({LAYERS[layer_of(mod)][0]}) imports {dep} ({LAYERS[layer_of(dep)][0]})"
              for mod, deps in import_graph().items() for dep in sorted(deps) if layer_of(dep) > layer_of(mod)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_file_cites_a_document_outside_the_repository():
+    """Code, configs, tests and docs cite the papers by name and section, not notes that do not ship."""
+    import subprocess
+
+    root = PACKAGE.parent
+    outside = ("REFERENCE" + ".md", "DEVELOPERS" + ".md")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.split()
+    cited = [f"{name}: {word}" for name in files if (root / name).is_file() and not name.endswith(".safetensors")
+             for word in outside if word in (root / name).read_text(errors="ignore")]
+    assert not cited, cited

@@ -1,6 +1,6 @@
 """Tokenizer training losses: pixels, LPIPS, GAN terms and their regularisers.
 
-MAGVIT (REFERENCE.md section 2) trains its 3D-VQ with pixel L2 (1.0), a perceptual loss (0.1), a
+MAGVIT (section 3.1 and its appendix) trains its 3D-VQ with pixel L2 (1.0), a perceptual loss (0.1), a
 GAN loss (0.1) whose generator term VQGAN balances against the reconstruction gradient, an R1
 penalty (10) and optionally LeCAM on the discriminator; MAGVIT-v2 uses the same family. Every
 function here takes clips (B, 3, T, H, W) in [-1, 1] or a discriminator's logits of any shape.

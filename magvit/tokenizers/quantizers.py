@@ -9,8 +9,8 @@ video (B, D, t, h, w)):
   parameters, entropy penalty computed without ever materialising N x 2^d probabilities.
 - `fsq`: finite scalar quantization (Mentzer et al. 2023): per-channel bounded rounding, no loss.
 
-Every quantizer runs in fp32 with autocast off (LFQ's entropy NaNs under fp16, REFERENCE.md
-section 3). The straight-through estimator is written `q + (z - z.detach())`: the gradient is that
+Every quantizer runs in fp32 with autocast off (the entropy terms of MAGVIT-v2's LFQ, section 3.1,
+overflow to NaN under fp16). The straight-through estimator is written `q + (z - z.detach())`: the gradient is that
 of `z + (q - z).detach()`, and the forward value is exactly q, so `embed(ids)` matches bit for bit.
 """
 

@@ -2,7 +2,7 @@
 
 The recipe: setup (config, run folder, models, data, optimizers, resume) -> loop (generator step,
 discriminator step, EMA, log, validate, checkpoint) -> save the release weights. Losses follow
-MAGVIT (REFERENCE.md section 2): pixel L2 (or L1), LPIPS, a GAN loss with VQGAN's adaptive weight
+MAGVIT (section 3.1 and its appendix): pixel L2 (or L1), LPIPS, a GAN loss with VQGAN's adaptive weight
 that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantizer's own terms.
 """
 
