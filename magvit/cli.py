@@ -1,9 +1,10 @@
 """The `magvit` command line.
 
 Each subcommand is a function `(args) -> None` registered in `COMMANDS` together with a function
-that adds its arguments. A `MagvitError` (bad config key, corrupt video, ...) is printed as one
-line `magvit: error: ...` with exit code 2; heavy imports happen inside the commands so that
-`magvit --help` stays fast.
+that adds its arguments. Names a flag accepts and their help come from the registries (datasets,
+tokenizers, tasks, mask schedules, presets, studies), imported only when that command's arguments
+are built, so `magvit --help` stays fast. A `MagvitError` (bad config key, corrupt video, ...), an
+unwritable path or a bad flag is printed as one line `magvit: error: ...` with exit code 2.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def arguments(add: Callable[[argparse.ArgumentParser], None]):
     return wrap
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line too (with where to look), not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _names(names) -> str:
+    return ", ".join(names)
+
+
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys for nested sections)"
@@ -69,9 +81,9 @@ def config_show(args: argparse.Namespace) -> None:
 
 
 def _data_preview_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "name", help="a dataset name (moving_digits, bundled_clips, video_folder, image_folder) or a `kind: data` YAML"
-    )
+    from magvit.data import DATASETS
+
+    p.add_argument("name", help=f"a dataset name ({_names(DATASETS.names())}) or a `kind: data` YAML")
     p.add_argument("--out", required=True, help="output file: .gif or .mp4 (clips), .png (first frames)")
     p.add_argument("--num", type=int, default=16, help="number of samples shown (default 16)")
     p.add_argument("--nrow", type=int, default=None, help="samples per row (default: a square grid)")
@@ -177,8 +189,12 @@ def _bench_setup(threads: int | None, out: str | None) -> None:
 
 
 def _bench_tokenizers_args(p: argparse.ArgumentParser) -> None:
+    from magvit.tokenizers import TOKENIZERS
+
+    presets = {name: _names(TOKENIZERS[name].config.PRESETS) for name in TOKENIZERS.names()}
     p.add_argument("--tokenizers", nargs="+", required=True, metavar="A",
-                   help="saved tokenizer folders or name:preset (random weights), e.g. vq3d:tiny causal3d:tiny")
+                   help="saved tokenizer folders, or name:preset with random weights; names and presets: "
+                   + "; ".join(f"{name} ({p})" for name, p in presets.items()))
     p.add_argument("--data", default="moving_digits",
                    help="moving_digits, bundled_clips, or a folder of videos or images (default moving_digits)")
     p.add_argument("--frames", type=int, default=None,
@@ -211,13 +227,18 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
 
 
 def _bench_decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help="transformer preset: tiny, maskgit, magvit_b, magvit_l")
+    from magvit.schedules import MASK_SCHEDULES
+    from magvit.transformer import TransformerConfig
+
+    p.add_argument("--preset", default="tiny", choices=list(TransformerConfig.PRESETS), metavar="PRESET",
+                   help=f"transformer preset: {_names(TransformerConfig.PRESETS)} (default tiny)")
     p.add_argument("--grid", required=True, help="token grid T,H,W, e.g. 4,16,16 (MAGVIT) or 1,16,16 (MaskGIT)")
     p.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps (default 12)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32], metavar="B",
                    help="batch for latency, then batch for throughput (default 1 32)")
     p.add_argument("--codebook-size", type=int, default=1024, help="codes per token (default 1024)")
-    p.add_argument("--schedule", default="cosine", help="mask schedule (default cosine)")
+    p.add_argument("--schedule", default="cosine", help=f"mask schedule: {_names(MASK_SCHEDULES.names())} "
+                   "(default cosine)")
     _bench_common_args(p)
 
 
@@ -239,16 +260,20 @@ def bench_decode(args: argparse.Namespace) -> None:
 
 
 def _bench_quality_args(p: argparse.ArgumentParser) -> None:
+    from magvit.schedules import MASK_SCHEDULES
+
     p.add_argument("--checkpoint", required=True, help="a model folder written by `magvit train` (or its run folder)")
     p.add_argument("--cache-dir", default=None, help="where the digit classifier is cached (default ~/.cache/magvit)")
     p.add_argument("--num", type=int, default=100, help="clips per measurement (default 100)")
     p.add_argument("--steps", type=int, default=12, help="decoding steps of the main row (default 12)")
-    p.add_argument("--schedule", default="cosine", help="mask schedule of the main row (default cosine)")
+    p.add_argument("--schedule", default="cosine", help=f"mask schedule of the main row: "
+                   f"{_names(MASK_SCHEDULES.names())} (default cosine)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every row (default 1.0)")
     p.add_argument("--guidance", type=float, default=0.0,
                    help="classifier-free guidance of the class-conditional samples (default 0: none)")
     p.add_argument("--sweep-schedules", nargs="*", default=["cosine", "square", "linear", "sqrt"], metavar="S",
-                   help="schedules of the sweep (default cosine square linear sqrt; none: no sweep)")
+                   help="schedules of the sweep (default cosine square linear sqrt; none: no sweep; any of "
+                   f"{_names(MASK_SCHEDULES.names())})")
     p.add_argument("--sweep-steps", nargs="*", type=int, default=[4, 8, 12, 16], metavar="N",
                    help="steps of the sweep (default 4 8 12 16)")
     p.add_argument("--batch-size", type=int, default=50, help="clips per decode call (default 50)")
@@ -342,11 +367,18 @@ _SAMPLE_COMMANDS = {
 }
 
 
-def _sample_args(own: tuple[str, ...]) -> Callable[[argparse.ArgumentParser], None]:
+def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.ArgumentParser], None]:
     def add(p: argparse.ArgumentParser) -> None:
+        from magvit import shipped
+        from magvit.decode import GUIDANCE_SCHEDULES
+        from magvit.pipeline import FAMILIES
+        from magvit.schedules import MASK_SCHEDULES
+        from magvit.tasks import TASKS
+
         p.add_argument("config", nargs="?", default=None,
                        help="a `kind: sample` YAML (see configs/generate/); flags and key=value override it")
-        p.add_argument("--checkpoint", help="a model folder (<run_dir>/model), a run folder, or a name in checkpoints/")
+        p.add_argument("--checkpoint", help="a model folder (<run_dir>/model), a run folder, a shipped name "
+                       f"({_names(shipped.names('checkpoints'))}) or a Hugging Face Hub id owner/name")
         extra = {
             "class": lambda: p.add_argument("--class", dest="classes", type=int, action="append", metavar="C",
                                             help="class of the samples (repeat for several; default 0, 1, 2, ...)"),
@@ -360,18 +392,21 @@ def _sample_args(own: tuple[str, ...]) -> Callable[[argparse.ArgumentParser], No
         }
         for name in own:
             extra[name]()
-        p.add_argument("--task", help="the task to run (default: the command's task the model was trained on)")
-        p.add_argument("--prompt", help="the task prompt to run the model with (default: the task's own)")
+        p.add_argument("--task", help=f"the task to run: {_names(FAMILIES[command])} (default: the first the model "
+                       "was trained on that fits the inputs)")
+        p.add_argument("--prompt", help=f"the task prompt to run the model with, a trained task among "
+                       f"{_names(TASKS.names())} (default: the task's own)")
         p.add_argument("--num", type=int, help="number of samples (default 16)")
         p.add_argument("--batch-size", type=int, help="samples per decode call (default 16)")
         p.add_argument("--steps", type=int, help="decoding steps (default 12)")
-        p.add_argument("--schedule", help="mask schedule: cosine, linear, square, cubic, sqrt, exp, log, arccos")
+        p.add_argument("--schedule", help=f"mask schedule: {_names(MASK_SCHEDULES.names())} (default cosine)")
         p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
         p.add_argument("--choice-temperature", type=float, help="Gumbel noise on the confidences (default 4.5)")
         p.add_argument("--top-k", type=int)
         p.add_argument("--top-p", type=float)
         p.add_argument("--cfg", type=float, help="classifier-free guidance weight (default 0: none)")
-        p.add_argument("--guidance-schedule", help="constant, linear or cosine ramp of the guidance weight")
+        p.add_argument("--guidance-schedule", help=f"ramp of the guidance weight: {_names(GUIDANCE_SCHEDULES)} "
+                       "(default constant)")
         p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
                        help="put the given condition pixels back into the result")
         p.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -411,7 +446,7 @@ def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
 
 
 for _name, (_own, _help) in _SAMPLE_COMMANDS.items():
-    command(_name, _help)(arguments(_sample_args(_own))(_sampling_command(_name)))
+    command(_name, _help)(arguments(_sample_args(_name, _own))(_sampling_command(_name)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +486,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _reproduce_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", nargs="?", help="a study name (configs/studies/NAME.yaml) or a study YAML")
+    from magvit.reproduce import list_studies
+
+    p.add_argument("study", nargs="?", help=f"a shipped study ({_names(list_studies())}) or a study YAML")
     p.add_argument("--list", action="store_true", help="list the shipped studies and exit")
     p.add_argument("--budget", default="quick", choices=("quick", "full", "test"),
                    help="quick: <= 20 minutes on 2 CPU cores; full: the GPU-sized study; test: seconds (CI)")
@@ -484,8 +521,21 @@ def reproduce(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def requested(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """(group, name) of the command `argv` names, as far as it names one (before any parsing)."""
+    words = [a for a in argv if not a.startswith("-")]
+    groups = {group for group, _ in COMMANDS if group is not None}
+    if not words:
+        return None, None
+    if words[0] in groups:
+        return words[0], words[1] if len(words) > 1 else None
+    return None, words[0]
+
+
+def build_parser(only: tuple[str | None, str | None] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the arguments of that one command alone are built (the
+    others are listed with their help), so a command imports only the registries it needs."""
+    parser = Parser(
         prog="magvit", description="Masked generative image and video models (MaskGIT, MAGVIT, MAGVIT-v2)."
     )
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -499,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                 group_parser = top.add_parser(group, help=f"{group} commands")
                 groups[group] = group_parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
             sub = groups[group].add_parser(name, help=listed, description=help)
-        add_args(sub)
+        if only is None or only == (group, name):
+            add_args(sub)
         sub.set_defaults(run=run)
     return parser
 
@@ -511,13 +562,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=requested(argv))
     # key=value overrides may come after options (`--out x.gif frames=8`), which argparse's
     # positional matching does not allow: collect them from the leftovers instead.
     args, extra = parser.parse_known_args(argv)
     stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
     if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        prog = " ".join(["magvit", *filter(None, requested(argv))])
+        parser.exit(2, f"magvit: error: unrecognized arguments: {' '.join(stray)} (see {prog} --help)\n")
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:

@@ -37,6 +37,9 @@ from magvit.tasks import TASKS, Condition, prefix_tokens
 from magvit.transformer import merge_ids
 
 
+GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")  # how the guidance weight ramps over the steps
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     steps: int = 12
@@ -61,8 +64,9 @@ def check_decode_config(cfg: DecodeConfig) -> None:
         raise MagvitError(f"top_k must be >= 1, got {cfg.top_k}")
     if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
         raise MagvitError(f"top_p must be in (0, 1], got {cfg.top_p}")
-    if cfg.guidance_schedule not in ("constant", "linear", "cosine"):
-        raise MagvitError(f"guidance_schedule must be constant, linear or cosine, got {cfg.guidance_schedule!r}")
+    if cfg.guidance_schedule not in GUIDANCE_SCHEDULES:
+        raise MagvitError(f"guidance_schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, "
+                          f"got {cfg.guidance_schedule!r}")
 
 
 def guidance_at(cfg: DecodeConfig, step: int) -> float:

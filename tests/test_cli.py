@@ -1,5 +1,6 @@
 """The `magvit` command: help, one-line errors with exit code 2, config show, data preview."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,26 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, c
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and str(blocker) in err, err
+
+
+def test_flags_take_their_names_from_the_registries_and_help_stays_light():
+    from magvit.cli import build_parser
+    from magvit.data import DATASETS
+    from magvit.pipeline import FAMILIES
+    from magvit.schedules import MASK_SCHEDULES
+
+    def help_of(*command):
+        parser = build_parser(only=(None, command[0]) if len(command) == 1 else command)
+        for word in command:
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        return " ".join(parser.format_help().split())
+
+    generate = help_of("generate")
+    assert all(name in generate for name in MASK_SCHEDULES.names())
+    assert f"the task to run: {', '.join(FAMILIES['generate'])}" in generate
+    assert all(name in help_of("data", "preview") for name in DATASETS.names())
+    # `magvit --help` builds no command's arguments, so it imports no registry (and no torch)
+    probe = subprocess.run([sys.executable, "-c", "import sys, contextlib, io\nfrom magvit.cli import main\n"
+                            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+                            "    main(['--help'])\nprint('torch' in sys.modules)"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stderr
