@@ -36,7 +36,6 @@ from magvit.schedules import MASK_SCHEDULES, mask_ratio
 from magvit.tasks import TASKS, Condition, prefix_tokens
 from magvit.transformer import merge_ids
 
-
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")  # how the guidance weight ramps over the steps
 
 
