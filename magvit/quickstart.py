@@ -9,7 +9,13 @@ One recipe, four stages, each the project's own code path:
    digit classifier (magvit.bench.digits), frame-prediction PSNR against copy-last-frame.
 Everything lands in `out/`: the two run folders, the GIFs, `summary.json`, and a printed table.
 
-The recipe is `QUICKSTART` below; `configs/quickstart.yaml` holds the same values (a test checks).
+The recipe is the shipped `configs/quickstart.yaml` (found in the checkout or the installed package,
+see magvit.shipped), with `key=value` overrides. Why its values: digits start at the canvas centre and
+drift slowly, so the first frame of a class looks alike and the tiny transformer learns class ->
+shape in CPU minutes; the tokenizer takes many small steps at a high rate with a light entropy
+penalty; the task mix is cg-heavy so the samples follow their class (BENCHMARKS.md section 4 has the
+measurements). Scores come from the quality bench's `Evaluator` (magvit.bench.quality): the same
+held-out clips, conditions and decoding as `magvit bench quality`.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from typing import Any
 
 import torch
 
+from magvit import shipped
 from magvit.bench.digits import Recipe
-from magvit.config import from_dict, save_config
+from magvit.config import load_as, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text
@@ -57,48 +64,13 @@ class QuickstartConfig:
     report: ReportConfig = ReportConfig()
 
 
-# digits start at the centre (MovingDigits `start`) and drift at 0.25-0.5 px per frame: the first frame of
-# a class then looks alike in every clip, and the later latent frames (4 frames each) stay close to it, so
-# the tiny transformer learns class -> shape and keeps the digit whole as it moves, within the CPU budget
-# (random starts took it ~4x longer; at 0.5-1 px per frame the digit broke up in the later frames)
-_DIGITS = {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 4000, "speed": [0.5, 1.0],
-           "start": "center"}
-
-# the defaults of `magvit quickstart`: tuned to finish in about 5 minutes on 2 CPU cores
-QUICKSTART: dict[str, Any] = {
-    "kind": "quickstart",
-    "out": "runs/quickstart",
-    "tokenizer": {
-        "tokenizer": {"name": "causal3d", "preset": "tiny", "channels": 8,
-                      "quantizer": {"name": "lfq", "bits": 8, "entropy_groups": 1, "entropy_weight": 0.01}},
-        "data": _DIGITS,
-        # many small steps at a high rate and a light entropy penalty: held-out digits the project's
-        # classifier reads back 89% of the time, against 24% for 200 steps of 8 at 0.002 with 0.1
-        "optim": {"lr": 0.005, "betas": [0.9, 0.99], "warmup_steps": 20},
-        "loop": {"steps": 1000, "batch_size": 2, "ema_decay": None, "val_every": 1000, "save_every": 1000,
-                 "val_batches": 4, "keep_last": 1},
-    },
-    "transformer": {
-        "transformer": {"name": "masked", "preset": "tiny", "layers": 3, "width": 128, "heads": 4,
-                        "dropout": 0.0},
-        "data": _DIGITS,
-        # cg-heavy: at 2 : 1 : 1 : 0.5 the samples ignored the class; 4 : 2 : 1 : 0.5 -> 70%, 8 : 1 : 1 : 0.5 -> 95%
-        "tasks": {"cg": 8.0, "fp": 1.0, "fi": 1.0, "ipc": 0.5},
-        "task_options": {"fp": {"cond_frames": 5}},  # latent frames 0-1 given (the velocity is seen), 2 predicted
-        "optim": {"lr": 0.002, "betas": [0.9, 0.96], "weight_decay": 0.01, "warmup_steps": 50},
-        "loop": {"steps": 700, "batch_size": 16, "ema_decay": None, "val_every": 700, "save_every": 700,
-                 "val_batches": 1, "keep_last": 1},
-        "preview": {"num": 0},
-    },
-}
-
-
 def quickstart_config(out: str | None = None, overrides: dict[str, Any] | None = None) -> QuickstartConfig:
-    """The default recipe, with `out` and dotted `key=value` overrides applied (strictly checked)."""
-    from magvit.config import apply_overrides
-
-    raw = apply_overrides(QUICKSTART, {**(overrides or {}), **({"out": out} if out else {})}, "magvit quickstart")
-    return from_dict(QuickstartConfig, raw, "magvit quickstart", overrides=list(overrides or {}))
+    """The shipped recipe (configs/quickstart.yaml), with `out` and dotted `key=value` overrides applied
+    (strictly checked)."""
+    path = shipped.find("configs", "quickstart.yaml")
+    if path is None:
+        raise MagvitError("configs/quickstart.yaml is missing from this installation of magvit; reinstall it")
+    return load_as(QuickstartConfig, path, {**(overrides or {}), **({"out": out} if out else {})})
 
 
 def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]:
@@ -142,70 +114,62 @@ def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]
 def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Samples and scores of a trained model folder on held-out moving digits; writes the GIFs."""
     from magvit.bench.digits import digit_classifier
-    from magvit.sampling import load_release
+    from magvit.pipeline import MagvitPipeline
 
-    release = load_release(model_dir)
+    pipe = MagvitPipeline.from_pretrained(model_dir)
     # outside no_grad: the classifier is trained here on first use (then cached)
-    classifier = digit_classifier(recipe=cfg.classifier, quiet=quiet)[0] if "cg" in release.meta["tasks"] else None
-    return _sample_and_score(release, classifier, cfg, out, model_dir)
+    classifier = digit_classifier(recipe=cfg.classifier, quiet=quiet)[0] if "cg" in pipe.info.tasks else None
+    return _sample_and_score(pipe, classifier, cfg, out, model_dir)
 
 
 @torch.no_grad()
-def _sample_and_score(release: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
-    from magvit.bench.quality import class_accuracy, digits_options, frame_prediction_scores, real_clips
-    from magvit.decode import generate_video
+def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
+    from magvit.bench.quality import Evaluator, class_accuracy, frame_prediction_scores
     from magvit.media import make_grid, write_video
     from magvit.metrics import psnr
-    from magvit.tasks import TASKS, rule_of
 
-    model, tokenizer = release.model, release.tokenizer
-    frames, height, width = release.clip
-    gen = lambda: torch.Generator().manual_seed(cfg.seed)
-    real, labels = real_clips(frames, height, cfg.eval_clips, cfg.seed, **digits_options(release.meta))
-    tasks, shown = release.meta["tasks"], cfg.shown_clips
-    summary: dict[str, Any] = {"model": str(model_dir), "clip": [frames, height, width], "tasks": tasks}
+    info = pipe.info
+    frames, height, width = pipe.clip
+    by_class = torch.arange(info.num_classes).repeat_interleave(cfg.samples_per_class)
+    # one decode call per task (a batch as large as the largest set), seeded by cfg.seed
+    ev = Evaluator(pipe, classifier, cfg.eval_clips, max(cfg.eval_clips, len(by_class)), cfg.seed)
+    real, labels, shown = ev.real, ev.labels, cfg.shown_clips
+    summary: dict[str, Any] = {"model": str(model_dir), "clip": [frames, height, width], "tasks": list(info.tasks)}
     files = []
 
     # the tokenizer's round trip bounds every score below
-    recon = tokenizer.decode(tokenizer.encode(real)).clamp(-1, 1)
-    summary["tokenizer_psnr"] = psnr(recon, real).mean().item()
+    summary["tokenizer_psnr"] = psnr(ev.reconstruct(), real).mean().item()
     summary["black_canvas_psnr"] = psnr(torch.full_like(real, -1.0), real).mean().item()  # the trivial floor
 
     # class-conditional samples: one row per class
     if classifier is not None:
-        classes = torch.arange(release.meta["num_classes"]).repeat_interleave(cfg.samples_per_class)
-        decode_cfg = dataclasses.replace(cfg.decode, guidance=cfg.guidance)
-        samples = generate_video(model, tokenizer, "cg", decode_cfg, gen(), classes=classes,
-                                 video_shape=(frames, height, width)).clamp(-1, 1)
+        samples, accuracy = ev.class_samples(by_class, dataclasses.replace(cfg.decode, guidance=cfg.guidance))
         files.append(write_video(out / "samples_by_class.gif", make_grid(samples, nrow=cfg.samples_per_class),
                                  fps=cfg.fps))
-        summary["class_accuracy"] = class_accuracy(classifier, samples, classes)
+        summary["class_accuracy"] = accuracy
         summary["class_accuracy_real_clips"] = class_accuracy(classifier, real, labels)
-        summary["class_accuracy_chance"] = 1 / release.meta["num_classes"]
+        summary["class_accuracy_chance"] = 1 / info.num_classes
 
     # frame prediction and interpolation on held-out clips: condition | prediction | ground truth
     for task in ("fp", "fi"):
-        if task not in tasks:
+        if task not in info.tasks:
             continue
-        options = release.meta["task_options"].get(task, {})
-        cond = TASKS.build(task).condition(real, tokenizer, rule_of(release.meta), **options)
-        pred = generate_video(model, tokenizer, task, cfg.decode, gen(), cond=cond).clamp(-1, 1)
+        given, mask, pred = ev.predict(task, cfg.decode)
         if task == "fp":
-            given = int(cond.pixel_mask[0, 0, :, 0, 0].sum())  # frames given
-            scores = frame_prediction_scores(pred, real, given)
-            summary.update(fp_cond_frames=given, fp_psnr=scores["psnr"], fp_ssim=scores["ssim"],
+            cond_frames = int(mask[0, 0, :, 0, 0].sum())  # frames given
+            scores = frame_prediction_scores(pred, real, cond_frames)
+            summary.update(fp_cond_frames=cond_frames, fp_psnr=scores["psnr"], fp_ssim=scores["ssim"],
                            fp_copy_last_psnr=scores["copy_psnr"], fp_copy_last_ssim=scores["copy_ssim"])
         else:
-            made = ~cond.pixel_mask[0, 0, :, 0, 0]  # (T,) the frames between the given ones
+            made = ~mask[0, 0, :, 0, 0]  # (T,) the frames between the given ones
             summary["fi_psnr"] = psnr(pred[:, :, made], real[:, :, made]).mean().item()
-        rows = torch.cat([cond.pixels[:shown], pred[:shown], real[:shown]])
+        rows = torch.cat([given[:shown], pred[:shown], real[:shown]])
         files.append(write_video(out / f"{task}.gif", make_grid(rows, nrow=shown), fps=cfg.fps))
 
     # central inpainting: the clip with its centre blanked | inpainted | ground truth
-    if "ipc" in tasks:
-        cond = TASKS.build("ipc").condition(real[:shown], tokenizer, rule_of(release.meta))
-        filled = generate_video(model, tokenizer, "ipc", cfg.decode, gen(), cond=cond).clamp(-1, 1)
-        rows = torch.cat([cond.pixels, filled, real[:shown]])
+    if "ipc" in info.tasks:
+        given, _, filled = ev.predict("ipc", cfg.decode, clips=real[:shown])
+        rows = torch.cat([given, filled, real[:shown]])
         files.append(write_video(out / "inpaint.gif", make_grid(rows, nrow=shown), fps=cfg.fps))
     summary["files"] = [str(f) for f in files]
     return summary

@@ -14,8 +14,21 @@ from magvit.quickstart import quickstart_config, run_quickstart
 ROOT = Path(__file__).parents[1]
 
 
-def test_the_yaml_is_the_builtin_recipe():
+def test_the_recipe_is_the_shipped_yaml_wherever_it_is_installed(tmp_path, monkeypatch):
+    import shutil
+
+    from magvit import shipped
+
     assert to_dict(load_config(ROOT / "configs" / "quickstart.yaml")) == to_dict(quickstart_config())
+    changed = quickstart_config("elsewhere", {"transformer.loop.steps": 5})
+    assert changed.out == "elsewhere" and changed.transformer.loop.steps == 5
+    # an installed package: no checkout, the packaged copy
+    shutil.copytree(ROOT / "configs", tmp_path / "_shipped" / "configs")
+    (tmp_path / "_shipped" / "configs" / "quickstart.yaml").write_text(
+        (ROOT / "configs" / "quickstart.yaml").read_text().replace("out: runs/quickstart", "out: runs/packaged"))
+    monkeypatch.setattr(shipped, "source_checkout", lambda: None)
+    monkeypatch.setattr(shipped, "PACKAGED", tmp_path / "_shipped")
+    assert quickstart_config().out == "runs/packaged"
 
 
 def test_bad_override_is_one_line():

@@ -113,41 +113,69 @@ def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Evaluator:
-    """Everything one decode setting is scored with: the real clips, the fp condition, the classifier."""
+    """Everything a model is scored with on held-out moving digits: the real clips, the conditions of
+    the conditional tasks, the classifier. `score` is one row of the quality bench; the quickstart
+    builds its report from `class_samples`, `predict` and `reconstruct`."""
 
-    def __init__(self, release: Any, classifier: DigitClassifier, num: int, batch_size: int, seed: int):
+    def __init__(self, release: Any, classifier: DigitClassifier | None, num: int, batch_size: int, seed: int):
         frames, height, width = release.clip
         if height != width:
             raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")
         self.release, self.classifier, self.num, self.batch_size, self.seed = release, classifier, num, batch_size, seed
         info = release.info
         tasks = set(info.tasks)
-        self.cg = "cg" in tasks and info.num_classes == 10
-        self.uncond = "uncond" in tasks  # Frechet distance without classes when there is no cg
+        self.cg = "cg" in tasks and info.num_classes == 10 and classifier is not None
+        self.uncond = "uncond" in tasks and classifier is not None  # Frechet distance without classes, no cg
         self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
-        if not (self.cg or self.uncond or self.fp):
-            raise MagvitError(f"{release.directory}: trained for {sorted(tasks)}; the quality bench needs cg "
-                              "(10 digit classes), uncond or fp")
         options = digits_options(info)
         self.real, self.labels = real_clips(frames, height, num, seed, **options)
         self.reference, _ = real_clips(frames, height, num, seed + 1, **options)  # disjoint: the Frechet floor
         self.classes = torch.arange(num) % 10
         if self.fp:
-            device = next(release.model.parameters()).device
-            options = info.options(self.fp)
-            task = TASKS.build(self.fp)
-            with torch.no_grad():  # one condition per decode call: z~ of the padded first frames
-                self.conds = [task.condition(b.to(device), release.tokenizer, info.condition_rule, **options)
-                              for b in batches(self.real, batch_size)]
+            self.conds = self.conditions(self.fp)
             self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
+
+    @torch.no_grad()
+    def conditions(self, task: str, clips: Tensor | None = None) -> list[Condition]:
+        """One condition per decode call (`batch_size` clips each) of `task` on `clips` (default: the real
+        clips), with the options and the condition rule the model was trained with."""
+        info, tokenizer = self.release.info, self.release.tokenizer
+        device = next(self.release.model.parameters()).device
+        built = TASKS.build(task)
+        return [built.condition(b.to(device), tokenizer, info.condition_rule, **info.options(task))
+                for b in batches(self.real if clips is None else clips, self.batch_size)]
+
+    def predict(self, task: str, cfg: DecodeConfig, clips: Tensor | None = None,
+                classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """`task` on `clips` (default: the real clips), decoded with `cfg` (a generator seeded by `seed`
+        per decode call) -> the condition clips (N, 3, T, H, W), the given pixels (N, 1, T, H, W) bool and
+        the samples (N, 3, T, H, W), on the CPU."""
+        conds = self.conds if task == self.fp and clips is None else self.conditions(task, clips)
+        given = torch.cat([c.pixels.float().clamp(-1, 1).cpu() for c in conds])
+        mask = torch.cat([c.pixel_mask.cpu() for c in conds])
+        return given, mask, sample(self.release, task, cfg, self.seed, self.batch_size, len(given), classes=classes,
+                                   conds=conds)
+
+    def class_samples(self, classes: Tensor, cfg: DecodeConfig) -> tuple[Tensor, float]:
+        """Class-conditional samples (cg) of `classes` and the share the classifier assigns to them."""
+        fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, len(classes), classes=classes)
+        return fake, class_accuracy(self.classifier, fake, classes)
+
+    @torch.no_grad()
+    def reconstruct(self) -> Tensor:
+        """The tokenizer's round trip of the real clips (the ceiling of every score)."""
+        tok = self.release.tokenizer
+        device = next(tok.parameters()).device
+        return torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
+                          for b in batches(self.real, self.batch_size)])
 
     def score(self, cfg: DecodeConfig) -> dict[str, Any]:
         """Class accuracy, Frechet distance and frame-prediction scores of samples decoded with `cfg`."""
         row: dict[str, Any] = {"class_accuracy": None, "frechet": None, "fp_psnr": None, "fp_ssim": None}
         start = time.perf_counter()
         if self.cg:
-            fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, self.num, classes=self.classes)
-            row["class_accuracy"] = 100 * class_accuracy(self.classifier, fake, self.classes)
+            fake, accuracy = self.class_samples(self.classes, cfg)
+            row["class_accuracy"] = 100 * accuracy
             row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
         elif self.uncond:
             fake = sample(self.release, "uncond", cfg, self.seed, self.batch_size, self.num)
@@ -155,8 +183,7 @@ class Evaluator:
         if self.fp:
             labels = self.labels if self.fp == "cfp" else None
             fp_cfg = cfg if self.fp == "cfp" else dataclasses.replace(cfg, guidance=0.0)  # guidance needs a class
-            pred = sample(self.release, self.fp, fp_cfg, self.seed, self.batch_size, self.num, classes=labels,
-                          conds=self.conds)
+            _, _, pred = self.predict(self.fp, fp_cfg, classes=labels)
             scores = frame_prediction_scores(pred, self.real, self.cond_frames)
             row["fp_psnr"], row["fp_ssim"] = scores["psnr"], scores["ssim"]
         row["seconds"] = time.perf_counter() - start
@@ -171,12 +198,7 @@ class Evaluator:
         floor = classifier_frechet(self.classifier, self.reference, self.real)
         rows = [row(method="real test clips", class_accuracy=accuracy, frechet=floor)]
         if self.fp:
-            with torch.no_grad():
-                tok = self.release.tokenizer
-                device = next(tok.parameters()).device
-                recon = torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
-                                   for b in batches(self.real, self.batch_size)])
-            scores = frame_prediction_scores(recon, self.real, self.cond_frames)
+            scores = frame_prediction_scores(self.reconstruct(), self.real, self.cond_frames)
             rows.append(row(method="copy last frame", fp_psnr=scores["copy_psnr"], fp_ssim=scores["copy_ssim"]))
             rows.append(row(method="tokenizer round trip (ceiling)", fp_psnr=scores["psnr"], fp_ssim=scores["ssim"]))
         return rows
@@ -207,6 +229,9 @@ def bench_quality(
     classifier, info = digit_classifier(cache_dir, quiet=quiet)
     classifier = classifier.to(device)
     evaluator = Evaluator(release, classifier, num, batch_size, seed)
+    if not (evaluator.cg or evaluator.uncond or evaluator.fp):
+        raise MagvitError(f"{release.directory}: trained for {', '.join(release.info.tasks)}; the quality bench "
+                          "needs cg (10 digit classes), uncond or fp")
     env = environment(device, argv)
     frames, size = release.clip[:2]
 
