@@ -60,6 +60,13 @@ def test_every_task_method_returns_videos_in_range(pipe):
     _check(pipe.edit(clip[0, :, 0], classes=[5], box=(0, 0, 8, 8), **fast), 1, frames=1)  # an image (3, H, W)
 
 
+def test_dtype_runs_the_forward_passes_under_autocast(folder):
+    pipe = MagvitPipeline.from_pretrained(folder, dtype=torch.bfloat16)
+    assert next(pipe.model.parameters()).dtype == torch.float32  # the weights stay float32
+    _check(pipe.generate(classes=[1], steps=2), 1)
+    _check(pipe.predict(torch.zeros(1, 3, 9, 16, 16), steps=2), 1)
+
+
 def test_the_same_seed_gives_the_same_samples_and_inputs_are_checked(pipe):
     a = pipe.generate(classes=[1, 2], num=4, batch_size=3, steps=2, seed=5)
     b = pipe.generate(classes=[1, 2], num=4, batch_size=3, steps=2, seed=5)
