@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from magvit.config import CONFIG_KINDS, apply_overrides, build_registered, from_dict, read_yaml, to_dict
+from magvit import shipped
+from magvit.config import apply_overrides, build_registered, from_dict, read_yaml, to_dict
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, read_json
 from magvit.registry import Registry
 
 # procedure name -> run(recipe, seed, context) -> {metric: number | [per-sample values] | {value, low, high}}
 PROCEDURES: Registry[Callable[..., dict[str, Any]]] = Registry("study procedure")
-STUDIES_DIR = Path(__file__).resolve().parents[2] / "configs" / "studies"
 BUDGETS = ("quick", "full", "test")
 
 
@@ -90,9 +90,6 @@ class StudyConfig:
     expect: tuple[Claim, ...] = ()
 
 
-CONFIG_KINDS.register("study", StudyConfig, help="a paper's ablation: arms x seeds")(StudyConfig)
-
-
 @dataclass
 class Context:
     """What a run gets besides its recipe: its folder, and a cache for artefacts shared by runs."""
@@ -125,18 +122,18 @@ def digest(config: Any) -> str:
 
 
 def find_study(name: str) -> Path:
-    """A study by name (`configs/studies/<name>.yaml`) or path."""
+    """A study by path, or by name (`studies/<name>.yaml` of the shipped configs)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
-    shipped = STUDIES_DIR / f"{name}.yaml"
-    if shipped.is_file():
-        return shipped
+    found = shipped.find("configs", f"studies/{name}.yaml")  # the checkout's, else the installed package's
+    if found is not None:
+        return found
     raise MagvitError(f"study '{name}' not found (the studies: {', '.join(list_studies()) or 'none'})")
 
 
 def list_studies() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+    return sorted({p.stem for root in shipped.roots("configs") for p in (root / "studies").glob("*.yaml")})
 
 
 def load_study(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[StudyConfig, Path]:
