@@ -45,10 +45,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the file gets the permissions open() would give
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp makes 0600 (and some writers, safetensors among them, replace the file): the result
+        # gets the permissions open() would give
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -152,3 +152,24 @@ def test_checkpoints_carry_the_fp16_grad_scaler(tmp_path):
     assert fresh.state_dict() == saved and "grad_scaler" not in state
     save_checkpoint(tmp_path, 5, {"model": model}, {"opt": opt}, {}, keep=1)  # no scaler (fp32, bf16): nothing
     assert "grad_scaler" not in json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    """mkstemp makes 0600 and safetensors replaces the file it writes: released weights must still be
+    readable by others (a 0600 model.safetensors once shipped in checkpoints/)."""
+    import os
+    import stat
+
+    from safetensors.torch import save_file
+
+    from magvit.fileio import atomic_path, atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "w.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, str(tmp))
+        atomic_write_text(tmp_path / "c.json", "{}")
+    finally:
+        os.umask(umask)
+    for name in ("w.safetensors", "c.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
