@@ -19,6 +19,7 @@ and returns its metrics (see `magvit.reproduce.study` for the three forms a metr
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -72,6 +73,9 @@ def validation_curve(run_dir: Path, key: str) -> list[list[float]]:
         return [[float(r["step"]), float(r[key])] for r in csv.DictReader(f)]
 
 
+_REFERENCES: dict[tuple, Any] = {}  # real-clip feature statistics per (clip, count, seed, motion)
+
+
 def digit_scores(release: Any, seed: int, samples: int, batch_size: int, decode: DecodeConfig,
                  guidance: float) -> dict[str, Any]:
     """Class-conditional samples of a digits model, scored by the project classifier: per-sample
@@ -86,9 +90,11 @@ def digit_scores(release: Any, seed: int, samples: int, batch_size: int, decode:
     cfg = dataclasses.replace(decode, guidance=guidance)
     fake = sample(release, "cg", cfg, seed, batch_size, samples, classes=classes)
     logits, f_fake = classifier.clips(fake)
-    real, _ = real_clips(frames, height, samples, 10_000 + seed, **digits_options(release.meta))
-    _, f_real = classifier.clips(real)
-    ref = feature_statistics(f_real)
+    key = (frames, height, samples, seed, json.dumps(digits_options(release.meta), sort_keys=True))
+    if key not in _REFERENCES:  # the same held-out clips for every arm of a sweep: computed once
+        real, _ = real_clips(frames, height, samples, 10_000 + seed, **digits_options(release.meta))
+        _REFERENCES[key] = feature_statistics(classifier.clips(real)[1])
+    ref = _REFERENCES[key]
     fake_np = f_fake.numpy()
     frechet = bootstrap_interval(np.arange(len(fake_np)), reps=200, seed=seed, statistic=lambda idx: frechet_distance(
         *feature_statistics(fake_np[idx.astype(int)]), *ref))
