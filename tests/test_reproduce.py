@@ -12,7 +12,16 @@ from scipy import stats
 
 from magvit.cli import main
 from magvit.reproduce import list_studies, load_study
-from magvit.reproduce.study import BUDGETS, arm_recipe, arms_of, bootstrap_interval, t_interval, verdict
+from magvit.reproduce.study import (
+    BUDGETS,
+    arm_recipe,
+    arms_of,
+    bootstrap_interval,
+    paired_difference,
+    paired_verdict,
+    t_interval,
+    verdict,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -42,6 +51,15 @@ def test_intervals_and_verdicts():
     assert verdict(a, b, True) == "holds" and verdict(b, a, True) == "contradicted"
     assert verdict(a, b, False) == "contradicted" and verdict(b, a, False) == "holds"
     assert verdict(a, {"mean": 1.8, "low": 1.0, "high": 2.0}, True) == "not resolved"
+    # paired by seed: a consistent gain resolves although the arms' own intervals overlap
+    better = [{"m": v} for v in (90.0, 82.5, 95.0)]
+    worse = [{"m": v} for v in (78.0, 72.5, 84.0)]
+    diff = paired_difference(better, worse, "m")
+    assert diff["mean"] == pytest.approx(11.0) and diff["low"] > 0
+    assert t_interval([90.0, 82.5, 95.0])[1] < t_interval([78.0, 72.5, 84.0])[2]  # unpaired: they overlap
+    assert paired_verdict(diff, True) == "holds" and paired_verdict(diff, False) == "contradicted"
+    assert paired_difference(better, worse[:2], "m") is None and paired_difference([{"m": [1.0]}] * 2,
+                                                                                 [{"m": [0.0]}] * 2, "m") is None
 
 
 def test_inflation_runs_resumes_and_reports(tmp_path, capsys):

@@ -313,11 +313,37 @@ def summarise(study: StudyConfig, budget: str, seeds: tuple[int, ...], ran: list
             continue  # an arm this budget does not run
         a = arms[c.better]["metrics"][c.metric] if c.better in arms else by_group[c.better][c.metric]
         b = arms[c.worse]["metrics"][c.metric] if c.worse in arms else by_group[c.worse][c.metric]
-        claims.append({"metric": c.metric, "better": c.better, "worse": c.worse,
-                       "verdict": verdict(a, b, higher[c.metric])})
+        paired = paired_difference(results.get(c.better), results.get(c.worse), c.metric)
+        claims.append({"metric": c.metric, "better": c.better, "worse": c.worse, "paired": paired,
+                       "verdict": paired_verdict(paired, higher[c.metric]) if paired else verdict(a, b,
+                                                                                                 higher[c.metric])})
+    first = ran[0].name
+    paired_vs_first = {arm.name: {m.name: paired_difference(results[arm.name], results[first], m.name)
+                                  for m in study.metrics} for arm in ran[1:]}
     return {"study": study.name, "paper": study.paper, "claim": study.claim, "budget": budget, "seeds": list(seeds),
             "recipe": to_dict(study.recipe), "budget_set": to_dict(study.budgets.get(budget, Budget()).set),
-            "arms": arms, "groups": by_group, "claims": claims, "environment": environment(seconds)}
+            "arms": arms, "groups": by_group, "claims": claims, "paired_vs_first": paired_vs_first,
+            "environment": environment(seconds)}
+
+
+def paired_difference(runs_a: list[dict[str, Any]] | None, runs_b: list[dict[str, Any]] | None,
+                      metric: str) -> dict[str, Any] | None:
+    """Mean and 95% t-interval of the per-seed differences a - b, when both arms ran the same >= 2
+    seeds with one number each (the same seed: the same data order and initialisation, so the
+    difference removes the seed's own luck); else None."""
+    if not runs_a or not runs_b or len(runs_a) != len(runs_b) or len(runs_a) < 2:
+        return None
+    values = [(r.get(metric), q.get(metric)) for r, q in zip(runs_a, runs_b)]
+    if any(x is None or y is None or isinstance(x, (list, dict)) or isinstance(y, (list, dict)) for x, y in values):
+        return None
+    mean, low, high = t_interval([float(x) - float(y) for x, y in values])
+    return {"mean": mean, "low": low, "high": high, "interval": f"paired t-interval over {len(values)} seeds"}
+
+
+def paired_verdict(diff: dict[str, Any], higher_is_better: bool) -> str:
+    """holds / contradicted / not resolved from the interval of (claimed better - claimed worse)."""
+    low, high = (diff["low"], diff["high"]) if higher_is_better else (-diff["high"], -diff["low"])
+    return "holds" if low > 0 else "contradicted" if high < 0 else "not resolved"
 
 
 def _as_number(value: Any) -> float:
@@ -385,11 +411,23 @@ def write_report(study: StudyConfig, report: dict[str, Any], out: Path) -> None:
                   "|---|" + "---:|" * len(study.metrics)]
         for group, stats in sorted(report["groups"].items()):
             lines.append(f"| {group} | " + " | ".join(_fmt(stats[m.name]) for m in study.metrics) + " |")
+    paired = {a: d for a, d in report["paired_vs_first"].items() if any(d.values())}
+    if paired:
+        first = next(iter(report["arms"]))
+        lines += ["", f"Paired by seed, each arm minus `{first}` (same seed: same data order and initialisation):",
+                  "", "| arm - " + first + " | " + " | ".join(m.label or m.name for m in study.metrics) + " |",
+                  "|---|" + "---:|" * len(study.metrics)]
+        for name, diffs in paired.items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(diffs[m.name]) if diffs[m.name] else "n/a"
+                                                      for m in study.metrics) + " |")
     if report["claims"]:
-        lines += ["", "| the paper's claim | on | verdict |", "|---|---|---|"]
-        lines += [f"| {c['better']} beats {c['worse']} | {c['metric']} | {c['verdict']} |" for c in report["claims"]]
-    lines += ["", "A claim holds only when the two 95% intervals do not overlap in the claimed direction; "
-              "contradicted when they do not overlap the other way; otherwise not resolved.", "",
+        lines += ["", "| the paper's claim | on | difference [95%] | verdict |", "|---|---|---:|---|"]
+        lines += [f"| {c['better']} beats {c['worse']} | {c['metric']} | "
+                  f"{_fmt(c['paired']) + ' (paired)' if c['paired'] else 'intervals above'} | {c['verdict']} |"
+                  for c in report["claims"]]
+    lines += ["", "A claim holds only when the 95% interval of the paired per-seed difference (trained arms) "
+              "excludes 0 in the claimed direction, or, without pairs, when the two arms' intervals do not "
+              "overlap; contradicted when it is the other way; otherwise not resolved.", "",
               "![plot](plot.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
 
