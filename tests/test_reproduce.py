@@ -21,6 +21,7 @@ from magvit.reproduce.study import (
     paired_verdict,
     t_interval,
     verdict,
+    wilson_interval,
 )
 
 ROOT = Path(__file__).parents[1]
@@ -45,6 +46,9 @@ def test_intervals_and_verdicts():
     half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
     assert mean == pytest.approx(7 / 3) and low == pytest.approx(mean - half) and high == pytest.approx(mean + half)
     assert bootstrap_interval([0.5] * 50)[1:] == (0.5, 0.5)
+    share, low, high = wilson_interval(200, 200)  # all right: the interval keeps a width
+    assert share == 1.0 and high == 1.0 and low == pytest.approx(0.9812, abs=1e-3)
+    assert wilson_interval(10, 20)[1:] == pytest.approx((0.2993, 0.7007), abs=1e-3)
     m, lo, hi = bootstrap_interval(np.r_[np.zeros(500), np.ones(500)])
     assert m == 0.5 and 0.45 < lo < 0.5 < hi < 0.55
     a, b = {"mean": 2, "low": 1.5, "high": 2.5}, {"mean": 1, "low": 0.5, "high": 1.4}
@@ -95,7 +99,7 @@ def test_schedules_on_the_shipped_model(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert list(report["arms"]) == ["cosine-4", "linear-4"]
     accuracy = report["arms"]["cosine-4"]["metrics"]["class_accuracy"]
-    assert accuracy["interval"] == "bootstrap over 4 samples" and 0 <= accuracy["low"] <= accuracy["high"] <= 100
+    assert accuracy["interval"] == "Wilson interval over 4 samples" and 0 <= accuracy["low"] <= accuracy["high"] <= 100
     assert report["claims"] == []  # the test budget runs none of the claimed pairs
 
 

@@ -257,14 +257,29 @@ def bootstrap_interval(values: list[float] | np.ndarray, reps: int = 2000, seed:
     return stat(x), float(low), float(high)
 
 
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float, float]:
+    """A share and its 95% Wilson score interval: unlike a bootstrap it does not collapse to a point
+    at 0% or 100% (200 of 200 right -> [0.981, 1])."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
+
+
 def aggregate(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """One arm's figure for `metric` from its runs (one per seed)."""
     values = [r.get(metric) for r in runs]
     if not values or any(v is None for v in values):
         return {"mean": math.nan, "low": math.nan, "high": math.nan, "interval": "not measured"}
-    if all(isinstance(v, list) for v in values):  # per-sample values: pooled over seeds, bootstrap
-        mean, low, high = bootstrap_interval([x for v in values for x in v])
-        how = f"bootstrap over {sum(len(v) for v in values)} samples"
+    if all(isinstance(v, list) for v in values):  # per-sample values: pooled over seeds
+        pooled = [x for v in values for x in v]
+        scale = max(pooled, default=0.0)
+        if scale in (1.0, 100.0) and set(pooled) <= {0.0, scale}:  # right / wrong: Wilson's interval
+            mean, low, high = (scale * x for x in wilson_interval(sum(pooled) / scale, len(pooled)))
+            how = f"Wilson interval over {len(pooled)} samples"
+        else:
+            mean, low, high = bootstrap_interval(pooled)
+            how = f"bootstrap over {len(pooled)} samples"
     elif all(isinstance(v, dict) for v in values) and len(values) == 1:  # an interval the run computed
         mean, low, high = values[0]["value"], values[0]["low"], values[0]["high"]
         how = values[0].get("how", "computed by the run")
