@@ -110,11 +110,6 @@ class MagvitPipeline:
         return self.info.clip
 
     @property
-    def meta(self) -> dict[str, Any]:
-        """magvit.json as plain data (older callers read this; `info` is its typed form)."""
-        return self.info.to_json()
-
-    @property
     def name(self) -> str:
         return str(self.directory) if self.directory is not None else "this model"
 

@@ -29,11 +29,6 @@ from magvit.tasks import TASKS
 OUTPUT_SUFFIXES = (".mp4", ".gif", ".png")
 
 
-def load_release(name: str | Path, device: str | torch.device = "cpu") -> MagvitPipeline:
-    """`MagvitPipeline.from_pretrained` under the name magvit.reproduce still calls."""
-    return MagvitPipeline.from_pretrained(name, device=device)
-
-
 @dataclass(frozen=True, kw_only=True)
 class SampleConfig:
     """`kind: sample`: everything that decides a sampling result."""

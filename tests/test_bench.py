@@ -76,7 +76,7 @@ def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
 def test_bench_tokenizers_three_families_on_their_own_and_on_shared_frames(tmp_path):
     from magvit.bench.tokenizers import data_options, load_clips
     from magvit.metrics import psnr, ssim
-    from magvit.tokenizers import load_tokenizer
+    from magvit.tokenizers import Tokenizer
 
     folders = {name: build_tokenizer(name, "tiny").save_pretrained(tmp_path / name) for name in ("vqgan2d", "causal3d")}
     torch.jit.script(MeanFeatures()).save(str(tmp_path / "features.pt"))
@@ -100,7 +100,7 @@ def test_bench_tokenizers_three_families_on_their_own_and_on_shared_frames(tmp_p
     # the shared columns score every row on the same pixels: frames 0-15 of the same clips
     clips = load_clips(data_options("moving_digits", 17, 16, 3), 3)  # (3, 3, 17, 16, 16)
     for row, name in ((vqgan2d, "vqgan2d"), (causal3d, "causal3d")):
-        model = load_tokenizer(folders[name]).eval()
+        model = Tokenizer.from_pretrained(folders[name]).eval()
         with torch.no_grad():
             recon = model.decode(model.encode(clips)).clamp(-1, 1)  # (3, 3, 17, 16, 16)
         assert row["psnr"] == pytest.approx(psnr(recon, clips).mean().item(), rel=1e-4)

@@ -18,6 +18,7 @@ The metric functions (`class_accuracy`, `classifier_frechet`, `frame_prediction_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -47,11 +48,12 @@ def class_accuracy(classifier: DigitClassifier, videos: Tensor, labels: Tensor) 
     return (logits.argmax(1) == labels.cpu()).float().mean().item()
 
 
-def classifier_frechet(classifier: DigitClassifier, fake: Tensor, real: Tensor) -> float:
-    """Frechet distance between two sets of clips in the classifier's feature space (>= 2 clips each)."""
+def classifier_frechet(classifier: DigitClassifier, fake: Tensor, real: Tensor | tuple) -> float:
+    """Frechet distance between two sets of clips in the classifier's feature space (>= 2 clips each);
+    `real` may be given as its feature statistics (mean, covariance) when it is scored against often."""
     _, f_fake = classifier.clips(fake)
-    _, f_real = classifier.clips(real)
-    return frechet_distance(*feature_statistics(f_fake), *feature_statistics(f_real))
+    reference = real if isinstance(real, tuple) else feature_statistics(classifier.clips(real)[1])
+    return frechet_distance(*feature_statistics(f_fake), *reference)
 
 
 def copy_last_frame(video: Tensor, cond_frames: int) -> Tensor:
@@ -135,6 +137,11 @@ class Evaluator:
             self.conds = self.conditions(self.fp)
             self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
 
+    @functools.cached_property
+    def real_statistics(self) -> tuple:
+        """The real clips' feature statistics (mean, covariance): every Frechet distance is taken to them."""
+        return feature_statistics(self.classifier.clips(self.real)[1])
+
     @torch.no_grad()
     def conditions(self, task: str, clips: Tensor | None = None) -> list[Condition]:
         """One condition per decode call (`batch_size` clips each) of `task` on `clips` (default: the real
@@ -176,10 +183,10 @@ class Evaluator:
         if self.cg:
             fake, accuracy = self.class_samples(self.classes, cfg)
             row["class_accuracy"] = 100 * accuracy
-            row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
+            row["frechet"] = classifier_frechet(self.classifier, fake, self.real_statistics)
         elif self.uncond:
             fake = sample(self.release, "uncond", cfg, self.seed, self.batch_size, self.num)
-            row["frechet"] = classifier_frechet(self.classifier, fake, self.real)
+            row["frechet"] = classifier_frechet(self.classifier, fake, self.real_statistics)
         if self.fp:
             labels = self.labels if self.fp == "cfp" else None
             fp_cfg = cfg if self.fp == "cfp" else dataclasses.replace(cfg, guidance=0.0)  # guidance needs a class

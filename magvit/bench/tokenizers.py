@@ -1,6 +1,6 @@
 """`magvit bench tokenizers`: tokenizers side by side on the same clips.
 
-Each tokenizer is a saved folder (`load_tokenizer`) or `name:preset` (`build_tokenizer`, random
+Each tokenizer is a saved folder (`Tokenizer.from_pretrained`) or `name:preset` (`build_tokenizer`, random
 weights: the table says so). All of them read the same clips at the same size. Token grids tile
 different clip lengths (vqgan2d any, MAGVIT's 3D-VQ 4k frames, MAGVIT-v2's causal tokenizer 1 + 4k:
 16 and 17 frames in the papers), so each tokenizer reconstructs the longest prefix of the clips its
@@ -29,7 +29,7 @@ from magvit.bench.measure import PeakMemory, autocast, batches, count_parameters
 from magvit.bench.report import Column, Table, environment
 from magvit.errors import MagvitError
 from magvit.metrics import code_histogram, feature_statistics, frechet_distance, psnr, ssim
-from magvit.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from magvit.tokenizers import Tokenizer, build_tokenizer
 
 
 @dataclass
@@ -43,7 +43,7 @@ def resolve_tokenizer(spec: str) -> Candidate:
     """A saved tokenizer folder, or `name:preset` built with random weights."""
     path = Path(spec)
     if path.is_dir():
-        return Candidate(spec, load_tokenizer(path), random_weights=False)
+        return Candidate(spec, Tokenizer.from_pretrained(path), random_weights=False)
     name, sep, preset = spec.partition(":")
     if not sep or not name or not preset:
         raise MagvitError(

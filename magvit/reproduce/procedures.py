@@ -19,7 +19,6 @@ and returns its metrics (see `magvit.reproduce.study` for the three forms a metr
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from magvit.bench.quality import sample
 from magvit.config import registry_field
 from magvit.decode import DecodeConfig
 from magvit.reproduce.study import PROCEDURES, Context, bootstrap_interval
@@ -73,35 +73,23 @@ def validation_curve(run_dir: Path, key: str) -> list[list[float]]:
         return [[float(r["step"]), float(r[key])] for r in csv.DictReader(f)]
 
 
-_REFERENCES: dict[tuple, Any] = {}  # real-clip feature statistics per (clip, count, seed, motion)
-
-
-def digit_scores(release: Any, seed: int, samples: int, batch_size: int, decode: DecodeConfig,
-                 guidance: float) -> dict[str, Any]:
-    """Class-conditional samples of a digits model, scored by the project classifier: per-sample
-    correctness (%) and the Frechet distance to held-out clips with a bootstrap interval."""
+def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
+    """The quality bench's `Evaluator` of a model folder: `clips` held-out moving-digit clips, the
+    project classifier, decode calls of `batch_size`, decode generators seeded by `seed`."""
     from magvit.bench.digits import digit_classifier
-    from magvit.bench.quality import digits_options, real_clips, sample
-    from magvit.metrics import feature_statistics, frechet_distance
+    from magvit.bench.quality import Evaluator
+    from magvit.pipeline import MagvitPipeline
 
-    classifier, _ = digit_classifier(quiet=True)
-    frames, height, _ = release.clip
-    classes = torch.arange(samples) % int(release.meta["num_classes"])
-    cfg = dataclasses.replace(decode, guidance=guidance)
-    fake = sample(release, "cg", cfg, seed, batch_size, samples, classes=classes)
-    logits, f_fake = classifier.clips(fake)
-    key = (frames, height, samples, seed, json.dumps(digits_options(release.meta), sort_keys=True))
-    if key not in _REFERENCES:  # the same held-out clips for every arm of a sweep: computed once
-        real, _ = real_clips(frames, height, samples, 10_000 + seed, **digits_options(release.meta))
-        _REFERENCES[key] = feature_statistics(classifier.clips(real)[1])
-    ref = _REFERENCES[key]
-    fake_np = f_fake.numpy()
-    frechet = bootstrap_interval(np.arange(len(fake_np)), reps=200, seed=seed, statistic=lambda idx: frechet_distance(
-        *feature_statistics(fake_np[idx.astype(int)]), *ref))
-    correct = (logits.argmax(1) == classes).float().mul(100).tolist()
-    return {"class_accuracy": correct,
-            "frechet": {"value": frechet[0], "low": frechet[1], "high": frechet[2],
-                        "how": f"bootstrap over {samples} samples"}}
+    return Evaluator(MagvitPipeline.from_pretrained(model), digit_classifier(quiet=True)[0], clips, batch_size, seed)
+
+
+def class_scores(ev: Any, samples: int, decode: DecodeConfig, guidance: float) -> dict[str, float]:
+    """Class accuracy (%) of `samples` class-conditional samples and their Frechet distance to the real clips."""
+    from magvit.bench.quality import classifier_frechet
+
+    classes = torch.arange(samples) % ev.release.info.num_classes
+    fake, accuracy = ev.class_samples(classes, dataclasses.replace(decode, guidance=guidance))
+    return {"class_accuracy": 100 * accuracy, "frechet": classifier_frechet(ev.classifier, fake, ev.real_statistics)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,18 +106,29 @@ class DecodeSweepRecipe:
     guidance: float = 2.0
 
 
-_RELEASES: dict[str, Any] = {}
+_SWEEP: dict[tuple, Any] = {}  # one Evaluator for every arm of a sweep: the model and real clips load once
 
 
 @PROCEDURES.register("decode_sweep", DecodeSweepRecipe, help="decode a trained cg model with one schedule / steps")
 def decode_sweep(recipe: DecodeSweepRecipe, seed: int, ctx: Context) -> dict[str, Any]:
-    from magvit.sampling import load_release
+    """Per-sample correctness (%) of class-conditional samples and their Frechet distance to held-out
+    clips with a bootstrap interval over the samples."""
+    from magvit.metrics import feature_statistics, frechet_distance
 
-    if recipe.checkpoint not in _RELEASES:  # one load for the whole sweep
-        _RELEASES.clear()
-        _RELEASES[recipe.checkpoint] = load_release(recipe.checkpoint)
-    release = _RELEASES[recipe.checkpoint]
-    return digit_scores(release, seed, recipe.samples, recipe.batch_size, recipe.decode, recipe.guidance)
+    key = (recipe.checkpoint, recipe.samples, recipe.batch_size, seed)
+    if key not in _SWEEP:
+        _SWEEP.clear()
+        _SWEEP[key] = evaluator(recipe.checkpoint, recipe.samples, recipe.batch_size, seed)
+    ev = _SWEEP[key]
+    fake = sample(ev.release, "cg", dataclasses.replace(recipe.decode, guidance=recipe.guidance), seed,
+                  recipe.batch_size, recipe.samples, classes=ev.classes)
+    logits, features = ev.classifier.clips(fake)
+    features = features.numpy()
+    frechet = bootstrap_interval(np.arange(len(features)), reps=200, seed=seed, statistic=lambda idx: frechet_distance(
+        *feature_statistics(features[idx.astype(int)]), *ev.real_statistics))
+    return {"class_accuracy": (logits.argmax(1) == ev.classes).float().mul(100).tolist(),
+            "frechet": {"value": frechet[0], "low": frechet[1], "high": frechet[2],
+                        "how": f"bootstrap over {recipe.samples} samples"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,9 +170,9 @@ class TokenizerThenTransformerRecipe:
     guidance: float = 2.0
 
 
+@PROCEDURES.register("tokenizer_then_transformer", TokenizerThenTransformerRecipe,
+                    help="a tokenizer, then one transformer recipe on its tokens")
 def tokenizer_then_transformer(recipe: TokenizerThenTransformerRecipe, seed: int, ctx: Context) -> dict[str, Any]:
-    from magvit.sampling import load_release
-
     tok_cfg = recipe.tokenizer
     if recipe.quantizer is not None:
         tok_cfg = dataclasses.replace(tok_cfg, tokenizer=dataclasses.replace(tok_cfg.tokenizer,
@@ -183,16 +182,9 @@ def tokenizer_then_transformer(recipe: TokenizerThenTransformerRecipe, seed: int
     metrics: dict[str, Any] = {"psnr": last["psnr"], "ssim": last["ssim"], "usage": 100 * last["usage"]}
     if recipe.transformer.loop.steps > 0:
         model = train_transformer_in(ctx.run_dir / "transformer", recipe.transformer, tokenizer, seed)
-        scores = digit_scores(load_release(model), seed, recipe.samples, min(recipe.samples, 250), recipe.decode,
-                              recipe.guidance)
-        metrics["class_accuracy"] = float(np.mean(scores["class_accuracy"]))
-        metrics["frechet"] = scores["frechet"]["value"]
+        ev = evaluator(model, recipe.samples, min(recipe.samples, 250), seed)
+        metrics.update(class_scores(ev, recipe.samples, recipe.decode, recipe.guidance))
     return metrics
-
-
-PROCEDURES.register("tokenizer_then_transformer", TokenizerThenTransformerRecipe,
-                    help="a tokenizer, then one transformer recipe on its tokens")(tokenizer_then_transformer)
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,56 +203,39 @@ class TransformerRecipe:
 
 
 @torch.no_grad()
-def conditional_scores(release: Any, task: str, real: torch.Tensor, seed: int, decode: DecodeConfig,
-                       reference: torch.Tensor) -> dict[str, float]:
-    """fp / fi on held-out clips `real`: PSNR / SSIM of the generated frames, the baseline's (fp:
-    copy-last-frame; fi: linear blending of the two given frames), and the Frechet distance of the
-    whole predicted clips to other real clips `reference` in the digit classifier's space."""
-    from magvit.bench.digits import digit_classifier
-    from magvit.bench.quality import classifier_frechet
-    from magvit.decode import generate_video
+def conditional_scores(ev: Any, task: str, decode: DecodeConfig) -> dict[str, float]:
+    """fp / fi on the evaluator's held-out clips: PSNR / SSIM of the generated frames, the baseline's
+    (fp: copy-last-frame; fi: linear blending of the two given frames), and the Frechet distance of the
+    whole predicted clips to other real clips (`ev.reference`) in the digit classifier's space."""
+    from magvit.bench.quality import classifier_frechet, frame_prediction_scores
     from magvit.metrics import psnr, ssim
-    from magvit.tasks import TASKS, rule_of
 
-    options = dict(release.meta.get("task_options", {}).get(task, {}))
-    cond = TASKS.build(task).condition(real, release.tokenizer, rule_of(release.meta), **options)
-    gen = torch.Generator().manual_seed(seed)
-    pred = generate_video(release.model, release.tokenizer, task, dataclasses.replace(decode, guidance=0.0), gen,
-                          cond=cond).float().clamp(-1, 1)
-    made = ~cond.pixel_mask[0, 0, :, 0, 0]  # (T,) the frames the model made
+    _, given, pred = ev.predict(task, dataclasses.replace(decode, guidance=0.0))  # guidance needs a class
+    real = ev.real
+    made = ~given[0, 0, :, 0, 0]  # (T,) the frames the model made
+    frechet = classifier_frechet(ev.classifier, pred, ev.reference)
     if task == "fp":
-        k = int((~made).sum())
-        baseline = real[:, :, k - 1 : k].expand_as(real)
-    else:  # linear blend of the first and the last frame
-        w = torch.linspace(0, 1, real.shape[2]).view(1, 1, -1, 1, 1)
-        baseline = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
+        scores = frame_prediction_scores(pred, real, int((~made).sum()))
+        return {"fp_psnr": scores["psnr"], "fp_ssim": scores["ssim"], "fp_baseline_psnr": scores["copy_psnr"],
+                "fp_frechet": frechet}
+    w = torch.linspace(0, 1, real.shape[2]).view(1, 1, -1, 1, 1)  # linear blend of the first and the last frame
+    blend = real[:, :, :1] * (1 - w) + real[:, :, -1:] * w
     pick = lambda v: v[:, :, made]
-    classifier, _ = digit_classifier(quiet=True)
-    return {f"{task}_psnr": psnr(pick(pred), pick(real)).mean().item(),
-            f"{task}_ssim": ssim(pick(pred), pick(real)).mean().item(),
-            f"{task}_baseline_psnr": psnr(pick(baseline), pick(real)).mean().item(),
-            f"{task}_frechet": classifier_frechet(classifier, pred, reference)}
+    return {"fi_psnr": psnr(pick(pred), pick(real)).mean().item(),
+            "fi_ssim": ssim(pick(pred), pick(real)).mean().item(),
+            "fi_baseline_psnr": psnr(pick(blend), pick(real)).mean().item(), "fi_frechet": frechet}
 
 
 @PROCEDURES.register("transformer", TransformerRecipe, help="a transformer recipe on a shared tokenizer")
 def transformer_run(recipe: TransformerRecipe, seed: int, ctx: Context) -> dict[str, Any]:
     """Class accuracy / Frechet of class-conditional samples (cg), frame prediction against
     copy-last-frame and interpolation against linear blending (fp, fi), on held-out moving digits."""
-    from magvit.bench.quality import digits_options, real_clips
-    from magvit.sampling import load_release
-
     shared = ctx.shared("tokenizer", recipe.tokenizer, lambda d: train_tokenizer_in(d, recipe.tokenizer))
     model = train_transformer_in(ctx.run_dir / "transformer", recipe.transformer, shared / "tokenizer", seed)
-    release = load_release(model)
-    frames, size, _ = release.clip
-    metrics: dict[str, Any] = {}
-    if "cg" in release.meta["tasks"]:
-        scores = digit_scores(release, seed, recipe.samples, min(recipe.samples, 250), recipe.decode, recipe.guidance)
-        metrics["class_accuracy"] = float(np.mean(scores["class_accuracy"]))
-        metrics["frechet"] = scores["frechet"]["value"]
-    real, _ = real_clips(frames, size, recipe.eval_clips, seed, **digits_options(release.meta))
-    reference, _ = real_clips(frames, size, recipe.eval_clips, 20_000 + seed, **digits_options(release.meta))
+    ev = evaluator(model, recipe.eval_clips, max(recipe.eval_clips, recipe.samples), seed)
+    tasks = ev.release.info.tasks
+    metrics: dict[str, Any] = class_scores(ev, recipe.samples, recipe.decode, recipe.guidance) if "cg" in tasks else {}
     for task in ("fp", "fi"):
-        if task in release.meta["tasks"]:
-            metrics.update(conditional_scores(release, task, real, seed, recipe.decode, reference))
+        if task in tasks:
+            metrics.update(conditional_scores(ev, task, recipe.decode))
     return metrics

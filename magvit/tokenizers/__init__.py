@@ -13,7 +13,6 @@ from magvit.tokenizers.base import (
     Tokenizer,
     TokenizerOutput,
     build_tokenizer,
-    load_tokenizer,
 )
 from magvit.tokenizers.causal3d import Causal3d, Causal3dConfig
 from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
@@ -50,5 +49,4 @@ __all__ = [
     "build_quantizer",
     "build_tokenizer",
     "inflate_kernel",
-    "load_tokenizer",
 ]

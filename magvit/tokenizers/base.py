@@ -215,11 +215,6 @@ class Tokenizer(nn.Module):
         return load_weights_folder(directory, TOKENIZERS, FORMAT, VERSION, "tokenizer", device, kind=cls)
 
 
-def load_tokenizer(directory: str | Path, map_location: str | torch.device = "cpu") -> Tokenizer:
-    """`Tokenizer.from_pretrained` under its old name, kept for magvit.bench.tokenizers."""
-    return Tokenizer.from_pretrained(directory, device=map_location)
-
-
 def build_tokenizer(name: str, preset: str = "tiny", **overrides: Any) -> Tokenizer:
     """`build_tokenizer("vq3d", "base", quantizer={"name": "fsq"})`; keys validated like a config."""
     config = build_registered(
