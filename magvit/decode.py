@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -190,8 +189,7 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
     conditioning = getattr(model.config, "conditioning", "commit")
     prefix = None
     if conditioning == "prefix":  # z~ goes in as a prefix; every latent position is generated
-        prefix = prefix_tokens(SimpleNamespace(tokens=z_cond.view(batch, t, h, w),
-                                               latent_mask=is_cond.view(batch, t, h, w)))
+        prefix = prefix_tokens(z_cond, is_cond)
         is_cond = torch.zeros_like(is_cond)
     elif conditioning == "latent":  # MaskGIT's latent masking: the condition stays as given
         refine = False

@@ -257,7 +257,7 @@ def test_the_conditioning_alternatives_of_magvits_ablation(conditioning):
         from magvit.tasks import prefix_tokens
 
         task, cls = torch.zeros(2, dtype=torch.long) + model.vocab.task("fp"), torch.full((2,), model.vocab.uncond)
-        prefix, positions = prefix_tokens(cond)
+        prefix, positions = prefix_tokens(cond.tokens, cond.latent_mask)
         assert positions.tolist() == list(range(16))
         before = model(ids, task, cls, (prefix, positions))
         after = model(ids, task, cls, ((prefix + 1) % CODES, positions))

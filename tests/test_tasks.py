@@ -255,5 +255,5 @@ def test_latent_masking_never_masks_the_condition(tokenizers):
                                                 conditioning="prefix")
     plain = commit_inputs(tokens, None, mask_id, torch.Generator().manual_seed(5))
     assert torch.equal(prefix_inputs, plain[0]) and torch.equal(prefix_kinds, plain[1])  # MVTM on the latent
-    ids, positions = prefix_tokens(cond)
+    ids, positions = prefix_tokens(cond.tokens, cond.latent_mask)
     assert positions.tolist() == list(range(16)) and torch.equal(ids, cond.tokens[:, 0].flatten(1))

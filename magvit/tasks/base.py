@@ -102,10 +102,10 @@ def check_rule(rule: str) -> str:
 
 def latent_condition(given: Tensor, layout: Layout, expand: int = 0, rule: str = "any") -> Tensor:
     """given pixels (B, T, H, W) bool -> condition positions (B, t, h, w) bool, by `rule` (any | all)."""
-    pool = "max" if check_rule(rule) == "any" else "min"
+    pool = "max" if check_rule(rule) == "any" else "min"  # any pixel / every pixel of a block
     per_frame = reduce(given.to(torch.uint8), "b f (h p) (w q) -> b f h w", pool, p=layout.fh, q=layout.fw)
-    blocks = [per_frame[:, a:b] for a, b in layout.time_blocks]
-    cond = torch.stack([x.amax(1) if pool == "max" else x.amin(1) for x in blocks], 1).bool()  # (B, t, h, w)
+    cond = torch.stack([reduce(per_frame[:, a:b], "b f h w -> b h w", pool) for a, b in layout.time_blocks],
+                       1).bool()  # (B, t, h, w)
     if expand:
         grown = F.max_pool2d(rearrange(~cond, "b t h w -> (b t) h w").float(), 2 * expand + 1, 1, expand)
         cond = ~rearrange(grown > 0, "(b t) h w -> b t h w", t=layout.t)
@@ -312,12 +312,12 @@ def commit_inputs(tokens: Tensor, cond: Condition | None, mask_token: int, gener
     return inputs, kinds
 
 
-def prefix_tokens(cond: Any) -> tuple[Tensor, Tensor]:
-    """Prefix conditioning: z~ at the condition positions -> ids (B, P) and flat positions (P,).
-
-    Every sample of a batch must share its condition positions (true for the video tasks)."""
-    where = rearrange(cond.latent_mask, "b t h w -> b (t h w)")
+def prefix_tokens(tokens: Tensor, latent_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Prefix conditioning: z~ (B, ...) at the condition positions latent_mask (B, ...) -> ids (B, P)
+    and flat positions (P,). Every sample of a batch must share its condition positions (true for
+    the video tasks)."""
+    where = latent_mask.flatten(1)  # (B, N)
     if not bool((where == where[:1]).all()):
         raise MagvitError("prefix conditioning needs the same condition positions for every sample of a batch")
     positions = where[0].nonzero().flatten()  # (P,)
-    return rearrange(cond.tokens, "b t h w -> b (t h w)")[:, positions], positions
+    return tokens.flatten(1)[:, positions], positions

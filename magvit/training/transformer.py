@@ -256,7 +256,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                                           conditioning=raw.config.conditioning)
             cls = class_ids(raw, labels, cond.use_class, losses.class_dropout, gen)
             prompt = torch.full_like(labels, raw.vocab.task(task))
-            prefix = prefix_tokens(cond) if raw.config.conditioning == "prefix" else None
+            prefix = prefix_tokens(cond.tokens, cond.latent_mask) if raw.config.conditioning == "prefix" else None
             with accelerator.accumulate(model), accelerator.autocast():
                 logits = model(inputs, prompt, cls, prefix)  # (B, t, h, w, k, V)
                 total, terms = commit_loss(logits, tokens, kinds, losses)
@@ -350,7 +350,7 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
             gen = step_generator(seed, 1 << 21, i, t, device=device)
             inputs, kinds = commit_inputs(tokens, cond, model.vocab.mask, gen, conditioning=model.config.conditioning)
             cls = class_ids(model, labels, cond.use_class, 0.0, gen)
-            prefix = prefix_tokens(cond) if model.config.conditioning == "prefix" else None
+            prefix = prefix_tokens(cond.tokens, cond.latent_mask) if model.config.conditioning == "prefix" else None
             logits = model(inputs, torch.full_like(labels, model.vocab.task(task)), cls, prefix).float()
             masked = kinds == KIND_MASK
             ce = masked_token_loss(logits, tokens, masked.float(), 0.0)
