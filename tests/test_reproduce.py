@@ -108,6 +108,7 @@ def test_schedules_on_the_shipped_model(tmp_path):
     (["reproduce"], "name a study"),
     (["reproduce", "inflation", "recipe.bogus=1"], "key 'bogus': unknown key"),
     (["reproduce", "inflation", "arms=[{name: a}, {name: a}]"], "arms need distinct names"),
+    (["reproduce", "inflation", "--budget", "test", "--out", "/dev/null/study"], "cannot write into /dev/null"),
 ])
 def test_bad_input_is_one_line(capsys, args, message):
     assert main(args) == 2

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from magvit import shipped
 from magvit.config import apply_overrides, build_registered, from_dict, read_yaml, to_dict
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_write_text, read_json
+from magvit.fileio import atomic_write_text, ensure_folder, read_json
 from magvit.registry import Registry
 
 # procedure name -> run(recipe, seed, context) -> {metric: number | [per-sample values] | {value, low, high}}
@@ -108,13 +108,17 @@ class Context:
 
                 shutil.rmtree(folder)
             build(folder)
-            atomic_write_text(done, json.dumps({"config": to_dict(config)}, indent=1) + "\n")
+            atomic_write_text(done, json.dumps({"config": plain(config)}, indent=1) + "\n")
         return folder
 
 
+def plain(config: Any) -> Any:
+    """A config (dataclasses, tuples, ...) as JSON data: what a run's result is keyed by."""
+    return json.loads(json.dumps(to_dict(config), default=str))
+
+
 def digest(config: Any) -> str:
-    text = json.dumps(to_dict(config), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
+    return hashlib.sha1(json.dumps(plain(config), sort_keys=True).encode()).hexdigest()[:10]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,11 +200,7 @@ def run_study(study: StudyConfig, budget: str, out: str | Path, quiet: bool = Fa
     """Run every unfinished (arm, seed), then write the report; returns report.json's content."""
     if budget not in BUDGETS:
         raise MagvitError(f"--budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MagvitError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    out = ensure_folder(out)  # an unwritable --out fails here, before any run
     seeds, arms = seeds_of(study, budget), arms_of(study, budget)
     jobs = [(arm, seed) for arm in arms for seed in seeds]
     results: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
@@ -208,11 +208,11 @@ def run_study(study: StudyConfig, budget: str, out: str | Path, quiet: bool = Fa
     bar = tqdm(total=len(jobs), desc=f"reproduce {study.name} ({budget})", disable=quiet, dynamic_ncols=True)
     for arm, seed in jobs:
         recipe = arm_recipe(study, arm, budget, source)
-        key = {"procedure": recipe, "seed": seed}
+        key = plain({"procedure": recipe, "seed": seed})
         run_dir = out / "runs" / f"{arm.name}-{digest(recipe)}" / f"seed-{seed}"
         path = run_dir / "result.json"
         previous = read_json(path) if path.is_file() else None
-        if previous is not None and previous.get("key") == json.loads(json.dumps(to_dict(key), default=str)):
+        if previous is not None and previous.get("key") == key:
             metrics = previous["metrics"]
         else:
             bar.set_postfix(arm=arm.name, seed=seed)
@@ -220,7 +220,7 @@ def run_study(study: StudyConfig, budget: str, out: str | Path, quiet: bool = Fa
             t0 = time.time()
             metrics = PROCEDURES[recipe.name].build(recipe, seed, Context(run_dir, out / "shared", quiet=True))
             metrics = {**{m.name: None for m in study.metrics}, **metrics}  # None: not measured by this arm
-            atomic_write_text(path, json.dumps({"key": to_dict(key), "seconds": round(time.time() - t0, 1),
+            atomic_write_text(path, json.dumps({"key": key, "seconds": round(time.time() - t0, 1),
                                                 "metrics": metrics}, indent=1, default=float) + "\n")
         results[arm.name].append(metrics)
         bar.update(1)
