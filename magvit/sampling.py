@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -44,7 +44,7 @@ class SampleConfig:
     seed: int = 0
     input: str | None = None  # the video or image a conditional task starts from (or bundled:bikes, ...)
     cond_frames: int | None = None  # predict: frames given (default: as trained)
-    condition_rule: str | None = None  # any | all (magvit.tasks); default: the rule the model was trained with
+    condition_rule: Literal["any", "all"] | None = None  # magvit.tasks; default: the rule the model was trained with
     box: tuple[int, int, int, int] | None = None  # top, left, height, width in the model's pixels
     mask: str | None = None  # a PNG, white = the region to generate (resized and cropped like the input)
     out: str = "samples"  # a folder, or one file (.mp4 / .gif / .png)

@@ -187,8 +187,8 @@ def test_commit_loss_normalisations():
     ({"tasks": {"cg": 0.0}}, "weights sum to 0"),
     ({"task_options": {"fi": {"cond_frames": 1}}}, "task 'fi' has options or previews but is not trained"),
     ({"data": {"name": "moving_digits", "frames": 9, "size": 15}}, "height"),
-    ({"condition_rule": "some"}, "condition_rule must be one of any, all"),
-    ({"loss": {"normalize": "tokens"}}, "loss.normalize must be one of positions, per_kind"),
+    ({"condition_rule": "some"}, "key 'condition_rule': must be one of 'any', 'all', got 'some'"),
+    ({"loss": {"normalize": "tokens"}}, "key 'loss.normalize': must be one of 'positions', 'per_kind', got 'tokens'"),
     ({"loss": {"mask_weight": 0.0}}, "mask_weight > 0"),
 ])
 def test_bad_settings_are_one_line(tmp_path, tokenizer_dir, capsys, change, message):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ from magvit.errors import MagvitError
 from magvit.media import write_video
 from magvit.release import ModelInfo, write_model_folder
 from magvit.schedules import MASK_SCHEDULES
-from magvit.tasks import TASKS, check_rule, commit_inputs, prefix_tokens
+from magvit.tasks import TASKS, commit_inputs, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
 from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
@@ -53,8 +53,6 @@ from magvit.training.common import (
 from magvit.training.tokens import TokenSource, open_token_source
 from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
 
-LOSS_NORMALIZATIONS = ("positions", "per_kind")
-
 
 @dataclass(frozen=True)
 class TransformerLossConfig:
@@ -72,7 +70,7 @@ class TransformerLossConfig:
     mask_weight: float = 1.0
     refine_weight: float = 1.0
     recon_weight: float = 1.0
-    normalize: str = "positions"  # positions | per_kind, see above
+    normalize: Literal["positions", "per_kind"] = "positions"  # see above
     label_smoothing: float = 0.1  # MaskGIT
     schedule: str = "cosine"  # training mask ratio gamma(r), r ~ U[0, 1)
     class_dropout: float = 0.1  # labels replaced by UNCOND, for classifier-free guidance
@@ -102,7 +100,7 @@ class TransformerTrainConfig:
     tasks: Mapping[str, float] = field(default_factory=lambda: {"cg": 1.0})  # task -> sampling weight
     task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. {fp: {cond_frames: 5}}
     num_classes: int | None = None  # default: the dataset's
-    condition_rule: str = "any"  # any (MAGVIT) | all: which latent positions given pixels condition (magvit.tasks)
+    condition_rule: Literal["any", "all"] = "any"  # MAGVIT | only fully given blocks condition (magvit.tasks)
     loss: TransformerLossConfig = TransformerLossConfig()
     optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.9, 0.96), weight_decay=0.045, warmup_steps=100)
     loop: LoopConfig = LoopConfig()
@@ -127,9 +125,6 @@ def check_config(cfg: TransformerTrainConfig) -> None:
         if name not in cfg.tasks:
             raise MagvitError(f"task '{name}' has options or previews but is not trained; add it to `tasks`")
     MASK_SCHEDULES[cfg.loss.schedule]
-    check_rule(cfg.condition_rule)
-    if cfg.loss.normalize not in LOSS_NORMALIZATIONS:
-        raise MagvitError(f"loss.normalize must be one of {', '.join(LOSS_NORMALIZATIONS)}, got {cfg.loss.normalize!r}")
     weights = (cfg.loss.mask_weight, cfg.loss.refine_weight, cfg.loss.recon_weight)
     if min(weights) < 0 or cfg.loss.mask_weight <= 0:
         raise MagvitError(f"loss weights must be >= 0 and mask_weight > 0, got mask/refine/recon {weights}")
