@@ -147,6 +147,14 @@ def load_model_folder(directory: Path, device: str | torch.device = "cpu") -> tu
     if tokenizer.codebook_size != model.config.codebook_size:
         raise MagvitError(f"{tokenizer_dir}: tokenizer has {tokenizer.codebook_size} codes, the transformer in "
                           f"{directory} {model.config.codebook_size}")
+    try:
+        grid = tuple(tokenizer.token_shape(*info.clip))
+    except MagvitError as e:
+        grid = f"none ({e})"
+    if info.grid is not None and grid != tuple(info.grid):
+        raise MagvitError(f"{tokenizer_dir}: this tokenizer is not the one the transformer in {directory} was trained "
+                          f"on: {'x'.join(map(str, info.clip))} clips give token grid {grid}, the transformer's is "
+                          f"{tuple(info.grid)}")
     return model, tokenizer, info
 
 

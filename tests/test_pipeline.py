@@ -155,3 +155,18 @@ def test_tokenizer_and_transformer_from_pretrained(folder):
     assert model.config.num_classes == 10
     with pytest.raises(MagvitError, match="checkpoint 'nope' not found"):
         MagvitPipeline.from_pretrained("nope")
+
+
+def test_a_tokenizer_the_transformer_was_not_trained_on_is_one_line(folder, tmp_path, capsys):
+    """Same codebook size, other token grid (a vq3d cannot tile the model's 9-frame clips)."""
+    from magvit.tokenizers import build_tokenizer
+
+    shutil.copytree(folder, tmp_path / "mm")
+    shutil.rmtree(tmp_path / "mm" / "tokenizer")
+    build_tokenizer("vq3d", "tiny", quantizer={"name": "vq", "codebook_size": 1024, "dim": 16}).save_pretrained(
+        tmp_path / "mm" / "tokenizer")
+    with pytest.raises(MagvitError, match="is not the one the transformer in .* was trained on"):
+        MagvitPipeline.from_pretrained(tmp_path / "mm")
+    assert main(["generate", "--checkpoint", str(tmp_path / "mm"), "--num", "1", "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "was trained on" in err
