@@ -239,11 +239,15 @@ def _bench_decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codebook-size", type=int, default=1024, help="codes per token (default 1024)")
     p.add_argument("--schedule", default="cosine", help=f"mask schedule: {_names(MASK_SCHEDULES.names())} "
                    "(default cosine)")
+    p.add_argument("--fast-paths", nargs="*", default=None, metavar="PATH",
+                   choices=["compiled", "cuda-graph", "compiled+cuda-graph"],
+                   help="decode-loop paths timed beside eager: compiled, cuda-graph, compiled+cuda-graph "
+                   "(default: compiled, and on CUDA all three; give none for eager only)")
     _bench_common_args(p)
 
 
-@command("decode", "MaskGIT decoding latency and throughput against an autoregressive KV-cache baseline",
-         group="bench")
+@command("decode", "MaskGIT decoding latency and throughput (eager, compiled, CUDA graph) against an "
+         "autoregressive KV-cache baseline", group="bench")
 @arguments(_bench_decode_args)
 def bench_decode(args: argparse.Namespace) -> None:
     from magvit.bench import write_table
@@ -255,6 +259,7 @@ def bench_decode(args: argparse.Namespace) -> None:
         args.preset, parse_grid(args.grid), steps=args.steps, batches=tuple(args.batch),
         device=resolve_device(args.device), dtype=args.dtype, codebook_size=args.codebook_size,
         schedule=args.schedule, warmup=args.warmup, repeats=args.repeats,
+        fast_paths=None if args.fast_paths is None else tuple(args.fast_paths),
     )
     write_table(table, args.out)
 

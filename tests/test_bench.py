@@ -200,11 +200,12 @@ def test_table_files_are_well_formed(tmp_path, capsys):
 
 def test_bench_decode_one_row_per_method(tmp_path):
     out = tmp_path / "out"
+    # --fast-paths with no path: the eager rows only (the compiled rows: tests/test_decode_fast.py)
     argv = ["bench", "decode", "--preset", "tiny", "--grid", "1,4,4", "--steps", "4", "--batch", "1", "3",
-            "--codebook-size", "256", "--out", str(out), *FAST]
+            "--codebook-size", "256", "--fast-paths", "--out", str(out), *FAST]
     assert main(argv) == 0
     rows = _table(out, "decode")["rows"]
-    assert [r["method"] for r in rows] == ["maskgit", "autoregressive (KV cache)"]
+    assert [(r["method"], r["path"]) for r in rows] == [("maskgit", "eager"), ("autoregressive (KV cache)", "eager")]
     masked, ar = rows
     assert masked["forwards"] == 4 and ar["forwards"] == 16  # steps vs one forward per token
     assert masked["batch_latency"] == 1 and masked["batch_throughput"] == 3
