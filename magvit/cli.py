@@ -52,6 +52,16 @@ def _names(names) -> str:
     return ", ".join(names)
 
 
+DTYPE_NAMES = ("fp32", "bf16", "fp16")  # magvit.runtime.DTYPES, spelled here so that --help imports no torch
+
+
+def _dtype_arg(p: argparse.ArgumentParser, default: str | None = "fp32", what: str = "the forward passes") -> None:
+    shown = default or "fp32"
+    p.add_argument("--dtype", default=default, choices=DTYPE_NAMES,
+                   help=f"precision of {what}: bf16 / fp16 autocast (weights stay fp32; quantizers, losses and "
+                   f"logits stay fp32), fp32 uses TF32 on CUDA (default {shown})")
+
+
 def _overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys for nested sections)"
@@ -131,7 +141,21 @@ def data_preview(args: argparse.Namespace) -> None:
 def _train_tokenizer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="a `kind: train_tokenizer` YAML (see configs/tokenizer/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    _training_speed_args(p)
     _overrides(p)
+
+
+def _training_speed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="mixed precision (sets loop.mixed_precision: fp32 = no; default: the config's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (sets loop.compile=true)")
+
+
+def _training_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides of --dtype and --compile, before the user's own key=value ones."""
+    mixed = {"fp32": "'no'", "bf16": "bf16", "fp16": "fp16"}  # quoted: YAML reads a bare no as false
+    flags = [f"loop.mixed_precision={mixed[args.dtype]}"] if args.dtype else []
+    return [*flags, *(["loop.compile=true"] if args.compile else []), *args.overrides]
 
 
 @command("train-tokenizer", "train a tokenizer (VQGAN, 3D-VQ, causal LFQ) with accelerate")
@@ -140,7 +164,7 @@ def train_tokenizer(args: argparse.Namespace) -> None:
     from magvit.kinds import load_config
     from magvit.training.tokenizer import train_tokenizer
 
-    train_tokenizer(load_config(args.config, args.overrides, expect="train_tokenizer"), resume=args.resume)
+    train_tokenizer(load_config(args.config, _training_overrides(args), expect="train_tokenizer"), resume=args.resume)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +190,7 @@ def plot(args: argparse.Namespace) -> None:
 
 def _bench_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast (default fp32)")
+    _dtype_arg(p)
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported (default 3)")
@@ -207,6 +231,10 @@ def _bench_tokenizers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clips", type=int, default=32, help="clips the quality metrics average over (default 32)")
     p.add_argument("--i3d", default=None, help="local I3D (TorchScript or .safetensors) for reconstruction FVD")
     p.add_argument("--inception", default=None, help="local Inception (TorchScript or .safetensors) for rFID")
+    p.add_argument("--compile", action="store_true",
+                   help="also time each tokenizer compiled (torch.compile), next to the eager figures")
+    p.add_argument("--channels-last", action="store_true",
+                   help="conv weights channels-last (3D: channels_last_3d); slower on CPU, see BENCHMARKS.md")
     _bench_common_args(p)
 
 
@@ -221,7 +249,8 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
     table = bench_tokenizers(
         args.tokenizers, args.data, frames=args.frames, size=args.size, device=resolve_device(args.device),
         dtype=args.dtype, batch_size=args.batch_size, num_clips=args.num_clips, i3d=args.i3d,
-        inception=args.inception, warmup=args.warmup, repeats=args.repeats,
+        inception=args.inception, warmup=args.warmup, repeats=args.repeats, compile=args.compile,
+        layout=args.channels_last,
     )
     write_table(table, args.out)
 
@@ -264,6 +293,55 @@ def bench_decode(args: argparse.Namespace) -> None:
     write_table(table, args.out)
 
 
+def _bench_train_args(p: argparse.ArgumentParser) -> None:
+    from magvit.tokenizers import TOKENIZERS
+    from magvit.transformer import TransformerConfig
+
+    presets = {name: _names(TOKENIZERS[name].config.PRESETS) for name in TOKENIZERS.names()}
+    p.add_argument("--tokenizers", nargs="*", default=[], metavar="NAME:PRESET",
+                   help="tokenizers to train (random weights): "
+                   + "; ".join(f"{n} ({ps})" for n, ps in presets.items()))
+    p.add_argument("--transformers", nargs="*", default=[], metavar="PRESET",
+                   help=f"transformer presets to train: {_names(TransformerConfig.PRESETS)}")
+    p.add_argument("--batch", type=int, default=8, help="clips (token grids) per step (default 8)")
+    p.add_argument("--frames", type=int, default=17, help="tokenizer clip frames (default 17)")
+    p.add_argument("--size", type=int, default=128, help="tokenizer clip height and width (default 128)")
+    p.add_argument("--grid", default="5,16,16", help="transformer token grid T,H,W (default 5,16,16)")
+    p.add_argument("--codebook-size", type=int, default=1024, help="transformer codes per token (default 1024)")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=DTYPE_NAMES, metavar="DTYPE",
+                   help="precisions, a row each: fp32 (TF32 on CUDA), bf16, fp16 (CUDA) (default fp32)")
+    p.add_argument("--compile", default="off", choices=("off", "on", "both"),
+                   help="torch.compile the model: off, on, or both rows (default off)")
+    p.add_argument("--checkpointing", default="off", choices=("off", "on", "both"),
+                   help="activation checkpointing per block: off, on, or both rows (default off)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's peak TFLOP/s for MFU (default: known GPUs' dense peak; n/a on a CPU)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before timing, the first compiles (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps; the median is reported (default 3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
+
+
+@command("train", "training throughput, peak memory and MFU of tokenizer and transformer presets", group="bench")
+@arguments(_bench_train_args)
+def bench_train(args: argparse.Namespace) -> None:
+    from magvit.bench import write_table
+    from magvit.bench.decode import parse_grid
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.train import bench_train
+
+    _bench_setup(args.threads, args.out)
+    table = bench_train(
+        args.tokenizers, args.transformers, batch=args.batch, frames=args.frames, size=args.size,
+        grid=parse_grid(args.grid), codebook_size=args.codebook_size, device=resolve_device(args.device),
+        dtypes=tuple(args.dtype), compile=args.compile, checkpointing=args.checkpointing, warmup=args.warmup,
+        repeats=args.repeats, peak_tflops=args.peak_tflops,
+    )
+    write_table(table, args.out)
+
+
 def _bench_quality_args(p: argparse.ArgumentParser) -> None:
     from magvit.schedules import MASK_SCHEDULES
 
@@ -284,6 +362,8 @@ def _bench_quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=50, help="clips per decode call (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    _dtype_arg(p, what="the model (the digit classifier stays fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the tokenizer and the decode step")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
 
@@ -301,7 +381,7 @@ def bench_quality(args: argparse.Namespace) -> None:
         args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
         sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
         device=resolve_device(args.device), batch_size=args.batch_size, seed=args.seed,
-        temperature=args.temperature, guidance=args.guidance,
+        temperature=args.temperature, guidance=args.guidance, dtype=args.dtype, compile=args.compile,
     )
     for table in tables:
         write_table(table, args.out)
@@ -314,6 +394,7 @@ def bench_quality(args: argparse.Namespace) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="a `kind: train_transformer` YAML (see configs/train/)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    _training_speed_args(p)
     _overrides(p)
 
 
@@ -323,7 +404,8 @@ def train(args: argparse.Namespace) -> None:
     from magvit.kinds import load_config
     from magvit.training.transformer import train_transformer
 
-    train_transformer(load_config(args.config, args.overrides, expect="train_transformer"), resume=args.resume)
+    train_transformer(load_config(args.config, _training_overrides(args), expect="train_transformer"),
+                      resume=args.resume)
 
 
 def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
@@ -331,7 +413,10 @@ def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="the cache folder (default: the config's `tokens`)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per tokenizer call (default 16)")
     p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard (default 1024)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N; under "
+                   "`accelerate launch` each process takes its own GPU")
+    _dtype_arg(p, what="the tokenizer")
+    p.add_argument("--compile", action="store_true", help="torch.compile the tokenizer's encoder and decoder")
     _overrides(p)
 
 
@@ -345,8 +430,12 @@ def extract_tokens(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.config, args.overrides, expect="train_transformer")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    path = extract_tokens(cfg, args.out, batch_size=args.batch_size, shard_size=args.shard_size, device=device)
-    print(f"wrote {path}; train from it with: magvit train {args.config} tokens={path}")
+    path = extract_tokens(cfg, args.out, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
+                          dtype=args.dtype, compile=args.compile)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"wrote {path}; train from it with: magvit train {args.config} tokens={path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +449,7 @@ _SAMPLE_FLAGS = {
     "top_p": "decode.top_p", "cfg": "decode.guidance", "guidance_schedule": "decode.guidance_schedule",
     "paste_back": "decode.paste_back", "seed": "seed", "video": "input", "image": "input",
     "cond_frames": "cond_frames", "box": "box", "mask": "mask", "out": "out", "fps": "fps", "device": "device",
+    "dtype": "dtype", "compile": "compile", "cuda_graph": "decode.cuda_graph",
 }
 # command -> (its own flags, help)
 _SAMPLE_COMMANDS = {
@@ -418,6 +508,12 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
         p.add_argument("--out", help="output folder, or one .mp4 / .gif / .png file (default samples)")
         p.add_argument("--fps", type=float, help="frames per second of the MP4/GIF (default: the model's)")
         p.add_argument("--device", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+        _dtype_arg(p, default=None)
+        p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the tokenizer and the decode step (eager, with one warning, where "
+                       "compiling fails)")
+        p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                       help="replay each decode step as a CUDA graph (default: on CUDA when the shapes allow)")
         _overrides(p)
 
     return add
@@ -460,6 +556,9 @@ for _name, (_own, _help) in _SAMPLE_COMMANDS.items():
 
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/quickstart)")
+    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                   help="precision of both trainings (loop.mixed_precision) and of the report (report.dtype); "
+                   "default: the recipe's (fp32)")
     _overrides(p)
 
 
@@ -469,7 +568,10 @@ def quickstart(args: argparse.Namespace) -> None:
     from magvit.config import parse_overrides
     from magvit.quickstart import quickstart_config, run_quickstart
 
-    run_quickstart(quickstart_config(args.out, parse_overrides(args.overrides)))
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+    keys = ({f"{part}.loop.mixed_precision": mixed[args.dtype] for part in ("tokenizer", "transformer")}
+            | {"report.dtype": args.dtype}) if args.dtype else {}
+    run_quickstart(quickstart_config(args.out, {**keys, **parse_overrides(args.overrides)}))
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -578,6 +680,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"magvit: error: unrecognized arguments: {' '.join(stray)} (see {prog} --help)\n")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    from magvit.runtime import default_tf32
+
+    default_tf32()  # on CUDA, fp32 matmuls and convolutions of every command run on TF32 tensor cores
     try:
         args.run(args)
     except MagvitError as e:

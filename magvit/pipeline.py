@@ -43,6 +43,7 @@ from magvit.release import (
     model_card,
     write_info,
 )
+from magvit.runtime import autocast, compile_tokenizer, default_tf32, torch_dtype
 from magvit.tasks import TASKS, Condition, check_rule
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -81,21 +82,28 @@ class MagvitPipeline:
     """A masked transformer, its tokenizer and what they were trained for (`ModelInfo`)."""
 
     def __init__(self, model: nn.Module, tokenizer: nn.Module, info: ModelInfo, directory: Path | None = None,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | str | None = None):
         self.model, self.tokenizer, self.info, self.directory = model.eval(), tokenizer.eval(), info, directory
-        self.dtype = dtype
+        self.dtype = torch_dtype(dtype) if isinstance(dtype, str) else dtype
 
     @classmethod
-    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                        revision: str | None = None) -> MagvitPipeline:
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | str | None = None, revision: str | None = None,
+                        compile: bool = False) -> MagvitPipeline:
         """Load a model folder: a path (a model folder or a run folder holding `model/`), a shipped name
         (`digits-video`), or a Hugging Face Hub id (`owner/name`, at `revision`), in that order.
-        `device="auto"` picks CUDA when available; `dtype` (torch.bfloat16 / float16) runs the forward
-        passes under autocast (the weights stay float32)."""
+        `device="auto"` picks CUDA when available; `dtype` (torch.bfloat16 / float16, or "bf16" /
+        "fp16") runs the forward passes under autocast (the weights stay float32; quantizers and
+        logits stay fp32, see magvit.runtime). `compile` compiles the tokenizer's encoder and decoder
+        (the transformer is compiled by the decode loop: `DecodeConfig.compile`). On CUDA, fp32
+        matmuls use TF32 unless `magvit.runtime.use_tf32(False)` was called."""
+        default_tf32()
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         directory = find_model_folder(name, revision)
         model, tokenizer, info = load_model_folder(directory, device)
+        if compile:
+            compile_tokenizer(tokenizer)
         return cls(model, tokenizer, info, directory, dtype)
 
     # -- what the model is ------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class MagvitPipeline:
             for start in range(0, total, batch_size):
                 rows = torch.arange(start, min(start + batch_size, total)) // num  # the condition of each sample
                 cls = None if labels is None else labels[start : start + len(rows)].to(device)
-                with self._autocast():
+                with self.autocast():
                     video = generate_video(self.model, self.tokenizer, prompt, cfg, gen, cond=_select(cond, rows),
                                            classes=cls)  # (n, 3, T, H, W)
                 videos.append(video.float().cpu())
@@ -254,7 +262,7 @@ class MagvitPipeline:
                               "(input=PATH)")
         else:
             clip = self._input_clip(input, built, options, given)
-        with self._autocast():
+        with self.autocast():
             return built.condition(clip.to(self.device), self.tokenizer, rule, **options)
 
     def _input_clip(self, input: Input, task: Any, options: dict[str, Any], given: Tensor) -> Tensor:
@@ -288,12 +296,9 @@ class MagvitPipeline:
         pool = list(classes) or list(range(num_classes))
         return torch.tensor([pool[i % len(pool)] for i in range(total)])
 
-    def _autocast(self):
-        if self.dtype is None or self.dtype == torch.float32:
-            import contextlib
-
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+    def autocast(self):
+        """The pipeline's precision as a context: autocast to `dtype`, or nothing for fp32."""
+        return autocast(self.device, self.dtype)
 
     # -- saving ------------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -51,6 +51,7 @@ class ReportConfig:
     seed: int = 0
     fps: float = 6.0
     classifier: Recipe = Recipe()  # the digit classifier that scores the samples (trained once, cached)
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # precision of sampling and the tokenizer (the classifier: fp32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +117,7 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
     from magvit.bench.digits import digit_classifier
     from magvit.pipeline import MagvitPipeline
 
-    pipe = MagvitPipeline.from_pretrained(model_dir)
+    pipe = MagvitPipeline.from_pretrained(model_dir, dtype=cfg.dtype)
     # outside no_grad: the classifier is trained here on first use (then cached)
     classifier = digit_classifier(recipe=cfg.classifier, quiet=quiet)[0] if "cg" in pipe.info.tasks else None
     return _sample_and_score(pipe, classifier, cfg, out, model_dir)

@@ -50,6 +50,8 @@ class SampleConfig:
     out: str = "samples"  # a folder, or one file (.mp4 / .gif / .png)
     fps: float | None = None  # default: the model's
     device: str = "auto"  # auto: cuda if available
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the forward passes (magvit.runtime)
+    compile: bool = False  # torch.compile the tokenizer and the decode step (sets decode.compile)
 
 
 def sample_settings(command: str, config: str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -81,10 +83,11 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False) -> list[P
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
     out = Path(cfg.out)
     ensure_folder(out.parent if out.suffix.lower() in OUTPUT_SUFFIXES else out)  # a bad --out: now, not at the end
-    pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device)
+    pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
+    decode = dataclasses.replace(cfg.decode, compile=True) if cfg.compile else cfg.decode
     samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
                           num=cfg.num, batch_size=cfg.batch_size, cond_frames=cfg.cond_frames, box=cfg.box,
-                          mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, decode=cfg.decode,
+                          mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, decode=decode,
                           progress=not quiet)
     cfg = dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt)
     shown = samples.videos

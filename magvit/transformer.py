@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from magvit.config import build_registered
 from magvit.errors import MagvitError
 from magvit.registry import Registry
+from magvit.runtime import run_block
 from magvit.tasks import TASKS
 from magvit.weights import load_weights_folder, resolve_folder, save_weights_folder
 
@@ -270,6 +271,7 @@ class TransformerBase(nn.Module):
         self.head_fc, self.head_norm = nn.Linear(c, c), nn.LayerNorm(c)
         self.head_bias = nn.Parameter(torch.zeros(k * self.sub_vocab))
         self.head_weight = nn.Parameter(torch.zeros(k * self.sub_vocab, c)) if k > 1 else None
+        self.checkpointing = False
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -308,8 +310,14 @@ class TransformerBase(nn.Module):
     def run_blocks(self, x: Tensor, caches: list[Any] | None = None) -> Tensor:
         """x (B, L, C) -> normalised features (B, L, C)."""
         for i, block in enumerate(self.blocks):
-            x = block(x, self.causal, None if caches is None else caches[i])
+            x = run_block(block, x, self.causal, None if caches is None else caches[i],
+                          checkpointing=self.checkpointing)
         return self.norm(x)
+
+    def checkpoint_activations(self, enabled: bool = True) -> None:
+        """Activation checkpointing per block (`loop.checkpointing`): training keeps each block's input
+        only and recomputes the block in the backward pass."""
+        self.checkpointing = enabled
 
     def head(self, x: Tensor) -> Tensor:
         """features (B, L, C) -> logits (B, L, k, V) float32."""

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).parents[1] / "magvit"
 # lowest first; a module may import its own layer and the layers below it
 LAYERS = [
     ("base", ["magvit", "magvit.errors", "magvit.fileio", "magvit.registry", "magvit.config", "magvit.schedules",
-              "magvit.metrics", "magvit.media", "magvit.shipped", "magvit.plots"]),
+              "magvit.metrics", "magvit.media", "magvit.shipped", "magvit.plots", "magvit.runtime"]),
     ("models and data", ["magvit.weights", "magvit.tasks", "magvit.tokenizers", "magvit.transformer",
                          "magvit.autoregressive", "magvit.decode", "magvit.data"]),
     ("model folders", ["magvit.release", "magvit.pipeline"]),

@@ -27,8 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from magvit.errors import MagvitError
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from magvit.runtime import autocast  # noqa: F401  (the benches import it from here)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,15 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise MagvitError(f"--device {name}: benchmarks run on cpu or cuda")
     return device
-
-
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast (weights stay fp32, matmuls and convs run in bf16), or nothing for fp32."""
-    if dtype not in DTYPES:
-        raise MagvitError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype])
 
 
 def synchronize(device: torch.device) -> None:

@@ -93,8 +93,9 @@ def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: in
         end = min(start + batch_size, count)
         cond = None if conds is None else conds[i]
         cls = None if classes is None else classes[start:end].to(device)
-        ids = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
-        out.append(release.tokenizer.decode(ids).float().clamp(-1, 1).cpu())
+        with release.autocast():
+            ids = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
+            out.append(release.tokenizer.decode(ids).float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
@@ -149,8 +150,9 @@ class Evaluator:
         info, tokenizer = self.release.info, self.release.tokenizer
         device = next(self.release.model.parameters()).device
         built = TASKS.build(task)
-        return [built.condition(b.to(device), tokenizer, info.condition_rule, **info.options(task))
-                for b in batches(self.real if clips is None else clips, self.batch_size)]
+        with self.release.autocast():
+            return [built.condition(b.to(device), tokenizer, info.condition_rule, **info.options(task))
+                    for b in batches(self.real if clips is None else clips, self.batch_size)]
 
     def predict(self, task: str, cfg: DecodeConfig, clips: Tensor | None = None,
                 classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,8 +175,9 @@ class Evaluator:
         """The tokenizer's round trip of the real clips (the ceiling of every score)."""
         tok = self.release.tokenizer
         device = next(tok.parameters()).device
-        return torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
-                          for b in batches(self.real, self.batch_size)])
+        with self.release.autocast():
+            return torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
+                              for b in batches(self.real, self.batch_size)])
 
     def score(self, cfg: DecodeConfig) -> dict[str, Any]:
         """Class accuracy, Frechet distance and frame-prediction scores of samples decoded with `cfg`."""
@@ -222,17 +225,19 @@ def bench_quality(
     checkpoint: str, cache_dir: str | None = None, num: int = 100, steps: int = 12, schedule: str = "cosine",
     sweep_schedules: tuple[str, ...] = SCHEDULES, sweep_steps: tuple[int, ...] = STEPS,
     device: torch.device | str = "cpu", batch_size: int = 50, seed: int = 0, quiet: bool = False,
-    argv: list[str] | None = None, temperature: float = 1.0, guidance: float = 0.0,
+    argv: list[str] | None = None, temperature: float = 1.0, guidance: float = 0.0, dtype: str = "fp32",
+    compile: bool = False,
 ) -> list[Table]:
     """The quality table (model + reference rows) and the schedule x steps sweep table; every row decodes
-    with `temperature`, and the class-conditional samples with classifier-free `guidance`."""
+    with `temperature`, and the class-conditional samples with classifier-free `guidance`. `dtype` and
+    `compile` are the model's precision and torch.compile (magvit.runtime); the classifier stays fp32."""
     from magvit.pipeline import MagvitPipeline
 
     if num < 2 or batch_size < 1:
         raise MagvitError(f"--num needs at least 2 clips (a Frechet distance) and --batch-size 1, got {num}, "
                           f"{batch_size}")
     device = torch.device(device)
-    release = MagvitPipeline.from_pretrained(checkpoint, device)
+    release = MagvitPipeline.from_pretrained(checkpoint, device, dtype=dtype, compile=compile)
     classifier, info = digit_classifier(cache_dir, quiet=quiet)
     classifier = classifier.to(device)
     evaluator = Evaluator(release, classifier, num, batch_size, seed)
@@ -244,10 +249,11 @@ def bench_quality(
 
     main = Table("quality", f"Generation quality of {checkpoint} on {num} moving-digit test clips "
                  f"({frames}x{size}x{size})", COLUMNS, environment=env)
-    decoding = dict(temperature=temperature, guidance=guidance)
+    decoding = dict(temperature=temperature, guidance=guidance, compile=compile)
     main.rows.append({"method": f"model ({schedule}, {steps} steps)",
                       **evaluator.score(DecodeConfig(steps=steps, schedule=schedule, **decoding))})
-    main.note(f"decoding: temperature {temperature}, classifier-free guidance {guidance} (class-conditional only)")
+    main.note(f"decoding: temperature {temperature}, classifier-free guidance {guidance} (class-conditional only), "
+              f"{dtype}{', compiled' if compile else ''}")
     main.rows += evaluator.references()
     acc = 100 * info.get("test_clip_accuracy", float("nan"))
     main.note(f"classifier: the project's digit CNN ({acc:.1f}% on real test clips at its worst canvas size when "

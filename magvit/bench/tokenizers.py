@@ -10,7 +10,10 @@ fair comparison). A tokenizer that tiles no prefix, or not the frame size, is an
 the fix. Per tokenizer: reconstruction PSNR / SSIM / LPIPS, FVD / FID when a local
 feature-extractor file is given, codebook usage and perplexity, tokens per clip and bits per pixel
 (tokens x log2(codebook) / pixels, pixels = frames x height x width), parameters, encode and decode
-clips/s and the peak memory of one encode + decode.
+clips/s and the peak memory of one encode + decode. With `--compile`, the same tokenizer compiled
+(torch.compile of its encoder and decoder, magvit.runtime) is timed next to the eager one, with the
+share of its ids equal to the eager ids and its decode's largest difference; with a bf16 / fp16
+`--dtype`, the share of ids equal to the fp32 ids.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from einops import rearrange
 from torch import Tensor
 
 from magvit.bench.features import build_lpips, load_image_extractor, load_video_extractor, lpips_per_clip
-from magvit.bench.measure import PeakMemory, autocast, batches, count_parameters, eval_mode, time_call
+from magvit.bench.measure import PeakMemory, batches, count_parameters, eval_mode, time_call
 from magvit.bench.report import Column, Table, environment
 from magvit.errors import MagvitError
 from magvit.metrics import code_histogram, feature_statistics, frechet_distance, psnr, ssim
+from magvit.runtime import autocast, channels_last, compile_tokenizer, eager
 from magvit.tokenizers import Tokenizer, build_tokenizer
 
 
@@ -162,11 +166,19 @@ QUALITY = [Column("psnr", "PSNR dB", 4), Column("ssim", "SSIM"), Column("lpips",
            Column("fid", "rFID")]
 
 
-def columns(shared: int | None = None) -> list[Column]:
+SPEED_COMPILED = [Column("encode_compiled_clips_per_s", "encode clips/s compiled"),
+                  Column("decode_compiled_clips_per_s", "decode clips/s compiled"),
+                  Column("compile_s", "compile s"), Column("compiled_ids_equal_pct", "compiled ids = eager %"),
+                  Column("compiled_decode_max_diff", "compiled decode max diff")]
+
+
+def columns(shared: int | None = None, compiled: bool = False, low_precision: bool = False) -> list[Column]:
     """The table's columns; with `shared`, the quality columns again on the first `shared` frames
-    (keys `psnr_shared`..., headers "PSNR dB (0-15)"...)."""
+    (keys `psnr_shared`..., headers "PSNR dB (0-15)"...); with `compiled`, the compiled speed next to
+    the eager one; with `low_precision`, the share of ids equal to the fp32 ones."""
     span = frame_span(shared) if shared else ""
     again = [Column(f"{c.key}_shared", f"{c.header} ({span})", c.digits) for c in QUALITY] if shared else []
+    ids = [Column("ids_fp32_pct", "ids = fp32 %")] if low_precision else []
     return [
         Column("tokenizer", "tokenizer"), Column("weights", "weights"), Column("frames", "frames"),
         Column("token_grid", "token grid"), Column("tokens_per_clip", "tokens/clip"),
@@ -174,7 +186,7 @@ def columns(shared: int | None = None) -> list[Column]:
         *QUALITY, *again,
         Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
         Column("encode_clips_per_s", "encode clips/s"), Column("decode_clips_per_s", "decode clips/s"),
-        Column("peak_mib", "peak MiB"),
+        *(SPEED_COMPILED if compiled else []), *ids, Column("peak_mib", "peak MiB"),
     ]
 
 
@@ -238,12 +250,16 @@ class Quality:
 
 def bench_one(
     candidate: Candidate, clips: Tensor, shared: int, extractors: Extractors, real: dict[int, dict[str, Tensor]],
-    device: torch.device, dtype: str, batch_size: int, warmup: int, repeats: int,
+    device: torch.device, dtype: str, batch_size: int, warmup: int, repeats: int, compile: bool = False,
+    layout: bool = False,
 ) -> tuple[dict, str]:
     """One table row on `clips` (N, 3, T, H, W), the frames this tokenizer tiles, and the kind of peak
     memory measured. Quality is scored on all T frames and again on the first `shared` frames (those
-    every row reconstructs); `real` holds the real clips' features per frame count."""
+    every row reconstructs); `real` holds the real clips' features per frame count. `layout`: conv
+    weights channels-last (magvit.runtime.channels_last)."""
     model = candidate.model.to(device)
+    if layout:
+        channels_last(model)
     frames, height, width = clips.shape[2:]
     t, h, w = model.token_shape(frames, height, width)
     # on its own frames, and on the shared prefix when that is shorter
@@ -263,6 +279,10 @@ def bench_one(
         decode_s = time_call(lambda: model.decode(ids), device, warmup, repeats)
         with PeakMemory(device) as memory:
             model.decode(model.encode(first))
+        extra = compiled_speed(model, first, ids, device, dtype, warmup, repeats) if compile else {}
+    if dtype != "fp32":  # the quantizer decides in fp32, but on latents the encoder computed in low precision
+        with eval_mode(model):
+            extra["ids_fp32_pct"] = 100 * (model.encode(first) == ids).double().mean().item()
     model.to("cpu")
     p = histogram[histogram > 0] / histogram.sum()
     row = {
@@ -283,20 +303,49 @@ def bench_one(
         "perplexity": math.exp(-(p * p.log()).sum().item()),
         "encode_clips_per_s": len(first) / encode_s,
         "decode_clips_per_s": len(first) / decode_s,
+        **extra,
         "peak_mib": memory.bytes / 2**20,
     }
     return row, memory.kind
+
+
+def compiled_speed(model: Tokenizer, first: Tensor, ids: Tensor, device: torch.device, dtype: str, warmup: int,
+                   repeats: int) -> dict[str, float]:
+    """The tokenizer with its encoder and decoder compiled, on the batch `first` whose eager ids are `ids`:
+    compile seconds (the first encode and decode), clips/s, ids equal to the eager ones (%), the largest
+    difference of the decoded pixels. The model is eager again afterwards."""
+    import time
+
+    reference = model.decode(ids).float()  # (B, 3, T, H, W), eager
+    compile_tokenizer(model)
+    try:
+        start = time.perf_counter()
+        compiled_ids = model.encode(first)
+        recon = model.decode(ids).float()
+        compile_s = time.perf_counter() - start
+        encode_s = time_call(lambda: model.encode(first), device, warmup, repeats)
+        decode_s = time_call(lambda: model.decode(ids), device, warmup, repeats)
+    finally:
+        eager(model.encoder)
+        eager(model.decoder)
+    return {
+        "encode_compiled_clips_per_s": len(first) / encode_s, "decode_compiled_clips_per_s": len(first) / decode_s,
+        "compile_s": compile_s, "compiled_ids_equal_pct": 100 * (compiled_ids == ids).double().mean().item(),
+        "compiled_decode_max_diff": (recon - reference).abs().max().item(),
+    }
 
 
 def bench_tokenizers(
     specs: list[str], data: str, frames: int | None = None, size: int = 64, device: torch.device | str = "cpu",
     dtype: str = "fp32", batch_size: int = 8, num_clips: int = 32, i3d: str | None = None,
     inception: str | None = None, warmup: int = 1, repeats: int = 3, argv: list[str] | None = None,
+    compile: bool = False, layout: bool = False,
 ) -> Table:
     """Benchmark every tokenizer in `specs` on the same `num_clips` clips of `data`; one row each.
 
     Clips have `frames` frames (default: `default_frames`); each tokenizer reconstructs the longest
-    prefix it tiles, and every row is also scored on the prefix all of them share."""
+    prefix it tiles, and every row is also scored on the prefix all of them share. `compile` adds the
+    compiled speed, `layout` runs the convs channels-last."""
     device = torch.device(device)
     if not specs:
         raise MagvitError("--tokenizers needs at least one tokenizer (a folder or name:preset)")
@@ -322,12 +371,13 @@ def bench_tokenizers(
     real = {f: real_features(extractors, clips[:, :, :f], device, batch_size) for f in sorted(set(prefixes))}
     differ = len(set(prefixes)) > 1
     table = Table(
-        "tokenizers", f"Tokenizers on {len(clips)} clips of {data} ({frames}x{size}x{size}), {dtype}",
-        columns(shared if differ else None), environment=environment(device, argv),
+        "tokenizers", f"Tokenizers on {len(clips)} clips of {data} ({frames}x{size}x{size}), {dtype}"
+        + (", channels-last" if layout else ""),
+        columns(shared if differ else None, compile, dtype != "fp32"), environment=environment(device, argv),
     )
     for candidate, prefix in zip(candidates, prefixes):
         row, memory_kind = bench_one(candidate, clips[:, :, :prefix], shared, extractors, real, device, dtype,
-                                     batch_size, warmup, repeats)
+                                     batch_size, warmup, repeats, compile, layout)
         table.rows.append(row)
         table.note(f"peak memory: {memory_kind}, one encode + decode of {min(batch_size, len(clips))} clips")
     if differ:
@@ -350,4 +400,11 @@ def bench_tokenizers(
         table.note(f"rFVD / rFID over only {len(clips)} clips: compare within this table, not with papers (10k+)")
     table.note(f"speed: median of {repeats} timed calls after {warmup} warm-up on a batch of "
                f"{min(batch_size, len(clips))} clips")
+    if compile:
+        table.note("compiled: torch.compile of the encoder and decoder (the quantizer stays eager and fp32), timed "
+                   "after its first encode + decode (compile s); ids and decoded pixels compared with the eager "
+                   "model's on the same batch")
+    if dtype != "fp32":
+        table.note(f"ids = fp32 %: the {dtype} encoder's ids equal to the fp32 encoder's on the timed batch (the "
+                   "quantizer runs in fp32 either way)")
     return table

@@ -195,6 +195,11 @@ class Tokenizer(nn.Module):
         """ids (B, t, h, w) -> code vectors (B, D, t, h, w)."""
         return self.quantizer.embed(ids)
 
+    def checkpoint_activations(self, enabled: bool = True) -> None:
+        """Activation checkpointing per res block of the encoder and decoder (`loop.checkpointing`):
+        training keeps each block's input only and recomputes the block in the backward pass."""
+        self.encoder.checkpointing = self.decoder.checkpointing = enabled
+
     def last_layer_weight(self) -> Tensor:
         """The decoder's final conv weight (VQGAN's adaptive GAN weight uses its gradients)."""
         return self.decoder.conv_out.weight

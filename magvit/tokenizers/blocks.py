@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from magvit.runtime import run_block
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -193,16 +195,17 @@ class Encoder(nn.Module):
         self.mid = nn.ModuleList(ResBlock(spec, cin, cin) for _ in range(spec.num_res_blocks))
         self.norm_out = Norm(spec, cin)
         self.conv_out = make_conv(spec, cin, spec.latent_dim, kernel=1)
+        self.checkpointing = False  # recompute each res block's activations in backward (`loop.checkpointing`)
 
     def forward(self, video: Tensor) -> Tensor:
         """(B, 3, T, H, W) -> z (B, D, t, h, w)."""
         x = self.conv_in(_fold(self.spec, video))
         for stage in self.stages:
             for block in stage.blocks:
-                x = block(x)
+                x = run_block(block, x, checkpointing=self.checkpointing)
             x = stage.down(x)
         for block in self.mid:
-            x = block(x)
+            x = run_block(block, x, checkpointing=self.checkpointing)
         z = self.conv_out(F.silu(self.norm_out(x)))
         return _unfold(self.spec, z, video.shape[0])
 
@@ -228,6 +231,7 @@ class Decoder(nn.Module):
             cin = widths[i]
         self.norm_out = Norm(spec, cin, adaptive)
         self.conv_out = make_conv(spec, cin, 3)
+        self.checkpointing = False  # as the encoder's
 
     def forward(self, quantized: Tensor) -> Tensor:
         """(B, D, t, h, w) -> video (B, 3, T, H, W)."""
@@ -235,10 +239,10 @@ class Decoder(nn.Module):
         cond = z if self.spec.adaptive_norm else None
         x = self.conv_in(z)
         for block in self.mid:
-            x = block(x, cond)
+            x = run_block(block, x, cond, checkpointing=self.checkpointing)
         for stage in self.stages:
             for block in stage.blocks:
-                x = block(x, cond)
+                x = run_block(block, x, cond, checkpointing=self.checkpointing)
             x = stage.up(x)
         video = self.conv_out(F.silu(self.norm_out(x, cond)))
         return _unfold(self.spec, video, quantized.shape[0])

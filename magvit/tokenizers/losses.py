@@ -79,7 +79,10 @@ class Perceptual(nn.Module):
         """(B, 3, T, H, W) or (B, 3, H, W), both in [-1, 1] -> scalar mean LPIPS over frames."""
         if recon.ndim == 5:
             recon, real = (rearrange(x, "b c t h w -> (b t) c h w") for x in (recon, real))
-        return self.lpips(recon, real).mean()
+        # fp32 under any autocast: LPIPS sums squared differences of unit-normalised features, and once
+        # reconstructions are close those differences fall below bf16's 8-bit mantissa
+        with torch.autocast(recon.device.type, enabled=False):
+            return self.lpips(recon.float(), real.float()).mean()
 
 
 # ---------------------------------------------------------------------------------------------

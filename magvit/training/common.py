@@ -34,7 +34,9 @@ class LoopConfig:
     steps: int = 1000
     batch_size: int = 8
     grad_accum: int = 1
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate's autocast (`--dtype` sets it)
+    compile: bool = False  # torch.compile the model's forward (magvit.runtime; eager with one warning if it fails)
+    checkpointing: bool = False  # activation checkpointing per block: less memory, about one more forward
     ema_decay: float | None = 0.999
     num_workers: int = 0
     seed: int = 0

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from magvit import runtime
 from magvit.config import registry_field, save_config
 from magvit.data import DATASETS, build_dataloader, build_dataset
 from magvit.errors import MagvitError
@@ -86,6 +87,7 @@ class TokenizerTrainConfig:
     loop: LoopConfig = LoopConfig()
     inflate_from: str | None = None  # a saved vqgan2d folder to inflate a vq3d from (MAGVIT 3.1)
     inflate_mode: Literal["central", "average"] = "central"
+    channels_last: bool = False  # 3D conv weights channels-last-3d (magvit.runtime.channels_last; not faster on CPU)
     fps: float = 8.0
 
 
@@ -150,6 +152,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
         lecam.to(accelerator.device)
     raw = accelerator.unwrap_model(tokenizer)
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
+    speed_options(raw, loop, cfg.channels_last)
     gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
     start_trackers(accelerator, cfg, run_dir, step)
     train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
@@ -263,6 +266,16 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return val_metrics
+
+
+def speed_options(tokenizer: Tokenizer, loop: LoopConfig, channels_last: bool = False) -> None:
+    """`loop.checkpointing`, `channels_last` and `loop.compile` on the training tokenizer (after the EMA
+    copy was made: the EMA stays a plain module)."""
+    tokenizer.checkpoint_activations(loop.checkpointing)
+    if channels_last:
+        runtime.channels_last(tokenizer)
+    if loop.compile:
+        runtime.compile_tokenizer(tokenizer)
 
 
 def modules_for_save(modules, raw, raw_disc):

@@ -17,12 +17,17 @@ The cache is written into `<dir>.tmp` and renamed when complete, so a crash neve
 that training would read. Sample i of a split is sample i of the dataset, so a cached run sees
 exactly the batches an on-the-fly run sees (the same `EpochSampler`). A dataset with per-epoch
 randomness (random clips, crops, flips) is frozen at its epoch-0 samples.
+
+On several processes (`accelerate launch -m magvit extract-tokens ...`) process 0 builds the datasets
+once (a folder dataset opens every file to vet it) and sends them to the others; shard j (samples
+[j S, (j + 1) S) of a split, S = `shard_size`) is encoded by process j mod W, each process writes
+its own shards, and process 0 writes the index. The cache is file for file the one a single process
+writes.
 """
 
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import json
 import shutil
 from collections.abc import Iterable, Mapping
@@ -34,7 +39,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from magvit.errors import MagvitError
@@ -116,16 +121,23 @@ def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSour
     return _on_the_fly_source(cfg, device)
 
 
-def _on_the_fly_source(cfg: Any, device: str | torch.device) -> TokenSource:
+def build_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
+    """The training set of a `train_transformer` config and its held-out set (`val_data`, else the held-out
+    version of `data`)."""
     from magvit.data import build_dataset
-    from magvit.tokenizers import Tokenizer
     from magvit.training.common import held_out_version
 
     if cfg.tokenizer is None or cfg.data is None:
         raise MagvitError("tokenizing on the fly needs `tokenizer` (a tokenizer folder) and `data`")
+    return build_dataset(cfg.data), build_dataset(cfg.val_data or held_out_version(cfg.data))
+
+
+def _on_the_fly_source(cfg: Any, device: str | torch.device,
+                       datasets: tuple[Dataset, Dataset] | None = None) -> TokenSource:
+    from magvit.tokenizers import Tokenizer
+
+    train, val = datasets if datasets is not None else build_datasets(cfg)
     tokenizer = Tokenizer.from_pretrained(cfg.tokenizer).eval().requires_grad_(False).to(device)
-    train = build_dataset(cfg.data)
-    val = build_dataset(cfg.val_data or held_out_version(cfg.data))
     clip = tuple(train[0]["video"].shape[1:])  # (T, H, W)
     grid = tokenizer.token_shape(*clip)  # a clip that cannot tile fails here, with one line
     num_classes, names = dataset_classes(train)
@@ -164,11 +176,16 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
 
 
 def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: int = 16, shard_size: int = 1024,
-                   device: str | torch.device = "cpu", quiet: bool = False) -> Path:
+                   device: str | torch.device = "cpu", quiet: bool = False, dtype: str = "fp32",
+                   compile: bool = False) -> Path:
     """Tokenize `cfg.data` (split "train") and its held-out version ("val") with `cfg.tokenizer`, plus
-    every task's condition, into `directory` (default `cfg.tokens`)."""
+    every task's condition, into `directory` (default `cfg.tokens`). `dtype` and `compile` are the
+    tokenizer's precision and torch.compile (magvit.runtime; the quantizer stays fp32). Run by
+    `accelerate launch`, the processes share the work (see the module's docstring)."""
+    from accelerate import PartialState
+
     from magvit.config import to_dict
-    from magvit.data import build_dataloader
+    from magvit.runtime import autocast, compile_tokenizer
 
     target = directory if directory is not None else cfg.tokens
     if target is None:
@@ -180,55 +197,87 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
         raise MagvitError(f"{directory} exists and is not empty; choose another folder")
     if shard_size < 1 or batch_size < 1:
         raise MagvitError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
-    source = _on_the_fly_source(dataclasses.replace(cfg, tokens=None), device)
+    state = PartialState(cpu=not torch.cuda.is_available())  # without CUDA, processes talk through gloo
+    if state.num_processes > 1 and torch.device(device).type == "cuda":
+        device = state.device  # each process its own GPU
+    source = _on_the_fly_source(cfg, device, _scan_once(cfg, state))
+    if compile:
+        compile_tokenizer(source.tokenizer)
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    source.tokenizer.save_pretrained(tmp / "tokenizer")
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        source.tokenizer.save_pretrained(tmp / "tokenizer")
+    state.wait_for_everyone()
 
     splits: dict[str, Any] = {}
     for split, dataset in (("train", source.train), ("val", source.val)):
-        loader = build_dataloader(dataset, batch_size, shuffle=False, drop_last=False)
-        shards: list[str] = []
-        pending: list[dict[str, Tensor]] = []
-        with tqdm(total=len(dataset), desc=f"extract-tokens {split}", disable=quiet, dynamic_ncols=True) as bar:
-            for batch in loader:
-                row: dict[str, Tensor] = {}
-                for task in source.tasks:
-                    tokens, labels, cond = source.batch(batch, task)
-                    row[f"cond.{task}"] = cond.tokens.to(torch.int32).cpu()
-                    row[f"mask.{task}"] = cond.latent_mask.to(torch.uint8).cpu()
-                row["tokens"], row["label"] = tokens.to(torch.int32).cpu(), labels.cpu()
-                pending.append(row)
-                bar.update(len(tokens))
-                while sum(len(r["tokens"]) for r in pending) >= shard_size:
-                    pending = _flush(tmp, split, shards, pending, shard_size)
-        while pending:
-            pending = _flush(tmp, split, shards, pending, shard_size)
-        splits[split] = {"count": len(dataset), "shards": shards}
+        starts = range(0, len(dataset), shard_size)  # shard j: samples [j S, (j + 1) S)
+        mine = list(enumerate(starts))[state.process_index :: state.num_processes]
+        count = sum(min(shard_size, len(dataset) - start) for _, start in mine)
+        with tqdm(total=count, desc=f"extract-tokens {split}", disable=quiet or not state.is_main_process,
+                  dynamic_ncols=True) as bar, autocast(device, dtype):
+            for j, start in mine:
+                part = Subset(dataset, range(start, min(start + shard_size, len(dataset))))
+                _write_shard(source, part, batch_size, tmp / _shard_name(split, j), bar)
+        splits[split] = {"count": len(dataset), "shards": [_shard_name(split, j) for j in range(len(starts))]}
+    state.wait_for_everyone()
 
-    index = {
-        "format": FORMAT, "version": VERSION, "codebook_size": source.codebook_size, "grid": list(source.grid),
-        "clip": list(source.clip), "num_classes": source.num_classes, "class_names": source.class_names,
-        "tasks": {t: source.flags[t] for t in source.tasks},
-        "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "condition_rule": source.rule,
-        "splits": splits,
-        "data": to_dict(cfg.data), "tokenizer": "tokenizer",
-    }
-    (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+    if state.is_main_process:  # process 0 encoded shard 0 of each split: it has seen every task's flags
+        index = {
+            "format": FORMAT, "version": VERSION, "codebook_size": source.codebook_size, "grid": list(source.grid),
+            "clip": list(source.clip), "num_classes": source.num_classes, "class_names": source.class_names,
+            "tasks": {t: source.flags[t] for t in source.tasks},
+            "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "condition_rule": source.rule,
+            "splits": splits, "dtype": dtype,
+            "data": to_dict(cfg.data), "tokenizer": "tokenizer",
+        }
+        (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.rename(directory)
+    state.wait_for_everyone()
     return directory
 
 
-def _flush(tmp: Path, split: str, shards: list[str], pending: list[dict], shard_size: int) -> list[dict]:
-    """Write the first `shard_size` pending samples as one shard; return what is left."""
-    joined = {k: torch.cat([r[k] for r in pending]) for k in pending[0]}
-    name = f"{split}-{len(shards):05d}.safetensors"
-    save_file({k: v[:shard_size].contiguous() for k, v in joined.items()}, str(tmp / name))
-    shards.append(name)
-    rest = {k: v[shard_size:] for k, v in joined.items()}
-    return [rest] if len(rest["tokens"]) else []
+def _scan_once(cfg: Any, state: Any) -> tuple[Dataset, Dataset]:
+    """The datasets, built on process 0 only and sent to the others (pickled): a folder dataset's scan
+    opens every file, which W processes need not repeat. An error there reaches every process as
+    the same one line (no process is left waiting for the others)."""
+    if state.num_processes == 1:
+        return build_datasets(cfg)
+    from accelerate.utils import broadcast_object_list
+
+    payload: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            payload = [build_datasets(cfg)]
+        except MagvitError as e:
+            payload = [e]
+    broadcast_object_list(payload)
+    if isinstance(payload[0], MagvitError):
+        raise payload[0]
+    return payload[0]
+
+
+def _shard_name(split: str, j: int) -> str:
+    return f"{split}-{j:05d}.safetensors"
+
+
+def _write_shard(source: TokenSource, part: Dataset, batch_size: int, path: Path, bar: Any) -> None:
+    """Tokens, labels and every task's condition of the samples of `part`, as one safetensors file."""
+    from magvit.data import build_dataloader
+
+    rows: list[dict[str, Tensor]] = []
+    for batch in build_dataloader(part, batch_size, shuffle=False, drop_last=False):
+        row: dict[str, Tensor] = {}
+        for task in source.tasks:
+            tokens, labels, cond = source.batch(batch, task)
+            row[f"cond.{task}"] = cond.tokens.to(torch.int32).cpu()
+            row[f"mask.{task}"] = cond.latent_mask.to(torch.uint8).cpu()
+        row["tokens"], row["label"] = tokens.to(torch.int32).cpu(), labels.cpu()
+        rows.append(row)
+        bar.update(len(tokens))
+    save_file({k: torch.cat([r[k] for r in rows]).contiguous() for k in rows[0]}, str(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from magvit.data import DATASETS, build_dataloader
 from magvit.errors import MagvitError
 from magvit.media import write_video
 from magvit.release import ModelInfo, write_model_folder
+from magvit.runtime import compile_forward
 from magvit.schedules import MASK_SCHEDULES
 from magvit.tasks import TASKS, commit_inputs, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
@@ -228,6 +229,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     if ema is not None:
         ema.to(device)
     raw = accelerator.unwrap_model(model)
+    raw.checkpoint_activations(loop.checkpointing)
+    if loop.compile:  # after the EMA copy: the EMA stays a plain module
+        compile_forward(raw, "the transformer")
     names = list(cfg.tasks)
     weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
     start_trackers(accelerator, cfg, run_dir, step)
