@@ -29,12 +29,12 @@ step captured once as a CUDA graph and replayed T times (kernel launches cost no
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -230,23 +230,25 @@ def decode_step(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], guid
 # ---------------------------------------------------------------------------------------------
 # Fast paths: torch.compile and CUDA graphs
 
-_COMPILED: list[Callable[..., tuple[Tensor, Tensor]]] = []  # torch.compile(decode_step), built once
+@functools.cache
+def compiled_decode_step() -> Callable[..., tuple[Tensor, Tensor]]:
+    """torch.compile(decode_step), built once: dynamo keeps one compiled graph per model, settings
+    and shapes (dynamic=False: a new batch size compiles again rather than going symbolic)."""
+    return torch.compile(decode_step, dynamic=False)
 
 
 class CompiledStep:
     """torch.compile(decode_step) with the step's settings bound; where compiling or running the
     compiled step fails (no backend, no compiler), one warning line and eager from then on."""
 
-    def __init__(self, eager: partial):
+    def __init__(self, eager: functools.partial):
         self.eager = eager
         self.failed = False
 
     def __call__(self, *tensors: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.failed:
             try:
-                if not _COMPILED:
-                    _COMPILED.append(torch.compile(decode_step, dynamic=False))
-                return _COMPILED[0](*self.eager.args, *tensors)
+                return compiled_decode_step()(*self.eager.args, *tensors)
             except MagvitError:
                 raise
             except Exception as e:  # a missing backend or compiler shows up at the first call
@@ -263,7 +265,9 @@ class GraphedStep:
 
     The step draws no random numbers (its noise is an input), so the graph needs no graph-safe
     generator. Capture runs under autocast with its cache off: cached casts made before the capture
-    would be freed when the caller's autocast exits while the graph still reads them.
+    would be freed when the caller's autocast exits while the graph still reads them (so under
+    autocast the graph casts the weights at every replay). The graph's memory pool (the step's
+    intermediates: logits and noise of B x N x k x V) stays with the model until the next capture.
     """
 
     def __init__(self, step: Callable[..., tuple[Tensor, Tensor]], example: list[Tensor | None],
@@ -313,7 +317,7 @@ def step_function(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], gu
                   example: list[Tensor | None]) -> Callable[..., tuple[Tensor, Tensor]]:
     """The step the loop calls: eager `decode_step`, compiled, and with `graphed` (CUDA) replayed
     from a graph captured on the `example` inputs."""
-    eager = partial(decode_step, model, cfg, shape, guided)
+    eager = functools.partial(decode_step, model, cfg, shape, guided)
     step = CompiledStep(eager) if cfg.compile else eager
     if not graphed:
         return step

@@ -299,14 +299,27 @@ def test_compiled_decode_returns_the_eager_ids(fresh_dynamo, model):
                 run(decode, model, task, cond, classes, shape, cfg, seed=1))
 
 
-def test_a_failing_compile_warns_once_and_decodes_eagerly(model, monkeypatch):
-    def broken(*args, **kwargs):
-        def fail(*a, **k):
-            raise RuntimeError("backend 'inductor' is unavailable\nsecond line")
-        return fail
+@pytest.fixture
+def fake_compile(monkeypatch):
+    """`fake_compile(make)` stands in `make(fn)` for torch.compile(fn); the real one is back afterwards."""
 
-    monkeypatch.setattr(decode_module, "_COMPILED", [])
-    monkeypatch.setattr(torch, "compile", broken)
+    def use(make):
+        monkeypatch.setattr(torch, "compile", lambda fn, **kw: make(fn))
+        decode_module.compiled_decode_step.cache_clear()
+
+    yield use
+    decode_module.compiled_decode_step.cache_clear()
+
+
+def broken(fn):
+    def fail(*args, **kwargs):
+        raise RuntimeError("backend 'inductor' is unavailable: no C++ compiler\nsecond line")
+
+    return fail
+
+
+def test_a_failing_compile_warns_once_and_decodes_eagerly(model, fake_compile):
+    fake_compile(broken)
     task, cond, classes, shape, cfg = CASES["fp COMMIT refine top-k"]
     with pytest.warns(UserWarning) as caught:
         got = run(decode, model, task, cond, classes, shape, DecodeConfig(**{**cfg.__dict__, "compile": True}))
@@ -370,11 +383,10 @@ def test_graph_replay_protocol_and_reuse(monkeypatch):
 # bench decode
 
 
-def test_bench_decode_reports_paths_side_by_side(monkeypatch):
+def test_bench_decode_reports_paths_side_by_side(fake_compile):
     """The table's rows and columns; torch.compile is stood in for (the compiled ids are tested above,
     and inductor would take seconds per model here), then broken to show the fallback note."""
-    monkeypatch.setattr(decode_module, "_COMPILED", [])
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    fake_compile(lambda fn: fn)
     table = bench_decode("tiny", (1, 4, 4), steps=2, batches=(1, 2), codebook_size=64, warmup=0, repeats=1,
                          fast_paths=("compiled",), argv=[])
     rows = {(r["method"], r["path"]): r for r in table.rows}
@@ -387,18 +399,29 @@ def test_bench_decode_reports_paths_side_by_side(monkeypatch):
     assert compiled["speedup_latency"] == pytest.approx(ar["latency_ms"] / compiled["latency_ms"])
     assert not any("fell back" in note for note in table.notes)
 
-    def broken(fn, **kw):
-        def fail(*a, **k):
-            raise RuntimeError("no C++ compiler")
-        return fail
-
-    monkeypatch.setattr(decode_module, "_COMPILED", [])
-    monkeypatch.setattr(torch, "compile", broken)
+    fake_compile(broken)
     table = bench_decode("tiny", (1, 4, 4), steps=2, batches=(1,), codebook_size=64, repeats=1,
                          fast_paths=("compiled",), argv=[])
-    assert any(note.startswith("fell back to eager: compiled: decode: torch.compile failed (RuntimeError: no C++")
+    assert any(note.startswith("fell back to eager: compiled: decode: torch.compile failed (RuntimeError: backend")
                for note in table.notes)
     with pytest.raises(MagvitError, match="cuda-graph needs --device cuda"):
         bench_decode("tiny", (1, 4, 4), steps=2, batches=(1,), fast_paths=("cuda-graph",), argv=[])
     with pytest.raises(MagvitError, match="--fast-paths takes compiled, cuda-graph, compiled\\+cuda-graph"):
         bench_decode("tiny", (1, 4, 4), steps=2, batches=(1,), fast_paths=("eager",), argv=[])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the capture itself needs a CUDA device")
+@pytest.mark.parametrize("name", ["cfp COMMIT guided top-k top-p", "uncond greedy"])
+def test_cuda_graph_returns_the_eager_ids_on_cuda(name):
+    model = tiny().cuda()
+    task, cond, classes, shape, cfg = CASES[name]
+
+    def on_cuda(cuda_graph, seed=0):
+        graph_cfg = DecodeConfig(**{**cfg.__dict__, "cuda_graph": cuda_graph})
+        return decode(model, cond, task, classes, shape, 2, graph_cfg, torch.Generator("cuda").manual_seed(seed),
+                      trace=True)
+
+    eager = on_cuda(False)
+    assert_same(on_cuda(True), eager)
+    assert_same(on_cuda(None), eager)  # auto: on, and the graph captured above is replayed
+    assert not torch.equal(on_cuda(True, seed=1)[0], eager[0])
