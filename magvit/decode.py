@@ -230,6 +230,7 @@ def decode_step(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], guid
 # ---------------------------------------------------------------------------------------------
 # Fast paths: torch.compile and CUDA graphs
 
+
 @functools.cache
 def compiled_decode_step() -> Callable[..., tuple[Tensor, Tensor]]:
     """torch.compile(decode_step), built once: dynamo keeps one compiled graph per model, settings
