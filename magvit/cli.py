@@ -304,7 +304,8 @@ def _bench_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transformers", nargs="*", default=[], metavar="PRESET",
                    help=f"transformer presets to train: {_names(TransformerConfig.PRESETS)}")
     p.add_argument("--batch", type=int, default=8, help="clips (token grids) per step (default 8)")
-    p.add_argument("--frames", type=int, default=17, help="tokenizer clip frames (default 17)")
+    p.add_argument("--frames", type=int, default=17,
+                   help="tokenizer clip frames; each trains on the longest clip up to this it tiles (default 17)")
     p.add_argument("--size", type=int, default=128, help="tokenizer clip height and width (default 128)")
     p.add_argument("--grid", default="5,16,16", help="transformer token grid T,H,W (default 5,16,16)")
     p.add_argument("--codebook-size", type=int, default=1024, help="transformer codes per token (default 1024)")

@@ -248,3 +248,40 @@ def test_bench_train_reports_speed_memory_and_mfu(tmp_path, capsys):
     assert rows[2]["tokens_per_s"] == pytest.approx(32 * rows[2]["clips_per_s"])  # 2x4x4 tokens per grid
     assert main(["bench", "train", "--transformers", "tiny", "--dtype", "fp16"]) == 2  # fp16 needs CUDA
     assert "fp16 training needs a CUDA GPU" in capsys.readouterr().err
+
+
+def _no_compiler(*args, **kwargs):
+    raise RuntimeError("torch.compile is not supported here")
+
+
+@pytest.mark.parametrize("recipe", ["train-tokenizer", "train"])
+def test_the_training_speed_options_train_the_same_weights(recipe, tmp_path, monkeypatch):
+    """loop.checkpointing plus loop.compile (here without a compiler: the one-warning eager fallback) plus,
+    for the tokenizer, channels_last: the weights after a few steps are those of the plain run (1e-5:
+    channels-last convolutions sum in another order; measured 0 for the transformer)."""
+    if recipe == "train-tokenizer":
+        config = ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"
+        common = ["data.frames=5", "data.size=16", "data.num_samples=8", "loop.steps=2", "loop.batch_size=2",
+                  "loop.val_every=2", "loop.val_batches=1", "loop.save_every=2"]
+        options = ["loop.checkpointing=true", "channels_last=true", "--compile"]
+        weights = "tokenizer/model.safetensors"
+    else:
+        tokens = {"kind": "train_transformer", "tokenizer": str(SHIPPED / "tokenizer"),
+                  "transformer": {"name": "masked", "preset": "tiny", "dropout": 0.1},
+                  "data": {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 8},
+                  "val_data": {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 4, "split": "val"},
+                  "tasks": {"cg": 1.0, "fp": 1.0}, "preview": {"num": 0},
+                  "loop": {"steps": 3, "batch_size": 4, "val_every": 3, "save_every": 3, "val_batches": 1}}
+        config = tmp_path / "train.yaml"
+        config.write_text(yaml.safe_dump(tokens))
+        common, options, weights = [], ["loop.checkpointing=true", "--compile"], "model/model.safetensors"
+    assert main([recipe, str(config), f"run_dir={tmp_path / 'plain'}", *common]) == 0
+    monkeypatch.setattr(torch, "compile", _no_compiler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([recipe, str(config), f"run_dir={tmp_path / 'fast'}", *common, *options]) == 0
+    fallbacks = [str(w.message) for w in caught if "--compile" in str(w.message)]
+    assert len(fallbacks) == (2 if recipe == "train-tokenizer" else 1), fallbacks  # encoder + decoder | transformer
+    plain, fast = (load_file(str(tmp_path / run / weights)) for run in ("plain", "fast"))
+    assert plain.keys() == fast.keys()
+    assert all(torch.allclose(plain[k], fast[k], rtol=0, atol=1e-5) for k in plain)
