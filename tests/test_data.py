@@ -93,6 +93,39 @@ def test_bundled_clips_are_real_and_split_in_time():
         BundledClips(frames=200, split="val")
 
 
+def test_bundled_clips_train_and_val_share_no_frame():
+    span = lambda ds, s, f: set(range(f, f + (ds.frames - 1) * ds.stride + 1))  # source frames a window reads
+    for kwargs in (dict(frames=9, stride=1, hop=1), dict(frames=5, stride=3)):
+        train, val = BundledClips(size=16, **kwargs), BundledClips(size=16, split="val", **kwargs)
+        for source in {s for s, _ in train.windows}:
+            seen = set().union(*(span(train, s, f) for s, f in train.windows if s == source))
+            held = set().union(*(span(val, s, f) for s, f in val.windows if s == source))
+            assert held and seen.isdisjoint(held), source
+
+
+def test_bundled_clips_random_crops_in_train_centre_crop_in_val():
+    train = BundledClips(frames=4, size=16, crop_from=24, hop=4)
+    val = BundledClips(frames=4, size=16, crop_from=24, split="val", hop=4)
+    whole = BundledClips(frames=4, size=24, hop=4)  # the same windows, uncropped
+    assert train.windows == whole.windows
+    _check_clip(train[0], 4, 16)
+    clips = [train[i]["video"] for i in range(3)]
+    train.set_epoch(1)
+    assert not torch.equal(clips[0], train[0]["video"]), "a new crop each epoch"
+    # every train crop is a 16x16 window of the 24x24 frame; which one is random
+    offsets = set()
+    for i, clip in enumerate(clips):
+        full = whole[i]["video"]
+        found = [(t, l) for t in range(9) for l in range(9) if torch.equal(full[..., t:t + 16, l:l + 16], clip)]
+        assert found, "a crop of the decoded frame"
+        offsets.add(found[0])
+    assert len(offsets) > 1
+    full = BundledClips(frames=4, size=24, split="val", hop=4)[0]["video"]
+    assert torch.equal(val[0]["video"], full[..., 4:20, 4:20])
+    with pytest.raises(MagvitError, match="crop_from"):
+        BundledClips(size=32, crop_from=16)
+
+
 # ---------------------------------------------------------------------------------------------- folders
 
 

@@ -5,7 +5,9 @@ Big Buck Bunny (132 frames, 1280x720), bikes (250 frames, 640x272) and carphone 
 a square and resized to `size`, and kept in memory as uint8. The first 80% of every video's
 frames make the train split and the rest the validation split, so the two never share a frame.
 Clips are windows of `frames` frames `stride` apart, one every `hop` source frames (default: half
-a window). The label is the source video's index.
+a window). With `crop_from`, the square is resized to `crop_from` pixels and a `size` crop taken from
+it: at a random offset per clip in the train split (three videos give few windows; crops make more
+distinct ones), at the centre in the val split. The label is the source video's index.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class BundledClipsConfig:
     split: Literal["train", "val"] = "train"
     hop: int | None = None
     flip: bool = False
+    crop_from: int | None = None  # resize to this side, then crop `size` (random: train, centre: val)
     seed: int = 0
 
 
@@ -64,7 +67,7 @@ class BundledClips(ClipDataset):
 
     def __init__(
         self, frames: int = 16, size: int = 64, stride: int = 1, split: str = "train",
-        hop: int | None = None, flip: bool = False, seed: int = 0,
+        hop: int | None = None, flip: bool = False, crop_from: int | None = None, seed: int = 0,
     ):
         super().__init__(seed)
         if split not in ("train", "val"):
@@ -73,12 +76,15 @@ class BundledClips(ClipDataset):
             raise MagvitError(
                 f"BundledClips needs frames, size, stride and hop >= 1, got {frames}, {size}, {stride}, {hop}"
             )
-        self.frames, self.size, self.stride, self.flip = frames, size, stride, flip
+        if crop_from is not None and crop_from < size:
+            raise MagvitError(f"BundledClips crop_from ({crop_from}) must be at least size ({size})")
+        self.frames, self.size, self.stride, self.flip, self.split = frames, size, stride, flip, split
+        self.side = crop_from or size  # the side each video is decoded at
         span = (frames - 1) * stride + 1
         hop = hop or max(1, span // 2)
         self.windows: list[tuple[str, int]] = []  # (source, first frame)
         for source in SOURCES:
-            total = len(_decoded(source, size))
+            total = len(_decoded(source, self.side))
             cut = int(total * TRAIN_FRACTION)
             lo, hi = (0, cut) if split == "train" else (cut, total)
             self.windows += [(source, s) for s in range(lo, hi - span + 1, hop)]
@@ -93,8 +99,13 @@ class BundledClips(ClipDataset):
 
     def __getitem__(self, index: int) -> dict:
         source, start = self.windows[index]
-        frames = _decoded(source, self.size)[start : start + (self.frames - 1) * self.stride + 1 : self.stride]
+        frames = _decoded(source, self.side)[start : start + (self.frames - 1) * self.stride + 1 : self.stride]
+        gen = self.generator(index)
+        top = left = (self.side - self.size) // 2  # (T, side, side, 3): the centre crop, or a random one in train
+        if self.split == "train" and self.side > self.size:
+            top, left = (int(v) for v in torch.randint(0, self.side - self.size + 1, (2,), generator=gen))
+        frames = frames[:, top : top + self.size, left : left + self.size]
         video = frames.permute(3, 0, 1, 2).float() / 127.5 - 1.0  # (3, T, H, W)
-        if self.flip and bool(torch.rand((), generator=self.generator(index)) < 0.5):
+        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
             video = video.flip(-1)
         return {"video": video, "label": SOURCES.index(source)}
