@@ -151,11 +151,17 @@ def _training_speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (sets loop.compile=true)")
 
 
+def _mixed_precision(dtype: str | None, *sections: str) -> list[str]:
+    """`key=value` overrides that set `loop.mixed_precision` (of each config section given) to --dtype's
+    accelerate name; quoted, as YAML reads a bare `no` as false."""
+    from magvit.runtime import MIXED_PRECISION
+
+    return [f"{s}loop.mixed_precision='{MIXED_PRECISION[dtype]}'" for s in sections or ("",)] if dtype else []
+
+
 def _training_overrides(args: argparse.Namespace) -> list[str]:
     """The config overrides of --dtype and --compile, before the user's own key=value ones."""
-    mixed = {"fp32": "'no'", "bf16": "bf16", "fp16": "fp16"}  # quoted: YAML reads a bare no as false
-    flags = [f"loop.mixed_precision={mixed[args.dtype]}"] if args.dtype else []
-    return [*flags, *(["loop.compile=true"] if args.compile else []), *args.overrides]
+    return [*_mixed_precision(args.dtype), *(["loop.compile=true"] if args.compile else []), *args.overrides]
 
 
 @command("train-tokenizer", "train a tokenizer (VQGAN, 3D-VQ, causal LFQ) with accelerate")
@@ -569,10 +575,13 @@ def quickstart(args: argparse.Namespace) -> None:
     from magvit.config import parse_overrides
     from magvit.quickstart import quickstart_config, run_quickstart
 
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-    keys = ({f"{part}.loop.mixed_precision": mixed[args.dtype] for part in ("tokenizer", "transformer")}
-            | {"report.dtype": args.dtype}) if args.dtype else {}
-    run_quickstart(quickstart_config(args.out, {**keys, **parse_overrides(args.overrides)}))
+    run_quickstart(quickstart_config(args.out, parse_overrides(_quickstart_overrides(args))))
+
+
+def _quickstart_overrides(args: argparse.Namespace) -> list[str]:
+    """--dtype: both trainings' mixed precision and the report's dtype; then the user's key=value ones."""
+    report = [f"report.dtype={args.dtype}"] if args.dtype else []
+    return [*_mixed_precision(args.dtype, "tokenizer.", "transformer."), *report, *args.overrides]
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:

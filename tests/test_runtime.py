@@ -225,13 +225,18 @@ def test_sampling_flags_reach_the_settings(tmp_path):
     assert settings["decode"]["cuda_graph"] is False and settings["decode"]["compile"] is False
 
 
-def test_training_flags_set_the_loop_keys():
-    from magvit.cli import _training_overrides, build_parser
+def test_training_and_quickstart_flags_set_the_config_keys():
+    from magvit.cli import _quickstart_overrides, _training_overrides, build_parser
     from magvit.config import parse_overrides
+    from magvit.quickstart import quickstart_config
 
     args = build_parser().parse_args(["train", "x.yaml", "loop.steps=3", "--dtype", "fp32", "--compile"])
     assert parse_overrides(_training_overrides(args)) == {"loop.mixed_precision": "no", "loop.compile": True,
                                                           "loop.steps": 3}
+    args = build_parser().parse_args(["quickstart", "--dtype", "bf16", "report.seed=2"])
+    cfg = quickstart_config(None, parse_overrides(_quickstart_overrides(args)))
+    assert cfg.tokenizer.loop.mixed_precision == cfg.transformer.loop.mixed_precision == "bf16"
+    assert cfg.report.dtype == "bf16" and cfg.report.seed == 2
 
 
 def test_bench_train_reports_speed_memory_and_mfu(tmp_path, capsys):
