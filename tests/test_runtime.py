@@ -290,3 +290,12 @@ def test_the_training_speed_options_train_the_same_weights(recipe, tmp_path, mon
     plain, fast = (load_file(str(tmp_path / run / weights)) for run in ("plain", "fast"))
     assert plain.keys() == fast.keys()
     assert all(torch.allclose(plain[k], fast[k], rtol=0, atol=1e-5) for k in plain)
+
+
+def test_bench_tokenizers_reports_the_ids_a_low_precision_keeps(tmp_path):
+    assert main(["bench", "tokenizers", "--tokenizers", str(SHIPPED / "tokenizer"), "--frames", "9", "--size", "32",
+                 "--num-clips", "4", "--batch-size", "4", "--dtype", "bf16", "--repeats", "1", "--warmup", "0",
+                 "--out", str(tmp_path)]) == 0
+    table = json.loads((tmp_path / "tokenizers.json").read_text())
+    assert "ids = fp32 %" in [c["header"] for c in table["columns"]] and "bf16" in table["title"]
+    assert 99.0 <= table["rows"][0]["ids_fp32_pct"] <= 100.0
