@@ -33,6 +33,17 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
     return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
+def region_psnr(x: Tensor, y: Tensor, region: Tensor) -> Tensor:
+    """PSNR per sample (B,) over the pixels of `region` only: clips (B, 3, T, H, W) in [-1, 1], region
+    (B, 1, T, H, W) bool (e.g. the pixels a task generates); every sample needs a pixel in it."""
+    a, b = _as_frames(x), _as_frames(y)  # (B, T, C, H, W)
+    where = rearrange(region, "b c t h w -> b t c h w").expand_as(a).float()
+    if (where.flatten(1).sum(1) == 0).any():
+        raise MagvitError("region_psnr: a sample has no pixel in the region")
+    mse = ((a - b).pow(2) * where).flatten(1).sum(1) / where.flatten(1).sum(1)
+    return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))

@@ -116,7 +116,7 @@ def test_bundled_clips_random_crops_in_train_centre_crop_in_val():
     offsets = set()
     for i, clip in enumerate(clips):
         full = whole[i]["video"]
-        found = [(t, l) for t in range(9) for l in range(9) if torch.equal(full[..., t:t + 16, l:l + 16], clip)]
+        found = [(y, x) for y in range(9) for x in range(9) if torch.equal(full[..., y:y + 16, x:x + 16], clip)]
         assert found, "a crop of the decoded frame"
         offsets.add(found[0])
     assert len(offsets) > 1

@@ -31,9 +31,9 @@ from magvit.bench.measure import batches
 from magvit.bench.report import Column, Table, environment
 from magvit.decode import DecodeConfig, decode
 from magvit.errors import MagvitError
-from magvit.metrics import feature_statistics, frechet_distance, psnr, ssim
+from magvit.metrics import feature_statistics, frechet_distance, psnr, region_psnr, ssim
 from magvit.release import ModelInfo
-from magvit.tasks import TASKS, Condition
+from magvit.tasks import TASKS, Condition, layout_of
 
 SCHEDULES = ("cosine", "square", "linear", "sqrt")
 STEPS = (4, 8, 12, 16)
@@ -82,27 +82,52 @@ def frame_prediction_scores(prediction: Tensor, target: Tensor, cond_frames: int
 
 @torch.no_grad()
 def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: int, count: int,
-           classes: Tensor | None = None, conds: list[Condition] | None = None) -> Tensor:
+           classes: Tensor | None = None, conds: list[Condition] | None = None, ids: bool = False):
     """`count` decoded clips (N, 3, T, H, W) in [-1, 1] on the CPU, `batch_size` per decode call;
-    `conds` holds one Condition per call (for conditional tasks)."""
+    `conds` holds one Condition per call (for conditional tasks). With `ids`, also the token ids
+    (N, t, h, w) the clips were decoded from."""
     device = next(release.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     shape = release.tokenizer.token_shape(*release.clip)
-    out = []
+    out, tokens = [], []
     for i, start in enumerate(range(0, count, batch_size)):
         end = min(start + batch_size, count)
         cond = None if conds is None else conds[i]
         cls = None if classes is None else classes[start:end].to(device)
         with release.autocast():
-            ids = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
-            out.append(release.tokenizer.decode(ids).float().clamp(-1, 1).cpu())
-    return torch.cat(out)
+            made = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
+            out.append(release.tokenizer.decode(made).float().clamp(-1, 1).cpu())
+        tokens.append(made.cpu())
+    return (torch.cat(out), torch.cat(tokens)) if ids else torch.cat(out)
 
 
 def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits test clips and labels; `options` (speed, start, ...) as the model was trained
     (see `digits_options`)."""
     return moving_digit_clips("test", count, frames, size, seed, **options)
+
+
+def held_out_clips(info: ModelInfo, count: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """Up to `count` held-out clips (N, 3, T, H, W) of the data the model was trained on, and their labels
+    (None without labels): moving digits from its test split (moving as in training), any other dataset
+    from its `val` split (the config magvit.json records, with split=val and no flips)."""
+    data = dict(info.data or {})
+    if data.get("name", "moving_digits") == "moving_digits":
+        return real_clips(info.frames, info.size[0], count, seed, **digits_options(info))
+    from magvit.config import from_dict
+    from magvit.data import DATASETS, build_dataset
+
+    entry = DATASETS[data["name"]]
+    fields = {f.name for f in dataclasses.fields(entry.config)}
+    if "split" not in fields:
+        raise MagvitError(f"{data['name']} has no held-out split to score a model on; train on a dataset with "
+                          "a val split (moving_digits, bundled_clips, video_folder)")
+    data.update(split="val", **({"flip": False} if "flip" in fields else {}))
+    dataset = build_dataset(from_dict(entry.config, data))
+    picked = torch.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().long().unique()  # spread
+    items = [dataset[int(i)] for i in picked]  # over the whole split (every source video), not its first clips
+    labels = torch.tensor([d["label"] for d in items]) if all("label" in d for d in items) else None
+    return torch.stack([d["video"] for d in items]), labels
 
 
 def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, Any]:
@@ -124,16 +149,19 @@ class Evaluator:
         frames, height, width = release.clip
         if height != width:
             raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")
-        self.release, self.classifier, self.num, self.batch_size, self.seed = release, classifier, num, batch_size, seed
+        self.release, self.classifier, self.batch_size, self.seed = release, classifier, batch_size, seed
         info = release.info
         tasks = set(info.tasks)
-        self.cg = "cg" in tasks and info.num_classes == 10 and classifier is not None
-        self.uncond = "uncond" in tasks and classifier is not None  # Frechet distance without classes, no cg
+        self.digits = (info.data or {}).get("name", "moving_digits") == "moving_digits"
+        # the digit classifier scores samples of a moving-digits model only
+        self.cg = "cg" in tasks and info.num_classes == 10 and classifier is not None and self.digits
+        self.uncond = "uncond" in tasks and classifier is not None and self.digits  # Frechet without classes
         self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
-        options = digits_options(info)
-        self.real, self.labels = real_clips(frames, height, num, seed, **options)
-        self.reference, _ = real_clips(frames, height, num, seed + 1, **options)  # disjoint: the Frechet floor
-        self.classes = torch.arange(num) % 10
+        self.real, self.labels = held_out_clips(info, num, seed)  # fewer than `num` when the val split is small
+        self.num = len(self.real)
+        if self.digits:  # disjoint test clips: the Frechet floor
+            self.reference, _ = real_clips(frames, height, num, seed + 1, **digits_options(info))
+        self.classes = torch.arange(self.num) % 10
         if self.fp:
             self.conds = self.conditions(self.fp)
             self.cond_frames = int(self.conds[0].pixel_mask[0, 0, :, 0, 0].sum())
@@ -165,19 +193,68 @@ class Evaluator:
         return given, mask, sample(self.release, task, cfg, self.seed, self.batch_size, len(given), classes=classes,
                                    conds=conds)
 
+    def task_scores(self, task: str, cfg: DecodeConfig) -> dict[str, Any]:
+        """`task` on the real clips, scored on the pixels it generates: PSNR there for the model, for the
+        padding the task conditions with (copy-last-frame for fp, the linear blend of the two ends for fi,
+        the replicated or zeroed region of the spatial tasks) and for the tokenizer's round trip (the
+        ceiling); SSIM on whole frames, the generated frames only. -> {"scores", "given" (the padded
+        condition clips, N, 3, T, H, W), "prediction", "ids" (N, t, h, w), "conds"}."""
+        conds = self.conds if task == self.fp else self.conditions(task)
+        given = torch.cat([c.pixels.float().clamp(-1, 1).cpu() for c in conds])
+        made = ~torch.cat([c.pixel_mask.cpu() for c in conds])  # (N, 1, T, H, W): the generated pixels
+        pred, ids = sample(self.release, task, cfg, self.seed, self.batch_size, self.num, conds=conds, ids=True)
+        real, recon = self.real, self.reconstruct()
+        frames = made.flatten(3).any(-1)[:, 0].any(0)  # (T,) frames with a generated pixel
+        ssim_of = lambda v: ssim(v[:, :, frames], real[:, :, frames]).mean().item()
+        scores = {"psnr": region_psnr(pred, real, made).mean().item(), "ssim": ssim_of(pred),
+                  "baseline_psnr": region_psnr(given, real, made).mean().item(), "baseline_ssim": ssim_of(given),
+                  "ceiling_psnr": region_psnr(recon, real, made).mean().item(), "ceiling_ssim": ssim_of(recon)}
+        return {"scores": scores, "given": given, "prediction": pred, "ids": ids, "conds": conds}
+
+    @torch.no_grad()
+    def latent_frames(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """Where a temporal task (fp, fi) loses against its baseline, per latent frame of the token grid, from
+        a `task_scores` result: the pixel frames the latent frame decodes to, whether it is a condition
+        position, PSNR of the tokenizer's round trip (the ceiling), of the baseline (the padding: copy-last
+        for fp) and of the model; the model's token accuracy against the tokenizer's tokens of the truth,
+        next to that of the condition tokens z~ (the padded clip's tokens: the baseline in token space)."""
+        tok = self.release.tokenizer
+        device = next(tok.parameters()).device
+        with self.release.autocast():
+            truth = torch.cat([tok.encode(b.to(device)).cpu() for b in batches(self.real, self.batch_size)])
+        z_cond = torch.cat([c.tokens.cpu() for c in result["conds"]])  # (N, t, h, w)
+        is_cond = torch.cat([c.latent_mask.cpu() for c in result["conds"]])
+        recon, ids = self.reconstruct(), result["ids"]
+        rows = []
+        for j, (a, b) in enumerate(layout_of(tok, *self.release.clip).time_blocks):
+            score = lambda v, a=a, b=b: psnr(v[:, :, a:b], self.real[:, :, a:b]).mean().item()
+            rows.append({
+                "latent_frame": j, "frames": f"{a}-{b - 1}" if b - a > 1 else str(a),
+                "condition": bool(is_cond[:, j].all()), "tokenizer_psnr": score(recon),
+                "baseline_psnr": score(result["given"]), "model_psnr": score(result["prediction"]),
+                "token_accuracy": (ids[:, j] == truth[:, j]).float().mean().item(),
+                "baseline_token_accuracy": (z_cond[:, j] == truth[:, j]).float().mean().item(),
+            })
+        return rows
+
     def class_samples(self, classes: Tensor, cfg: DecodeConfig) -> tuple[Tensor, float]:
         """Class-conditional samples (cg) of `classes` and the share the classifier assigns to them."""
         fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, len(classes), classes=classes)
         return fake, class_accuracy(self.classifier, fake, classes)
 
     @torch.no_grad()
-    def reconstruct(self) -> Tensor:
-        """The tokenizer's round trip of the real clips (the ceiling of every score)."""
+    def reconstruct(self, clips: Tensor | None = None) -> Tensor:
+        """The tokenizer's round trip of the real clips (the ceiling of every score), or of `clips`."""
+        if clips is None and getattr(self, "_reconstructed", None) is not None:
+            return self._reconstructed
         tok = self.release.tokenizer
         device = next(tok.parameters()).device
         with self.release.autocast():
-            return torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
-                              for b in batches(self.real, self.batch_size)])
+            out = torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
+                             for b in batches(self.real if clips is None else clips, self.batch_size)])
+        if clips is None:
+            self._reconstructed = out  # every task's ceiling is taken on it
+        return out
 
     def score(self, cfg: DecodeConfig) -> dict[str, Any]:
         """Class accuracy, Frechet distance and frame-prediction scores of samples decoded with `cfg`."""
