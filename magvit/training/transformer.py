@@ -381,7 +381,9 @@ def preview_clip(model, source: TokenSource, tasks: Iterable[str], preview: Prev
         tokens, labels, cond = source.batch(batch, task)
         classes = labels.clamp(min=0) if cond.use_class and model.config.num_classes > 0 else None
         gen = step_generator(seed, 1 << 22, t, device=tokens.device)
-        cfg = DecodeConfig(steps=preview.steps, guidance=preview.guidance if classes is not None else 0.0)
+        # no CUDA graph: a preview runs once per save, and a captured graph would keep its memory pool
+        cfg = DecodeConfig(steps=preview.steps, guidance=preview.guidance if classes is not None else 0.0,
+                           cuda_graph=False)
         ids = decode(model, cond, task, classes, tuple(tokens.shape[1:]), len(tokens), cfg, gen)
         rows += [source.tokenizer.decode(tokens), source.tokenizer.decode(ids)]
     model.train(was_training)
