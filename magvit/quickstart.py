@@ -191,7 +191,9 @@ def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, 
     # one PNG: per task, the first clip's condition / prediction / truth rows, one column per frame
     if strips:
         rows = torch.cat(strips)  # (3 * tasks, 3, T, H, W)
-        frames_grid = rows.permute(0, 2, 1, 3, 4).reshape(-1, 3, 1, height, width)
+        zoom = max(1, -(-96 // height))  # nearest-neighbour upscaling to >= 96 px frames: a page shows them
+        frames_grid = rows.permute(0, 2, 1, 3, 4).reshape(-1, 3, height, width).repeat_interleave(zoom, 2)
+        frames_grid = frames_grid.repeat_interleave(zoom, 3)  # (3 * tasks * T, 3, H * zoom, W * zoom)
         files.append(write_image_grid(out / "frames.png", frames_grid, nrow=frames))
     summary["files"] = [str(f) for f in files]
     summary["score_decode"] = dataclasses.asdict(cfg.score_decode)

@@ -288,6 +288,10 @@ def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
     assert 0 <= model["class_accuracy"] <= 100 and model["frechet"] >= -1e-6
     assert math.isfinite(model["fp_psnr"]) and -1 <= model["fp_ssim"] <= 1
     assert rows["copy last frame"]["class_accuracy"] is None and math.isfinite(rows["copy last frame"]["fp_psnr"])
+    # frame prediction located per latent frame: the blocks tile the clip, the copy-last row's figures
+    located = _table(out, "quality_fp_latent_frames")["rows"]
+    assert located and located[0]["frames"].startswith("0") and located[0]["condition"]
+    assert all(0 <= r["token_accuracy"] <= 1 and 0 <= r["baseline_token_accuracy"] <= 1 for r in located)
     sweep = _table(out, "quality_sweep")["rows"]
     assert [(r["schedule"], r["steps"]) for r in sweep] == [("cosine", 1), ("sqrt", 1)]
     assert all(math.isfinite(r["fp_psnr"]) and r["frechet"] >= -1e-6 for r in sweep)

@@ -295,6 +295,12 @@ COLUMNS = [
     Column("method", "method"), Column("class_accuracy", "class accuracy %"),
     Column("frechet", "Frechet (classifier)"), Column("fp_psnr", "FP PSNR dB", 4), Column("fp_ssim", "FP SSIM"),
 ]
+LATENT_COLUMNS = [
+    Column("latent_frame", "latent frame"), Column("frames", "frames"), Column("condition", "given"),
+    Column("tokenizer_psnr", "tokenizer PSNR dB", 4), Column("baseline_psnr", "copy-last PSNR dB", 4),
+    Column("model_psnr", "model PSNR dB", 4), Column("token_accuracy", "model token acc."),
+    Column("baseline_token_accuracy", "z~ token acc."),
+]
 SWEEP_COLUMNS = [Column("schedule", "schedule"), Column("steps", "steps"), *COLUMNS[1:], Column("seconds", "seconds")]
 
 
@@ -343,6 +349,17 @@ def bench_quality(
                   f"{frames - evaluator.cond_frames} predicted ones")
     else:
         main.note("frame prediction n/a: the model was not trained for fp or cfp")
+    tables = [main]
+    if evaluator.fp == "fp":  # where frame prediction loses: per latent frame, with a greedy decode
+        greedy = DecodeConfig(steps=steps, schedule=schedule, temperature=0.0, choice_temperature=0.0,
+                              compile=compile)
+        located = Table("quality_fp_latent_frames", f"Frame prediction per latent frame ({checkpoint}, {num} clips, "
+                        "greedy decoding)", LATENT_COLUMNS, environment=env)
+        located.rows = evaluator.latent_frames(evaluator.task_scores("fp", greedy))
+        located.note("tokenizer: its round trip of the truth (the ceiling); baseline: copy-last-frame; token accuracy: "
+                     "the model's ids against the tokenizer's ids of the truth, baseline: the condition tokens z~ "
+                     "(the clip with its last given frame repeated, tokenized)")
+        tables.append(located)
 
     sweep = Table("quality_sweep", f"Mask schedule x decoding steps ({checkpoint}, {num} clips)", SWEEP_COLUMNS,
                   environment=env)
@@ -353,4 +370,4 @@ def bench_quality(
             if not quiet:
                 print(f"sweep: {name}, {count} steps done ({row['seconds']:.1f} s)", flush=True)
     sweep.note("the same seed and clips for every setting; MaskGIT's ablation (concave schedules should win)")
-    return [main, sweep]
+    return [*tables, sweep]
