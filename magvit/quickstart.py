@@ -134,6 +134,7 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
 # 3.2's z~ in pixels), named by what it amounts to
 BASELINES = {"fp": "copy_last", "cfp": "copy_last", "fi": "linear_blend"}
 TEMPORAL = ("fp", "cfp", "fi")  # frame tasks: their per-latent-frame diagnosis goes in the summary
+GIF_NAMES = {"ipc": "inpaint", "opc": "outpaint"}  # the file names the README has shown since the first release
 
 
 @torch.no_grad()
@@ -153,7 +154,7 @@ def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, 
     files, strips = [], []
 
     # the tokenizer's round trip bounds every score below
-    summary["tokenizer_psnr"] = psnr(ev.reconstruct(), real).mean().item()
+    summary["tokenizer_psnr"] = psnr(ev.reconstruction, real).mean().item()
     summary["black_canvas_psnr"] = psnr(torch.full_like(real, -1.0), real).mean().item()  # the trivial floor
 
     # class-conditional samples of a digits model, scored by the digit classifier: one row per class
@@ -198,9 +199,6 @@ def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, 
     summary["files"] = [str(f) for f in files]
     summary["score_decode"] = dataclasses.asdict(cfg.score_decode)
     return summary
-
-
-GIF_NAMES = {"ipc": "inpaint", "opc": "outpaint"}  # the file names the README has shown since the first release
 
 
 TASK_NAMES = {"fp": "frame prediction", "cfp": "class-cond. frame prediction", "fi": "frame interpolation",

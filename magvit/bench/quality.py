@@ -203,7 +203,7 @@ class Evaluator:
         given = torch.cat([c.pixels.float().clamp(-1, 1).cpu() for c in conds])
         made = ~torch.cat([c.pixel_mask.cpu() for c in conds])  # (N, 1, T, H, W): the generated pixels
         pred, ids = sample(self.release, task, cfg, self.seed, self.batch_size, self.num, conds=conds, ids=True)
-        real, recon = self.real, self.reconstruct()
+        real, recon = self.real, self.reconstruction
         frames = made.flatten(3).any(-1)[:, 0].any(0)  # (T,) frames with a generated pixel
         ssim_of = lambda v: ssim(v[:, :, frames], real[:, :, frames]).mean().item()
         scores = {"psnr": region_psnr(pred, real, made).mean().item(), "ssim": ssim_of(pred),
@@ -218,13 +218,10 @@ class Evaluator:
         position, PSNR of the tokenizer's round trip (the ceiling), of the baseline (the padding: copy-last
         for fp) and of the model; the model's token accuracy against the tokenizer's tokens of the truth,
         next to that of the condition tokens z~ (the padded clip's tokens: the baseline in token space)."""
-        tok = self.release.tokenizer
-        device = next(tok.parameters()).device
-        with self.release.autocast():
-            truth = torch.cat([tok.encode(b.to(device)).cpu() for b in batches(self.real, self.batch_size)])
+        tok, truth = self.release.tokenizer, self.truth_ids
         z_cond = torch.cat([c.tokens.cpu() for c in result["conds"]])  # (N, t, h, w)
         is_cond = torch.cat([c.latent_mask.cpu() for c in result["conds"]])
-        recon, ids = self.reconstruct(), result["ids"]
+        recon, ids = self.reconstruction, result["ids"]
         rows = []
         for j, (a, b) in enumerate(layout_of(tok, *self.release.clip).time_blocks):
             score = lambda v, a=a, b=b: psnr(v[:, :, a:b], self.real[:, :, a:b]).mean().item()
@@ -242,19 +239,25 @@ class Evaluator:
         fake = sample(self.release, "cg", cfg, self.seed, self.batch_size, len(classes), classes=classes)
         return fake, class_accuracy(self.classifier, fake, classes)
 
+    @functools.cached_property
     @torch.no_grad()
-    def reconstruct(self, clips: Tensor | None = None) -> Tensor:
-        """The tokenizer's round trip of the real clips (the ceiling of every score), or of `clips`."""
-        if clips is None and getattr(self, "_reconstructed", None) is not None:
-            return self._reconstructed
+    def truth_ids(self) -> Tensor:
+        """The tokenizer's ids of the real clips (N, t, h, w), encoded once: the round trip and the token
+        accuracies of every task are taken against them."""
         tok = self.release.tokenizer
         device = next(tok.parameters()).device
         with self.release.autocast():
-            out = torch.cat([tok.decode(tok.encode(b.to(device))).float().clamp(-1, 1).cpu()
-                             for b in batches(self.real if clips is None else clips, self.batch_size)])
-        if clips is None:
-            self._reconstructed = out  # every task's ceiling is taken on it
-        return out
+            return torch.cat([tok.encode(b.to(device)).cpu() for b in batches(self.real, self.batch_size)])
+
+    @functools.cached_property
+    @torch.no_grad()
+    def reconstruction(self) -> Tensor:
+        """The tokenizer's round trip of the real clips (the ceiling of every score), decoded once."""
+        tok = self.release.tokenizer
+        device = next(tok.parameters()).device
+        with self.release.autocast():
+            return torch.cat([tok.decode(ids.to(device)).float().clamp(-1, 1).cpu()
+                              for ids in self.truth_ids.split(self.batch_size)])
 
     def score(self, cfg: DecodeConfig) -> dict[str, Any]:
         """Class accuracy, Frechet distance and frame-prediction scores of samples decoded with `cfg`."""
@@ -285,7 +288,7 @@ class Evaluator:
         floor = classifier_frechet(self.classifier, self.reference, self.real)
         rows = [row(method="real test clips", class_accuracy=accuracy, frechet=floor)]
         if self.fp:
-            scores = frame_prediction_scores(self.reconstruct(), self.real, self.cond_frames)
+            scores = frame_prediction_scores(self.reconstruction, self.real, self.cond_frames)
             rows.append(row(method="copy last frame", fp_psnr=scores["copy_psnr"], fp_ssim=scores["copy_ssim"]))
             rows.append(row(method="tokenizer round trip (ceiling)", fp_psnr=scores["psnr"], fp_ssim=scores["ssim"]))
         return rows
