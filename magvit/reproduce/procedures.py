@@ -179,7 +179,8 @@ def tokenizer_then_transformer(recipe: TokenizerThenTransformerRecipe, seed: int
                                                                              quantizer=recipe.quantizer))
     tokenizer = train_tokenizer_in(ctx.run_dir / "tokenizer", tok_cfg, seed)
     last = last_validation(ctx.run_dir / "tokenizer")
-    metrics: dict[str, Any] = {"psnr": last["psnr"], "ssim": last["ssim"], "usage": 100 * last["usage"]}
+    metrics: dict[str, Any] = {"psnr": last["psnr"], "ssim": last["ssim"], "usage": 100 * last["usage"],
+                               "perplexity": last["perplexity"]}
     if recipe.transformer.loop.steps > 0:
         model = train_transformer_in(ctx.run_dir / "transformer", recipe.transformer, tokenizer, seed)
         ev = evaluator(model, recipe.samples, min(recipe.samples, 250), seed)

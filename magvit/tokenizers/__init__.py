@@ -16,6 +16,7 @@ from magvit.tokenizers.base import (
 )
 from magvit.tokenizers.causal3d import Causal3d, Causal3dConfig
 from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
+from magvit.tokenizers.peer_lfq import PeerLFQConfig
 from magvit.tokenizers.quantizers import (
     QUANTIZERS,
     FSQConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "Causal3dConfig",
     "FSQConfig",
     "LFQConfig",
+    "PeerLFQConfig",
     "Quantizer",
     "QuantizerOutput",
     "Tokenizer",

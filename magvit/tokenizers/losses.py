@@ -33,6 +33,15 @@ def reconstruction_loss(recon: Tensor, real: Tensor, kind: str = "l2") -> Tensor
     return _RECONSTRUCTION[kind](recon, real)
 
 
+def gradient_difference_loss(recon: Tensor, real: Tensor) -> Tensor:
+    """Mean |grad recon - grad real| over the horizontal and vertical pixel differences of every frame
+    (the gradient difference loss of Mathieu et al. 2016): a pixel loss alone is minimised by a blur,
+    this term is not, and it needs no pretrained network. Clips (B, 3, T, H, W) or images (B, 3, H, W)."""
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]  # (..., H, W - 1)
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]  # (..., H - 1, W)
+    return (F.l1_loss(dx(recon), dx(real)) + F.l1_loss(dy(recon), dy(real))) / 2
+
+
 # torchvision's ImageNet weights for each LPIPS backbone, as named in the torch hub cache
 BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 

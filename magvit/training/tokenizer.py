@@ -28,6 +28,7 @@ from magvit.tokenizers.losses import (
     Perceptual,
     adaptive_generator_weight,
     gan_warmup_weight,
+    gradient_difference_loss,
     r1_penalty,
     reconstruction_loss,
 )
@@ -57,6 +58,7 @@ from magvit.training.common import (
 class TokenizerLossConfig:
     reconstruction: Literal["l1", "l2"] = "l2"
     reconstruction_weight: float = 1.0
+    gradient_weight: float = 0.0  # gradient difference loss (sharpness without pretrained weights)
     perceptual_weight: float = 0.0  # MAGVIT: 0.1
     perceptual_net: Literal["vgg", "alex"] = "vgg"
     perceptual_pretrained: bool = True  # False: random backbone (tests only)
@@ -159,7 +161,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
     # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
     # terms stay empty until the discriminator warm-up ends
-    columns = ["rec", "quant", *(["lpips"] if perceptual is not None else []),
+    columns = ["rec", "quant", *(["grad_diff"] if losses.gradient_weight > 0 else []),
+               *(["lpips"] if perceptual is not None else []),
                *(["gan_g", "gan_w", "gan_d"] if disc is not None else []), *(["lecam"] if lecam is not None else []),
                *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
                *(["grad_norm"] if cfg.optim.grad_clip else [])]
@@ -175,6 +178,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
             if opt is not None:
                 set_lr(opt, lr_at(step, loop.steps, o))
         gan_scale = losses.gan_weight * gan_warmup_weight(step, losses.gan_start_step, losses.gan_warmup_steps)
+        raw.quantizer.set_step(step)  # LFQ's annealed entropy weight (logged as q_entropy_weight)
         for _ in range(loop.grad_accum):
             epoch, batch_index, batch = next(batches)
             real = batch["video"]  # (B, 3, T, H, W)
@@ -185,6 +189,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                 rec = reconstruction_loss(out.recon.float(), real.float(), losses.reconstruction)
                 nll = losses.reconstruction_weight * rec  # VQGAN's "nll": the reconstruction terms
                 terms = {"rec": rec, "quant": out.quant.loss}
+                if losses.gradient_weight > 0:
+                    terms["grad_diff"] = gradient_difference_loss(out.recon.float(), real.float())
+                    nll = nll + losses.gradient_weight * terms["grad_diff"]
                 if perceptual is not None:
                     terms["lpips"] = perceptual(out.recon.float(), real.float())
                     nll = nll + losses.perceptual_weight * terms["lpips"]
