@@ -93,6 +93,21 @@ def test_bundled_clips_are_real_and_split_in_time():
         BundledClips(frames=200, split="val")
 
 
+def test_moving_held_out_windows_are_the_top_quantile_of_frame_change():
+    from types import SimpleNamespace
+
+    from magvit.bench.quality import frame_change, held_out_clips
+
+    info = SimpleNamespace(data={"name": "bundled_clips", "frames": 5, "size": 16, "hop": 1})
+    everything = BundledClips(frames=5, size=16, split="val", hop=1)
+    change = torch.stack([frame_change(everything[i]["video"]) for i in range(len(everything))])
+    moving, _ = held_out_clips(info, 1000, seed=0, motion_quantile=0.75)
+    assert len(moving) == int((change >= change.quantile(0.75)).sum()) < len(everything)
+    assert min(frame_change(c) for c in moving) >= change.quantile(0.75)
+    plain, _ = held_out_clips(info, 1000, seed=0)
+    assert len(plain) == len(everything)
+
+
 def test_bundled_clips_train_and_val_share_no_frame():
     span = lambda ds, s, f: set(range(f, f + (ds.frames - 1) * ds.stride + 1))  # source frames a window reads
     for kwargs in (dict(frames=9, stride=1, hop=1), dict(frames=5, stride=3)):

@@ -13,6 +13,7 @@ from magvit.tokenizers.losses import (
     Perceptual,
     adaptive_generator_weight,
     gan_warmup_weight,
+    gradient_difference_loss,
     r1_penalty,
     reconstruction_loss,
 )
@@ -24,6 +25,19 @@ def test_reconstruction_losses():
     assert reconstruction_loss(a, b, "l2").item() == pytest.approx(0.25)
     with pytest.raises(MagvitError, match="one of l1, l2"):
         reconstruction_loss(a, b, "l3")
+
+
+def test_gradient_difference_loss_ignores_offsets_and_penalises_blur():
+    real = torch.rand(2, 3, 4, 16, 16) * 2 - 1
+    assert gradient_difference_loss(real, real).item() == 0
+    assert gradient_difference_loss(real + 0.3, real).item() == pytest.approx(0, abs=1e-6)  # a constant shift
+    blurred = F.avg_pool3d(real, (1, 3, 3), stride=1, padding=(0, 1, 1), count_include_pad=False)
+    assert gradient_difference_loss(blurred, real) > 0.1
+    # an image (B, 3, H, W): horizontal and vertical differences averaged
+    image = torch.zeros(1, 3, 4, 4)
+    stripes = image.clone()
+    stripes[..., ::2] = 1.0  # every horizontal difference is 1, no vertical one
+    assert gradient_difference_loss(stripes, image).item() == pytest.approx(0.5)
 
 
 @pytest.fixture

@@ -58,6 +58,8 @@ GAN_RUN = [
     "loss.gan_weight=0.1", "loss.gan_start_step=4", "loss.gan_warmup_steps=4", "loss.lecam_weight=0.01",
     "loss.r1_weight=1.0", "loss.r1_every=2",
     "loss.perceptual_weight=0.1", "loss.perceptual_net=alex", "loss.perceptual_pretrained=false",
+    "loss.gradient_weight=0.5",
+    "tokenizer.quantizer.entropy_anneal_steps=10", "tokenizer.quantizer.entropy_anneal_factor=3.0",
     *SHORT,
 ]
 
@@ -69,10 +71,13 @@ def test_gan_lpips_run_checkpoints_and_resumes_exactly(tmp_path):
     train_tokenizer(cfg, quiet=True)
     rows = _rows(run / "train.csv")
     assert len(rows) == 20
-    for key in ("rec", "lpips", "gan_g", "gan_d", "gan_w", "lecam", "r1", "q_entropy_loss"):
+    for key in ("rec", "grad_diff", "lpips", "gan_g", "gan_d", "gan_w", "lecam", "r1", "q_entropy_loss"):
         logged = [float(r[key]) for r in rows if r[key] != ""]
         assert logged and all(torch.isfinite(torch.tensor(logged))), key
     assert rows[0]["gan_g"] == "" and rows[4]["gan_g"] != ""  # no GAN term during the warm-up
+    # LFQ's entropy weight (0.1 by default) annealed from 3x over 10 steps: row i logs step i + 1
+    weights = [float(r["q_entropy_weight"]) for r in rows]
+    assert weights[0] == pytest.approx(0.3) and weights[5] == pytest.approx(0.2) and set(weights[10:]) == {0.1}
     ckpt = run / "checkpoints"
     assert [p.name for p in sorted(ckpt.iterdir())] == ["step-00000010", "step-00000020"]
     files = {p.name for p in (ckpt / "step-00000020").iterdir()}

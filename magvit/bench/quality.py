@@ -107,10 +107,13 @@ def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) ->
     return moving_digit_clips("test", count, frames, size, seed, **options)
 
 
-def held_out_clips(info: ModelInfo, count: int, seed: int) -> tuple[Tensor, Tensor | None]:
+def held_out_clips(info: ModelInfo, count: int, seed: int,
+                   motion_quantile: float | None = None) -> tuple[Tensor, Tensor | None]:
     """Up to `count` held-out clips (N, 3, T, H, W) of the data the model was trained on, and their labels
     (None without labels): moving digits from its test split (moving as in training), any other dataset
-    from its `val` split (the config magvit.json records, with split=val and no flips)."""
+    from its `val` split (the config magvit.json records, with split=val and no flips). With
+    `motion_quantile` (not for digits), only the windows whose mean absolute frame-to-frame change is at
+    or above that quantile of the split's windows."""
     data = dict(info.data or {})
     if data.get("name", "moving_digits") == "moving_digits":
         return real_clips(info.frames, info.size[0], count, seed, **digits_options(info))
@@ -124,10 +127,19 @@ def held_out_clips(info: ModelInfo, count: int, seed: int) -> tuple[Tensor, Tens
                           "a val split (moving_digits, bundled_clips, video_folder)")
     data.update(split="val", **({"flip": False} if "flip" in fields else {}))
     dataset = build_dataset(from_dict(entry.config, data))
-    picked = torch.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().long().unique()  # spread
-    items = [dataset[int(i)] for i in picked]  # over the whole split (every source video), not its first clips
+    candidates = torch.arange(len(dataset))
+    if motion_quantile is not None:
+        change = torch.stack([frame_change(dataset[int(i)]["video"]) for i in candidates])  # (windows,)
+        candidates = candidates[change >= change.quantile(motion_quantile)]
+    spread = torch.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().long().unique()
+    items = [dataset[int(candidates[i])] for i in spread]  # over the whole split (every source video)
     labels = torch.tensor([d["label"] for d in items]) if all("label" in d for d in items) else None
     return torch.stack([d["video"] for d in items]), labels
+
+
+def frame_change(clip: Tensor) -> Tensor:
+    """Mean absolute change between consecutive frames of a clip (3, T, H, W) in [-1, 1]: how much it moves."""
+    return (clip[:, 1:] - clip[:, :-1]).abs().mean()
 
 
 def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, Any]:
@@ -145,7 +157,8 @@ class Evaluator:
     the conditional tasks, the classifier. `score` is one row of the quality bench; the quickstart
     builds its report from `class_samples`, `predict` and `reconstruct`."""
 
-    def __init__(self, release: Any, classifier: DigitClassifier | None, num: int, batch_size: int, seed: int):
+    def __init__(self, release: Any, classifier: DigitClassifier | None, num: int, batch_size: int, seed: int,
+                 motion_quantile: float | None = None):
         frames, height, width = release.clip
         if height != width:
             raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")
@@ -157,8 +170,10 @@ class Evaluator:
         self.cg = "cg" in tasks and info.num_classes == 10 and classifier is not None and self.digits
         self.uncond = "uncond" in tasks and classifier is not None and self.digits  # Frechet without classes
         self.fp = next((t for t in ("fp", "cfp") if t in tasks), None)
-        self.real, self.labels = held_out_clips(info, num, seed)  # fewer than `num` when the val split is small
+        # fewer than `num` when the val split is small; `motion_quantile`: the moving windows only
+        self.real, self.labels = held_out_clips(info, num, seed, None if self.digits else motion_quantile)
         self.num = len(self.real)
+        self.motion = torch.stack([frame_change(c) for c in self.real]).mean().item()  # how much these clips move
         if self.digits:  # disjoint test clips: the Frechet floor
             self.reference, _ = real_clips(frames, height, num, seed + 1, **digits_options(info))
         self.classes = torch.arange(self.num) % 10
