@@ -116,7 +116,7 @@ def test_bad_input_is_one_line(capsys, args, message):
     assert err.count("\n") == 0 and message in err, err
 
 
-@pytest.mark.parametrize("name", ["commit", "commit-loss", "lfq-vs-vq", "tokenizers", "lfq-peer"])
+@pytest.mark.parametrize("name", ["commit", "commit-loss", "lfq-vs-vq", "tokenizers", "lfq-peer", "lfq-collapse"])
 def test_each_study_runs_its_test_budget(tmp_path, name):
     if name == "lfq-peer":
         pytest.importorskip("vector_quantize_pytorch")  # the peer: in the [dev] extra, which CI installs
