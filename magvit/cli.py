@@ -13,7 +13,6 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from magvit.errors import MagvitError
 
@@ -68,6 +67,11 @@ def _overrides(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist (a file the command reads is never written over)")
+
+
 # ---------------------------------------------------------------------------------------------
 # magvit config show
 
@@ -94,7 +98,9 @@ def _data_preview_args(p: argparse.ArgumentParser) -> None:
     from magvit.data import DATASETS
 
     p.add_argument("name", help=f"a dataset name ({_names(DATASETS.names())}) or a `kind: data` YAML")
-    p.add_argument("--out", required=True, help="output file: .gif or .mp4 (clips), .png (first frames)")
+    p.add_argument("--out", required=True, help="output file: .gif, .mp4, .avi, .webm or .mkv (clips), .png or .jpg "
+                   "(first frames)")
+    _overwrite_arg(p)
     p.add_argument("--num", type=int, default=16, help="number of samples shown (default 16)")
     p.add_argument("--nrow", type=int, default=None, help="samples per row (default: a square grid)")
     p.add_argument("--fps", type=float, default=8.0)
@@ -108,9 +114,12 @@ def data_preview(args: argparse.Namespace) -> None:
 
     from magvit.config import apply_overrides, from_dict, parse_overrides
     from magvit.data import DATASETS, DataConfig, build_dataset
+    from magvit.fileio import check_outputs
     from magvit.kinds import load_config
-    from magvit.media import make_grid, write_image_grid, write_video
+    from magvit.media import check_grid_suffix, write_grid
 
+    out = check_grid_suffix(args.out)  # before any work: a bad or taken --out is one line
+    check_outputs([out], overwrite=args.overwrite)
     if args.name.endswith((".yaml", ".yml")):
         cfg = load_config(args.name, args.overrides, expect="data")
     else:
@@ -125,11 +134,7 @@ def data_preview(args: argparse.Namespace) -> None:
     # evenly spaced samples: a preview should show the variety of the whole set
     indices = torch.linspace(0, len(dataset) - 1, count).round().long().tolist()
     videos = torch.stack([dataset[i]["video"] for i in indices])  # (N, 3, T, H, W)
-    out = Path(args.out)
-    if out.suffix.lower() == ".png":
-        write_image_grid(out, videos[:, :, :1], nrow=args.nrow)
-    else:
-        write_video(out, make_grid(videos, nrow=args.nrow), fps=args.fps)
+    write_grid(out, videos, fps=args.fps, nrow=args.nrow)
     t, h, w = videos.shape[2:]
     print(f"wrote {out}: {count} samples of {len(dataset)}, {t} frames of {h}x{w}")
 
@@ -179,7 +184,9 @@ def train_tokenizer(args: argparse.Namespace) -> None:
 
 def _plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder of train-tokenizer or train (its train.csv and val.csv)")
-    p.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/curves.png)")
+    p.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/curves.png, redrawn each time; "
+                   "an --out that exists is replaced only with --overwrite)")
+    _overwrite_arg(p)
 
 
 @command("plot", "draw a training run's loss and metric curves (train.csv, val.csv) as one PNG")
@@ -187,7 +194,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 def plot(args: argparse.Namespace) -> None:
     from magvit.plots import plot_run
 
-    print(f"wrote {plot_run(args.run_dir, args.out)}")
+    print(f"wrote {plot_run(args.run_dir, args.out, overwrite=args.overwrite)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +519,9 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
         p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
                        help="put the given condition pixels back into the result")
         p.add_argument("--seed", type=int, help="random seed (default 0)")
-        p.add_argument("--out", help="output folder, or one .mp4 / .gif / .png file (default samples)")
+        p.add_argument("--out", help="output folder, or one .mp4 / .gif / .avi / .webm / .mkv / .png / .jpg file "
+                       "(default samples)")
+        _overwrite_arg(p)
         p.add_argument("--fps", type=float, help="frames per second of the MP4/GIF (default: the model's)")
         p.add_argument("--device", help="auto (default: cuda if available), cpu, cuda or cuda:N")
         _dtype_arg(p, default=None)
@@ -547,7 +556,8 @@ def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
             raise MagvitError("give --video or --image, not both")
         values = {**vars(args), "box": _parse_box(getattr(args, "box", None))}
         flags = {key: values.get(dest) for dest, key in _SAMPLE_FLAGS.items() if values.get(dest) is not None}
-        run_sampling(name, sample_settings(name, config, parse_overrides(overrides), flags))
+        run_sampling(name, sample_settings(name, config, parse_overrides(overrides), flags), overwrite=args.overwrite,
+                     source=config)
 
     run.__name__ = name.replace("-", "_")
     return run

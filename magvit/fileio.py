@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,24 @@ def ensure_folder(folder: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return folder
+
+
+def check_outputs(paths: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = (),
+                  overwrite: bool = False) -> None:
+    """Before a command writes `paths`: one MagvitError line if one of them is also an input (the same
+    file, by any name or link: never written over, even with `overwrite`) or already exists (unless
+    `overwrite`). Commands call it before their work, so a refusal comes in a second."""
+    given = [Path(p).expanduser() for p in inputs if p is not None]
+    for path in map(Path, paths):
+        if not path.expanduser().exists():
+            continue
+        same = next((p for p in given if p.exists() and os.path.samefile(p, path.expanduser())), None)
+        if same is not None:
+            raise MagvitError(f"{path} is also an input ({same}): it is never written over, even with --overwrite "
+                              "(overwrite=True); write the result to another path")
+        if not overwrite:
+            raise MagvitError(f"{path} exists: pass --overwrite (overwrite=True) to replace it, or write to another "
+                              "path")
 
 
 def _temporary(path: Path) -> tuple[int, str]:

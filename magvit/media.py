@@ -1,13 +1,16 @@
-"""Reading and writing results: MP4 and GIF clips, PNG grids.
+"""Reading and writing results: video clips (MP4, GIF, AVI, WebM, MKV) and image grids (PNG, JPEG).
 
-One writer for both video formats: imageio. It writes GIF through Pillow and MP4 through
-imageio-ffmpeg, whose wheel ships its own ffmpeg binary (libx264), so no system ffmpeg is needed
-and the same call works on a laptop, a cluster node and CI. Reading goes through `open_video`, the
-reader training data uses too, so what a test reads back is what training would see: decord where
-it is installed (its wheels cover x86-64 Linux, Windows and Intel macOS), else PyAV (aarch64 Linux
-such as GH200 nodes, Apple silicon). Both give the same clip semantics: `len(reader)` frames,
+One writer for the video formats: imageio. It writes GIF through Pillow and the others through
+imageio-ffmpeg, whose wheel ships its own ffmpeg binary (libx264, libvpx, mpeg4), so no system ffmpeg
+is needed and the same call works on a laptop, a cluster node and CI. Images go through Pillow.
+Every write is atomic (magvit.fileio.atomic_path): a killed run leaves no half-written file under
+the final name. Reading goes through `open_video`, the reader training data uses too, so what a test
+reads back is what training would see: decord where it is installed (its wheels cover x86-64 Linux,
+Windows and Intel macOS), else PyAV (aarch64 Linux such as GH200 nodes, Apple silicon); GIF and
+animated WebP go through Pillow whatever the reader (decord cannot count a GIF's frames, FFmpeg
+decodes no animated WebP). All give the same clip semantics: `len(reader)` frames,
 `get_batch(indices)` -> (N, H, W, 3) uint8 by frame index in presentation order, `fps`. The
-environment variable MAGVIT_VIDEO_READER=decord|pyav picks one.
+environment variable MAGVIT_VIDEO_READER=decord|pyav picks the reader of the other formats.
 
 Tensors in this module are float videos (3, T, H, W) or batches (N, 3, T, H, W) in [-1, 1].
 """
@@ -25,10 +28,21 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from magvit.errors import MagvitError
+from magvit.errors import MagvitError, first_line
 from magvit.fileio import atomic_path
 
-VIDEO_SUFFIXES = (".mp4", ".gif")
+# suffix -> (ffmpeg codec, its quality options): H.264 at `crf` in MP4 and MKV, VP9 at constant
+# quality `crf` in WebM, MPEG-4 part 2 in AVI (what players expect in that container)
+FFMPEG_FORMATS = {
+    ".mp4": ("libx264", ["-crf", "{crf}"]),
+    ".mkv": ("libx264", ["-crf", "{crf}"]),
+    ".webm": ("libvpx-vp9", ["-crf", "{crf}", "-b:v", "0"]),
+    ".avi": ("mpeg4", ["-q:v", "2"]),
+}
+VIDEO_SUFFIXES = (".mp4", ".gif", *[s for s in FFMPEG_FORMATS if s != ".mp4"])  # what write_video writes
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what write_image_grid writes
+OUTPUT_SUFFIXES = (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES)  # write_grid: clips, or first frames as an image
+PILLOW_VIDEO_SUFFIXES = (".gif", ".webp")  # read through Pillow whatever the reader (PillowReader)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -57,7 +71,8 @@ def make_grid(videos: torch.Tensor, nrow: int | None = None, padding: int = 2, p
 
 
 def write_video(path: str | Path, video: torch.Tensor, fps: float = 8.0, crf: int = 17) -> Path:
-    """Write a clip (3, T, H, W) in [-1, 1] as .mp4 (H.264, yuv420p) or .gif, atomically."""
+    """Write a clip (3, T, H, W) in [-1, 1] as the format `path`'s suffix names (VIDEO_SUFFIXES),
+    atomically: .gif through Pillow, .mp4 / .mkv (H.264, yuv420p), .webm (VP9) or .avi (MPEG-4)."""
     path = Path(path)
     frames = to_uint8(video)  # (T, H, W, 3)
     suffix = path.suffix.lower()
@@ -67,32 +82,59 @@ def write_video(path: str | Path, video: torch.Tensor, fps: float = 8.0, crf: in
 
     with atomic_path(path) as tmp:
         if suffix == ".gif":
-            # Pillow: loop forever; one duration per frame in ms
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+            # Pillow: loop forever; one duration per frame in ms, a whole number of the GIF's 10 ms units,
+            # so that the frames Pillow merges (identical consecutive ones) last exact multiples of it
+            duration = max(1, round(100.0 / fps)) * 10
+            iio.imwrite(tmp, frames, extension=".gif", duration=duration, loop=0)
         else:
             # yuv420p needs even sides: pad by repeating the last row / column
             t, h, w, _ = frames.shape
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            codec, quality = FFMPEG_FORMATS[suffix]
             iio.imwrite(
-                tmp, frames, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
-                macro_block_size=1, pixelformat="yuv420p", output_params=["-crf", str(crf)],
+                tmp, frames, extension=suffix, plugin="FFMPEG", fps=fps, codec=codec, macro_block_size=1,
+                pixelformat="yuv420p", output_params=[option.format(crf=crf) for option in quality],
             )
     return path
 
 
 def write_image_grid(path: str | Path, images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> Path:
-    """Write images (N, 3, H, W) or frames (N, 3, 1, H, W) in [-1, 1] as one PNG grid, atomically."""
+    """Write images (N, 3, H, W) or frames (N, 3, 1, H, W) in [-1, 1] as one PNG or JPEG grid (by
+    `path`'s suffix), atomically."""
     from PIL import Image
 
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise MagvitError(f"{path}: unsupported image format {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     if images.ndim == 4:
         images = images.unsqueeze(2)
     if images.shape[2] != 1:
         raise ValueError(f"write_image_grid takes single frames, got clips of {images.shape[2]} frames")
     grid = to_uint8(make_grid(images, nrow=nrow, padding=padding))[0]  # (H', W', 3)
-    path = Path(path)
+    options = {"quality": 95} if IMAGE_SUFFIXES[suffix] == "JPEG" else {}
     with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
+        Image.fromarray(grid).save(tmp, format=IMAGE_SUFFIXES[suffix], **options)
     return path
+
+
+def check_grid_suffix(path: str | Path) -> Path:
+    """`path` if `write_grid` writes its suffix (OUTPUT_SUFFIXES), else one line listing the formats;
+    commands call it before their work."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise MagvitError(f"{path}: cannot write {path.suffix or 'a file without a suffix'!r}; "
+                          f"use one of {', '.join(OUTPUT_SUFFIXES)}")
+    return path
+
+
+def write_grid(path: str | Path, videos: torch.Tensor, fps: float = 8.0, nrow: int | None = None) -> Path:
+    """Videos (N, 3, T, H, W) in [-1, 1] as one grid file: a clip (VIDEO_SUFFIXES) or an image of the
+    first frames (IMAGE_SUFFIXES); any other suffix is one line listing the formats."""
+    path = check_grid_suffix(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return write_image_grid(path, videos[:, :, :1], nrow=nrow)
+    return write_video(path, make_grid(videos, nrow=nrow), fps=fps)
 
 
 @contextlib.contextmanager
@@ -142,7 +184,7 @@ class DecordReader:
             with native_stderr_silenced():
                 self._reader = decord.VideoReader(str(path), num_threads=1)
         except (decord.DECORDError, RuntimeError) as e:  # decord raises either for a corrupt file
-            raise VideoReadError(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+            raise VideoReadError(first_line(e)) from None
 
     def __len__(self) -> int:
         return len(self._reader)
@@ -158,7 +200,7 @@ class DecordReader:
             with native_stderr_silenced():
                 return self._reader.get_batch(list(indices)).asnumpy()
         except (decord.DECORDError, RuntimeError) as e:
-            raise VideoReadError(str(e).splitlines()[0][:120] if str(e) else type(e).__name__) from None
+            raise VideoReadError(first_line(e)) from None
 
 
 class PyAVReader:
@@ -184,7 +226,7 @@ class PyAVReader:
         try:
             self._container = av.open(self.path)
         except (av.FFmpegError, OSError, ValueError) as e:
-            raise VideoReadError(str(e).splitlines()[0][:120]) from None
+            raise VideoReadError(first_line(e)) from None
         if not self._container.streams.video:
             self.close()
             raise VideoReadError("no video stream")
@@ -226,13 +268,67 @@ class PyAVReader:
         except StopIteration:
             raise VideoReadError(f"the stream ends before frame {self._next} (truncated?)") from None
         except (av.FFmpegError, ValueError) as e:
-            raise VideoReadError(str(e).splitlines()[0][:120]) from None
+            raise VideoReadError(first_line(e)) from None
         return np.stack([frames[i] for i in indices])
 
 
-def open_video(path: str | Path, reader: str | None = None) -> DecordReader | PyAVReader:
-    """A reader for `path` (`video_reader_name()` unless `reader` names one); VideoReadError if the
-    file cannot be decoded."""
+class PillowReader:
+    """The same interface over Pillow, for GIF and animated WebP. A frame shown k times as long as the
+    shortest one counts k times (Pillow's GIF writer merges identical consecutive frames into one
+    longer frame), so the clip keeps its timing at fps = 1000 / the shortest duration in ms."""
+
+    def __init__(self, path: str | Path):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            self._image = Image.open(path)
+            durations = []
+            for i in range(getattr(self._image, "n_frames", 1)):
+                self._image.seek(i)
+                self._image.load()  # WebP sets the frame's duration on load
+                durations.append(self._image.info.get("duration") or 100)  # none / 0 ms: shown as 100 ms
+        except (UnidentifiedImageError, OSError, EOFError, ValueError) as e:
+            raise VideoReadError(first_line(e)) from None
+        base = min(durations)
+        self._fps = 1000.0 / base
+        # frame index -> the stored frame shown then
+        self._stored = [i for i, duration in enumerate(durations) for _ in range(max(1, round(duration / base)))]
+
+    def close(self) -> None:
+        if getattr(self, "_image", None) is not None:
+            self._image.close()
+            self._image = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def get_batch(self, indices: list[int]) -> np.ndarray:
+        if not len(indices):
+            raise VideoReadError("no frame index given")
+        if min(indices) < 0 or max(indices) >= len(self):
+            raise VideoReadError(f"frame index out of range [0, {len(self)})")
+        decoded: dict[int, np.ndarray] = {}
+        try:
+            for stored in sorted({self._stored[i] for i in indices}):  # in order: Pillow seeks GIFs forwards
+                self._image.seek(stored)
+                decoded[stored] = np.asarray(self._image.convert("RGB"))  # (H, W, 3) uint8
+        except (OSError, EOFError, ValueError) as e:
+            raise VideoReadError(first_line(e)) from None
+        return np.stack([decoded[self._stored[i]] for i in indices])
+
+
+def open_video(path: str | Path, reader: str | None = None) -> DecordReader | PyAVReader | PillowReader:
+    """A reader for `path`: Pillow for GIF and WebP, else `video_reader_name()` unless `reader` names
+    one; VideoReadError if the file cannot be decoded."""
+    if Path(path).suffix.lower() in PILLOW_VIDEO_SUFFIXES:
+        return PillowReader(path)
     name = reader or video_reader_name()
     if name == "decord":
         return DecordReader(path)

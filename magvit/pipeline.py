@@ -85,6 +85,7 @@ class MagvitPipeline:
                  dtype: torch.dtype | str | None = None):
         self.model, self.tokenizer, self.info, self.directory = model.eval(), tokenizer.eval(), info, directory
         self.dtype = torch_dtype(dtype) if isinstance(dtype, str) else dtype
+        self.inputs: list[Path] = []  # the files read as inputs and masks: `save` never writes over them
 
     @classmethod
     def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu",
@@ -244,6 +245,8 @@ class MagvitPipeline:
         input is an image for the tasks that work on one frame; a video must reach the last given frame
         (frame prediction from a shorter input repeats its last frame)."""
         frames, height, width = self.clip
+        self.inputs += [Path(p) for p in (input, mask) if isinstance(p, (str, Path))
+                        and not str(p).startswith("bundled:")]
         rule = check_rule(condition_rule) if condition_rule is not None else self.info.condition_rule
         options = self.info.options(task)
         if cond_frames is not None:
@@ -302,14 +305,27 @@ class MagvitPipeline:
 
     # -- saving ------------------------------------------------------------------------------------------
 
-    def save(self, videos: Tensor, path: str | Path, fps: float | None = None, nrow: int | None = None) -> Path:
-        """Write videos (N, 3, T, H, W) in [-1, 1] as one grid: .mp4 / .gif (clips) or .png (first frames)."""
+    def save(self, videos: Tensor, path: str | Path, fps: float | None = None, nrow: int | None = None,
+             overwrite: bool = False) -> Path:
+        """Write videos (N, 3, T, H, W) in [-1, 1] as one grid: .mp4 / .gif / .avi / .webm / .mkv (clips)
+        or .png / .jpg (first frames), atomically. An existing file is replaced only with `overwrite`; a
+        file this pipeline read as an input or mask never is."""
+        from magvit.fileio import check_outputs
+
+        check_outputs([path], self.inputs, overwrite)
         return save_videos(videos, path, fps=fps or self.info.fps, nrow=nrow)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write a self-contained model folder: the transformer, a copy of the tokenizer, magvit.json,
-        the source folder's summary.json (if any) and a model card README.md."""
+        the source folder's summary.json (if any) and a model card README.md. An existing non-empty
+        folder is written into only with `overwrite`, or when it is the folder this model came from."""
         directory = Path(directory)
+        own = self.directory is not None and directory.is_dir() and directory.samefile(self.directory)
+        if directory.is_dir() and any(directory.iterdir()) and not own and not overwrite:
+            raise MagvitError(f"{directory} exists and is not empty: pass overwrite=True to write the model into "
+                              "it, or save to another folder")
+        if directory.exists() and not directory.is_dir():
+            raise MagvitError(f"{directory} is a file: save the model to a folder")
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory / "tokenizer")
         info = dataclasses.replace(self.info, tokenizer="tokenizer")
@@ -343,15 +359,11 @@ def _select(cond: Condition, rows: Tensor) -> Condition:
 
 
 def save_videos(videos: Tensor, path: str | Path, fps: float = 8.0, nrow: int | None = None) -> Path:
-    """Videos (N, 3, T, H, W) in [-1, 1] as one grid file: .mp4 / .gif, or .png of the first frames."""
-    from magvit.media import make_grid, write_image_grid, write_video
+    """Videos (N, 3, T, H, W) in [-1, 1] as one grid file (magvit.media.write_grid): a clip, or an image
+    of the first frames, as `path`'s suffix says."""
+    from magvit.media import write_grid
 
-    if videos.ndim == 4:
-        videos = videos[None]
-    path = Path(path)
-    if path.suffix.lower() == ".png":
-        return write_image_grid(path, videos[:, :, :1], nrow=nrow)
-    return write_video(path, make_grid(videos, nrow=nrow), fps=fps)
+    return write_grid(path, videos[None] if videos.ndim == 4 else videos, fps=fps, nrow=nrow)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +399,7 @@ def _read_file(path: str | Path, size: tuple[int, int], max_frames: int | None) 
     path = Path(path)
     if size[0] != size[1]:
         raise MagvitError(f"this model's frames are {size[0]}x{size[1]}; inputs can be resized to square frames only")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".webp":  # a WebP may be animated
         frames = torch.from_numpy(_read_image(path, "RGB"))[None]  # (1, H, W, 3)
     else:
         video, _ = read_video(path, max_frames=max_frames)

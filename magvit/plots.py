@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_path
+from magvit.fileio import atomic_path, check_outputs
 
 SKIP = ("step", "epoch")  # the x axis and the counters, not curves
 
@@ -68,11 +68,16 @@ def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
     return out
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """One panel per numeric column of `train.csv` (raw and smoothed) and `val.csv`, against the step;
-    written to `out` (default `<run_dir>/curves.png`)."""
+    written to `out` (default `<run_dir>/curves.png`, the run's own figure, redrawn each time). An `out`
+    that exists is replaced only with `overwrite`; the CSVs never are."""
     run_dir = Path(run_dir)
     sources = [(name, run_dir / f"{name}.csv") for name in ("train", "val")]
+    if out is not None:
+        if Path(out).suffix.lower() != ".png":
+            raise MagvitError(f"--out {out}: the plot is a PNG; give a path ending in .png")
+        check_outputs([out], overwrite=overwrite)
     curves = {f"{name}/{key}": c for name, path in sources if path.is_file() for key, c in read_curves(path).items()}
     if not curves:
         raise MagvitError(f"{run_dir}: no train.csv or val.csv with numbers to plot (is it a run folder?)")

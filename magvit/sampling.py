@@ -3,14 +3,19 @@ their settings and their output files. The sampling itself is `MagvitPipeline.sa
 (magvit.pipeline), the one code path Python users call too.
 
 Settings are a `kind: sample` config (YAML, `key=value` overrides, command-line flags on top); the
-resolved settings are written next to the outputs, so `magvit generate <out>/settings.yaml`
-reproduces a result. The checkpoint is a model folder, a run folder, a shipped name (`digits-video`)
+resolved settings are written next to the outputs, so `magvit generate <out>/settings.yaml --out
+<another>` reproduces a result. The checkpoint is a model folder, a run folder, a shipped name (`digits-video`)
 or a Hugging Face Hub id (see magvit.release).
+
+`out` is a folder or one file whose suffix names its format (magvit.media.OUTPUT_SUFFIXES). An
+existing output is replaced only with `overwrite`, and a file the run reads (the input video or image,
+the mask, the settings YAML) never is; every file is written atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +27,12 @@ from torch import Tensor
 from magvit.config import apply_overrides, from_dict, read_yaml, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
-from magvit.fileio import ensure_folder
+from magvit.fileio import check_outputs, ensure_folder
+from magvit.media import OUTPUT_SUFFIXES
 from magvit.pipeline import FAMILIES, MagvitPipeline, save_videos
 from magvit.tasks import TASKS
 
-OUTPUT_SUFFIXES = (".mp4", ".gif", ".png")
+FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: samples.png alone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +53,7 @@ class SampleConfig:
     condition_rule: Literal["any", "all"] | None = None  # magvit.tasks; default: the rule the model was trained with
     box: tuple[int, int, int, int] | None = None  # top, left, height, width in the model's pixels
     mask: str | None = None  # a PNG, white = the region to generate (resized and cropped like the input)
-    out: str = "samples"  # a folder, or one file (.mp4 / .gif / .png)
+    out: str = "samples"  # a folder, or one file (.mp4 / .gif / .avi / .webm / .mkv / .png / .jpg)
     fps: float | None = None  # default: the model's
     device: str = "auto"  # auto: cuda if available
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the forward passes (magvit.runtime)
@@ -74,15 +80,35 @@ def sample_settings(command: str, config: str | None = None, overrides: Mapping[
     return cfg
 
 
+def output_files(out: str, frames: int | None = None) -> tuple[list[Path], Path]:
+    """(grid files, settings file) that --out `out` stands for: one file, its settings
+    `<stem>.settings.yaml` next to it; or a folder (given as one, existing, or a name without a
+    suffix) holding FOLDER_FILES (samples.png alone for one-frame results; all three when `frames` is
+    None) and settings.yaml. Any other suffix is one line listing the formats."""
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix in OUTPUT_SUFFIXES:
+        return [path], path.with_name(f"{path.stem}.settings.yaml")
+    if suffix and not str(out).endswith(("/", os.sep)) and not path.is_dir():
+        raise MagvitError(f"--out {out}: cannot write {suffix!r} files; give a folder (a name ending in /) or a file "
+                          f"ending in {', '.join(OUTPUT_SUFFIXES)}")
+    names = FOLDER_FILES if frames is None or frames > 1 else FOLDER_FILES[2:]
+    return [path / name for name in names], path / "settings.yaml"
+
+
 @torch.no_grad()
-def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False) -> list[Path]:
+def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite: bool = False,
+                 source: str | Path | None = None) -> list[Path]:
     """Sample `cfg.num` results for the command's task with the pipeline; write the grids and the
-    settings; return the files."""
+    settings; return the files. Existing outputs are replaced only with `overwrite`; the input, the
+    mask and `source` (the settings YAML) never are."""
     if cfg.num < 1 or cfg.batch_size < 1:
         raise MagvitError(f"--num and --batch-size must be >= 1, got {cfg.num} and {cfg.batch_size}")
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
-    out = Path(cfg.out)
-    ensure_folder(out.parent if out.suffix.lower() in OUTPUT_SUFFIXES else out)  # a bad --out: now, not at the end
+    files, settings = output_files(cfg.out)  # a bad or taken --out: now, not at the end
+    ensure_folder(settings.parent)
+    inputs = [p for p in (cfg.input, cfg.mask, source) if p is not None and not str(p).startswith("bundled:")]
+    check_outputs([*files, settings], inputs, overwrite)
     pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
     decode = dataclasses.replace(cfg.decode, compile=True) if cfg.compile else cfg.decode
     samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
@@ -99,14 +125,10 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False) -> list[P
 
 
 def write_outputs(cfg: SampleConfig, videos: Tensor, nrow: int | None, fps: float, quiet: bool) -> list[Path]:
-    """Into a folder: samples.mp4 + samples.gif (clips) and samples.png (first frames), settings.yaml.
-    Or one file (.mp4, .gif or .png) and `<stem>.settings.yaml` next to it. videos (N, 3, T, H, W)."""
-    out = Path(cfg.out)
-    if out.suffix.lower() in OUTPUT_SUFFIXES:
-        files, settings = [out], out.with_name(f"{out.stem}.settings.yaml")
-    else:
-        names = ("samples.mp4", "samples.gif", "samples.png") if videos.shape[2] > 1 else ("samples.png",)
-        files, settings = [out / name for name in names], out / "settings.yaml"
+    """The grids of videos (N, 3, T, H, W) and the settings, as `output_files`: into a folder
+    samples.mp4 + samples.gif (clips) and samples.png (first frames), settings.yaml; or one file and
+    `<stem>.settings.yaml` next to it. Each file atomically."""
+    files, settings = output_files(cfg.out, frames=videos.shape[2])
     for path in files:
         save_videos(videos, path, fps=fps, nrow=nrow)
     save_config(cfg, settings.parent, settings.name)

@@ -62,8 +62,36 @@ def test_data_preview_errors(tmp_path, capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert main(["data", "preview", "video_folder", "--out", str(tmp_path / "x.gif"), f"dataset.root={tmp_path}"]) == 2
     assert "no video files" in capsys.readouterr().err
-    assert main(["data", "preview", "moving_digits", "--out", str(tmp_path / "x.webm")]) == 2
-    assert "unsupported video format" in capsys.readouterr().err
+    assert main(["data", "preview", "moving_digits", "--out", str(tmp_path / "x.mov")]) == 2
+    assert "cannot write '.mov'; use one of .mp4, .gif" in capsys.readouterr().err
+
+
+def test_data_preview_and_plot_keep_existing_files_unless_overwrite(tmp_path, capsys):
+    from PIL import Image
+
+    preview = ["data", "preview", "moving_digits", "--num", "1", "dataset.frames=2", "dataset.size=16"]
+    assert main([*preview, "--out", str(tmp_path / "p.webm")]) == 0
+    kept = (tmp_path / "p.webm").read_bytes()
+    assert main([*preview, "--out", str(tmp_path / "p.webm")]) == 2
+    assert f"{tmp_path / 'p.webm'} exists: pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "p.webm").read_bytes() == kept
+    assert main([*preview, "--out", str(tmp_path / "p.webm"), "--overwrite"]) == 0
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.csv").write_text("step,loss\n" + "".join(f"{i},{1 / (i + 1)}\n" for i in range(20)))
+    (run / "val.csv").write_text("step,psnr\n10,20.5\n20,21.0\n")
+    csv = (run / "train.csv").read_text()
+    assert main(["plot", str(run)]) == 0 and main(["plot", str(run)]) == 0  # its own curves.png: redrawn
+    (tmp_path / "c.png").write_text("mine")
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 2
+    assert "c.png exists: pass --overwrite" in capsys.readouterr().err and (tmp_path / "c.png").read_text() == "mine"
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png"), "--overwrite"]) == 0
+    with Image.open(tmp_path / "c.png") as image:
+        assert image.format == "PNG"
+    assert main(["plot", str(run), "--out", str(run / "train.csv"), "--overwrite"]) == 2
+    assert "the plot is a PNG" in capsys.readouterr().err
+    assert (run / "train.csv").read_text() == csv
 
 
 @pytest.mark.parametrize("command", [

@@ -1,11 +1,12 @@
 """Writing clips and grids, and reading them back with either reader (decord, PyAV): the same frames,
-counts, fps and one-line errors."""
+counts, fps and one-line errors; every format the suffix names (AVI, WebM, MKV, JPEG) as a real file of
+it; GIF and animated WebP read through Pillow whatever the reader; writes atomic."""
 
 import numpy as np
 import pytest
 import torch
 
-from magvit.errors import MagvitError
+from magvit.errors import MagvitError, first_line
 from magvit.media import (
     VIDEO_READERS,
     from_uint8,
@@ -14,6 +15,7 @@ from magvit.media import (
     read_video,
     to_uint8,
     video_reader_name,
+    write_grid,
     write_image_grid,
     write_video,
 )
@@ -85,8 +87,11 @@ def test_bad_files_give_one_clear_error(tmp_path, capfd, reader):
     with pytest.raises(MagvitError, match="cannot decode"):
         read_video(tmp_path / "cut.mp4")
     assert capfd.readouterr().err == "", "the decoder's own error output is silenced: the MagvitError is the one line"
-    with pytest.raises(MagvitError, match="unsupported video format"):
-        write_video(tmp_path / "x.avi", torch.zeros(3, 2, 8, 8))
+    with pytest.raises(MagvitError, match="unsupported video format '.xyz'; use one of .mp4, .gif, .mkv, .webm, .avi"):
+        write_video(tmp_path / "x.xyz", torch.zeros(3, 2, 8, 8))
+    with pytest.raises(MagvitError, match=r"cannot write '.tif'; use one of .mp4, .*, .png, .jpg, .jpeg"):
+        write_grid(tmp_path / "x.tif", torch.zeros(1, 3, 2, 8, 8))
+    assert not (tmp_path / "x.xyz").exists() and not (tmp_path / "x.tif").exists()
     assert not list(tmp_path.glob(".*tmp*")), "no temporary file is left behind"
 
 
@@ -118,3 +123,83 @@ def test_the_reader_is_decord_where_installed_else_pyav(monkeypatch):
     monkeypatch.setenv("MAGVIT_VIDEO_READER", "opencv")
     with pytest.raises(MagvitError, match="MAGVIT_VIDEO_READER must be one of decord, pyav"):
         video_reader_name()
+
+
+@pytest.mark.parametrize("suffix, container, codec", [
+    (".avi", "avi", "mpeg4"), (".webm", "matroska,webm", "vp9"), (".mkv", "matroska,webm", "h264"),
+])
+def test_each_video_suffix_writes_a_real_file_of_that_format(tmp_path, digit_clips, suffix, container, codec):
+    import av
+
+    path = write_grid(tmp_path / f"grid{suffix}", digit_clips, fps=10)  # (3, 16, 36, 70) grid
+    assert [p.name for p in tmp_path.iterdir()] == [path.name] and path.is_file()
+    with av.open(str(path)) as video:
+        stream = video.streams.video[0]
+        assert video.format.name == container and stream.codec_context.name == codec
+        frames = [frame.to_ndarray(format="rgb24") for frame in video.decode(stream)]
+    assert len(frames) == 16 and frames[0].shape == (36, 70, 3)
+    quality = psnr(from_uint8(np.stack(frames))[None], make_grid(digit_clips)[None]).item()
+    assert quality > 25, f"{suffix} round trip PSNR {quality:.1f} dB"
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".png"])
+def test_image_suffixes_write_the_first_frames_grid_in_that_format(tmp_path, digit_clips, suffix):
+    from PIL import Image
+
+    path = write_grid(tmp_path / f"grid{suffix}", digit_clips)
+    with Image.open(path) as image:
+        assert image.format == ("PNG" if suffix == ".png" else "JPEG") and image.size == (70, 36)
+        pixels = np.asarray(image.convert("RGB"))
+    assert np.abs(pixels.astype(int) - to_uint8(make_grid(digit_clips[:, :, :1]))[0].astype(int)).mean() < 4
+
+
+def test_a_killed_write_leaves_no_file_under_the_final_name(tmp_path, digit_clips, monkeypatch):
+    import imageio.v3 as iio
+
+    def killed(path, *args, **kwargs):
+        open(path, "wb").write(b"half a video")  # the writer had started
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iio, "imwrite", killed)
+    for name in ("clip.mp4", "clip.gif", "clip.avi"):
+        with pytest.raises(KeyboardInterrupt):
+            write_video(tmp_path / name, digit_clips[0])
+    assert list(tmp_path.iterdir()) == [], "neither the final name nor a temporary file is left"
+
+
+def test_a_gif_reads_with_its_frame_count_whatever_the_reader(tmp_path, digit_clips, reader):
+    """Pillow's GIF writer merges identical consecutive frames into one longer frame: reading counts
+    it as many times as it lasts, so the clip comes back with all its frames (decord could not read a
+    GIF at all)."""
+    clip = digit_clips[0].clone()  # (3, 16, 32, 32)
+    clip[:, 4:9] = clip[:, 4:5]  # five identical frames, stored as one
+    for fps in (8, 5, 24):
+        back, read_fps = read_video(write_video(tmp_path / f"clip{fps}.gif", clip, fps=fps))
+        assert back.shape == (3, 16, 32, 32) and read_fps == pytest.approx(fps, rel=0.05)
+        assert np.abs(to_uint8(back).astype(int) - to_uint8(clip).astype(int)).max() <= 8
+    assert len(open_video(tmp_path / "clip8.gif")) == 16
+    assert read_video(tmp_path / "clip8.gif", max_frames=6)[0].shape == (3, 6, 32, 32)
+
+
+def test_an_animated_webp_reads_as_a_clip(tmp_path, digit_clips, reader):
+    from PIL import Image
+
+    frames = to_uint8(digit_clips[1][:, :6])  # (6, 32, 32, 3)
+    Image.fromarray(frames[0]).save(tmp_path / "clip.webp", save_all=True, lossless=True, duration=100, loop=0,
+                                    append_images=[Image.fromarray(f) for f in frames[1:]])
+    back, fps = read_video(tmp_path / "clip.webp")
+    assert back.shape == (3, 6, 32, 32) and fps == pytest.approx(10)
+    assert np.array_equal(to_uint8(back), frames)
+
+
+def test_read_errors_are_whole_lines(tmp_path, reader):
+    (tmp_path / "bad.gif").write_text("not a gif")
+    with pytest.raises(MagvitError, match=r"bad.gif: cannot decode video \(cannot identify image file .*bad.gif'\)$"):
+        read_video(tmp_path / "bad.gif")
+    # decord's message for a GIF, as it was: its "[time] file.cc:line: " prefix goes, nothing is cut
+    decord = ("[11:08:24] /github/workspace/src/video/video_reader.cc:270: [/tmp/fp.gif] Failed to measure "
+              "duration/frame-count due to broken metadata.")
+    whole = "[/tmp/fp.gif] Failed to measure duration/frame-count due to broken metadata."
+    assert first_line(RuntimeError(decord)) == whole
+    long = " ".join(["word"] * 80)
+    assert first_line(ValueError(long + "\nsecond line")) == long and first_line(OSError()) == "OSError"

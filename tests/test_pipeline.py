@@ -105,6 +105,47 @@ def test_save_helpers_and_save_pretrained_with_a_model_card(folder, pipe, tmp_pa
     assert torch.equal(again.generate(classes=[2], steps=2, seed=3), pipe.generate(classes=[2], steps=2, seed=3))
 
 
+def test_save_keeps_existing_files_and_never_writes_over_an_input(folder, tmp_path):
+    from magvit.media import read_video, write_video
+
+    pipe = MagvitPipeline.from_pretrained(folder)
+    write_video(tmp_path / "clip.mp4", torch.rand(3, 9, 32, 32) * 2 - 1)  # resized to 16 (decord misreads 16 px)
+    kept = (tmp_path / "clip.mp4").read_bytes()
+    future = pipe.predict(tmp_path / "clip.mp4", steps=2)
+    for overwrite in (False, True):
+        with pytest.raises(MagvitError, match="clip.mp4 is also an input .* never written over, even with --overwrite"):
+            pipe.save(future, tmp_path / "clip.mp4", overwrite=overwrite)
+    assert (tmp_path / "clip.mp4").read_bytes() == kept
+    pipe.save(future, tmp_path / "f.mp4")
+    with pytest.raises(MagvitError, match=r"f.mp4 exists: pass --overwrite \(overwrite=True\) to replace it"):
+        pipe.save(future, tmp_path / "f.mp4", fps=2)
+    assert read_video(tmp_path / "f.mp4")[1] == pytest.approx(6)
+    pipe.save(future, tmp_path / "f.mp4", fps=2, overwrite=True)
+    assert read_video(tmp_path / "f.mp4")[1] == pytest.approx(2)
+    pipe.save(future, tmp_path / "f.jpg")
+    with Image.open(tmp_path / "f.jpg") as image:
+        assert image.format == "JPEG"
+    with pytest.raises(MagvitError, match="cannot write '.bmp'; use one of .mp4"):
+        pipe.save(future, tmp_path / "f.bmp")
+
+
+def test_save_pretrained_keeps_a_folder_that_holds_something_else(folder, tmp_path):
+    pipe = MagvitPipeline.from_pretrained(folder)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(MagvitError, match="mine exists and is not empty: pass overwrite=True"):
+        pipe.save_pretrained(tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    pipe.save_pretrained(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "mine" / "magvit.json").is_file()
+    again = MagvitPipeline.from_pretrained(tmp_path / "mine")
+    again.save_pretrained(tmp_path / "mine")  # the folder it came from: the same model, written back
+    pipe.save_pretrained(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MagvitError, match="is a file"):
+        pipe.save_pretrained(tmp_path / "file", overwrite=True)
+
+
 def test_a_hub_id_goes_through_snapshot_download(folder, monkeypatch):
     """Nothing is downloaded: snapshot_download is replaced by a function returning the local folder."""
     import huggingface_hub

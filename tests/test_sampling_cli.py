@@ -1,6 +1,8 @@
 """The sampling commands (generate, predict, interpolate, inpaint, outpaint, edit) end to end on a
 tiny untrained model: files and grids written, the YAML form equals the flag form, flags override
-the YAML, short checkpoint names, every shipped configs/generate/*.yaml, one-line errors."""
+the YAML, short checkpoint names, every shipped configs/generate/*.yaml, one-line errors; an existing
+output is kept unless --overwrite and an input never is written over; --out in each format its suffix
+names; a GIF as input."""
 
 from pathlib import Path
 
@@ -228,3 +230,76 @@ def test_predict_one_frame_and_interpolate_on_a_vq3d_model(tmp_path, capsys):
     assert pipe.info.condition_rule == "any"
     _, latent = TASKS.build("fi").masks(pipe.tokenizer, 1, 16, 16, 16, "any")
     assert latent[0].flatten(1).any(1).tolist() == [True, False, False, True]  # latent frames 0 and 3
+
+
+def test_an_existing_output_is_kept_unless_overwrite(files, tmp_path, capsys):
+    args = ["generate", "--checkpoint", files / "model", "--num", "1", *COMMON]
+    assert _run(*args, "--out", tmp_path / "g.png") == 0
+    assert _run(*args, "--out", tmp_path / "out") == 0
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for out, taken in [(tmp_path / "g.png", tmp_path / "g.png"), (tmp_path / "out", tmp_path / "out" / "samples.mp4")]:
+        assert _run(*args, "--seed", "2", "--out", out) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"magvit: error: {taken} exists: pass --overwrite (overwrite=True) to replace it, or write to " \
+                      "another path", err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "nothing was touched"
+    assert _run(*args, "--seed", "2", "--out", tmp_path / "g.png", "--overwrite") == 0
+    assert (tmp_path / "g.png").read_bytes() != before[tmp_path / "g.png"]
+    assert load_config(tmp_path / "g.settings.yaml").seed == 2
+
+
+def test_an_input_is_never_written_over_even_with_overwrite(files, tmp_path, capsys):
+    import shutil
+
+    clip = shutil.copy(files / "in.mp4", tmp_path / "clip.mp4")
+    mask = shutil.copy(files / "mask.png", tmp_path / "m.png")
+    (tmp_path / "link.mp4").symlink_to(clip)
+    kept = {p: Path(p).read_bytes() for p in (clip, mask)}
+    model = ["--checkpoint", files / "model", "--num", "1", *COMMON, "--overwrite"]
+    for args, out in [(["predict", "--video", clip], clip), (["predict", "--video", tmp_path / "link.mp4"], clip),
+                      (["inpaint", "--video", clip, "--mask", mask], mask)]:
+        assert _run(*args, *model, "--out", out) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{out} is also an input" in err and "never written over" in err, err
+    assert {p: Path(p).read_bytes() for p in kept} == kept and sorted(p.name for p in tmp_path.iterdir()) == [
+        "clip.mp4", "link.mp4", "m.png"]
+    # re-running a result's settings.yaml into its own folder would write over the settings it reads
+    assert _run("predict", "--video", clip, *model, "--out", tmp_path / "a") == 0
+    assert _run("predict", tmp_path / "a" / "settings.yaml", "--overwrite") == 2
+    assert "settings.yaml is also an input" in capsys.readouterr().err
+    assert _run("predict", tmp_path / "a" / "settings.yaml", "--out", tmp_path / "b") == 0
+
+
+def test_out_suffixes_write_their_formats_and_others_are_one_line(files, tmp_path, capsys):
+    import av
+
+    args = ["--checkpoint", files / "model", "--num", "2", *COMMON]
+    assert _run("predict", "--video", files / "in.mp4", "--cond-frames", "1", *args, "--out", tmp_path / "p.avi") == 0
+    with av.open(str(tmp_path / "p.avi")) as video:  # a file, not a folder: condition | result, 2 rows of 16x16
+        assert video.format.name == "avi" and video.streams.video[0].codec_context.name == "mpeg4"
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video.streams.video[0])]
+    assert len(frames) == 9 and frames[0].shape == (2 + 2 * 18, 2 + 2 * 18, 3)
+    assert load_config(tmp_path / "p.settings.yaml").task == "fp"
+    assert _run("generate", *args, "--out", tmp_path / "g.jpg") == 0
+    with Image.open(tmp_path / "g.jpg") as image:
+        assert image.format == "JPEG" and image.size == (2 + 2 * 18, 2 + 18)
+    capsys.readouterr()
+    assert _run("generate", *args, "--out", tmp_path / "x.mov") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot write '.mov' files" in err and ".avi, .png, .jpg, .jpeg" in err, err
+    assert not (tmp_path / "x.mov").exists(), "no folder named x.mov"
+    assert _run("generate", *args, "--out", f"{tmp_path / 'v1.5'}/") == 0  # a folder, said with a slash
+    assert (tmp_path / "v1.5" / "samples.mp4").is_file()
+
+
+def test_a_gif_is_an_input_video(files, tmp_path, capsys):
+    """A GIF written by magvit itself (decord cannot count a GIF's frames; Pillow reads it)."""
+    from magvit.media import read_video, write_video
+
+    clip, _ = read_video(files / "in.mp4")  # (3, 12, 32, 32)
+    write_video(tmp_path / "in.gif", clip, fps=8)
+    assert read_video(tmp_path / "in.gif")[0].shape == (3, 12, 32, 32)
+    assert _run("predict", "--checkpoint", files / "model", "--video", tmp_path / "in.gif", "--cond-frames", "5",
+                "--num", "1", *COMMON, "--out", tmp_path / "p.gif") == 0, capsys.readouterr().err
+    assert read_video(tmp_path / "p.gif")[0].shape[1] == 9
