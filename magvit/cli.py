@@ -41,7 +41,13 @@ def arguments(add: Callable[[argparse.ArgumentParser], None]):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line too (with where to look), not the usage block."""
+    """argparse, but a bad flag is one line too (with where to look), not the usage block, and no flag
+    is taken as an abbreviation of a longer one (`--guidance 2` is never `--guidance-schedule 2`). Every
+    subcommand's parser is a Parser too (argparse builds subparsers with their parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -460,9 +466,10 @@ _SAMPLE_FLAGS = {
     "checkpoint": "checkpoint", "task": "task", "prompt": "prompt", "classes": "classes", "num": "num",
     "batch_size": "batch_size", "steps": "decode.steps", "schedule": "decode.schedule",
     "temperature": "decode.temperature", "choice_temperature": "decode.choice_temperature", "top_k": "decode.top_k",
-    "top_p": "decode.top_p", "cfg": "decode.guidance", "guidance_schedule": "decode.guidance_schedule",
+    "top_p": "decode.top_p", "guidance": "decode.guidance", "guidance_schedule": "decode.guidance_schedule",
     "paste_back": "decode.paste_back", "seed": "seed", "video": "input", "image": "input",
-    "cond_frames": "cond_frames", "box": "box", "mask": "mask", "out": "out", "fps": "fps", "device": "device",
+    "cond_frames": "cond_frames", "start": "start", "stride": "stride", "box": "box", "mask": "mask", "out": "out",
+    "fps": "fps", "device": "device",
     "dtype": "dtype", "compile": "compile", "cuda_graph": "decode.cuda_graph",
 }
 # command -> (its own flags, help)
@@ -489,9 +496,19 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
         p.add_argument("--checkpoint", help="a model folder (<run_dir>/model), a run folder, a shipped name "
                        f"({_names(shipped.names('checkpoints'))}) or a Hugging Face Hub id owner/name")
         extra = {
-            "class": lambda: p.add_argument("--class", dest="classes", type=int, action="append", metavar="C",
-                                            help="class of the samples (repeat for several; default 0, 1, 2, ...)"),
-            "video": lambda: p.add_argument("--video", help="input video (mp4, gif, ...), resized and centre-cropped"),
+            "class": lambda: (
+                p.add_argument("--classes", dest="classes", type=_class_id, nargs="+", action="extend", metavar="C",
+                               help="classes of the samples, cycled (Python: classes=[...]; default 0, 1, 2, ...)"),
+                p.add_argument("--class", dest="classes", type=int, action="append", metavar="C",
+                               help="one class; repeat for several (the same as --classes)"),
+            ),
+            "video": lambda: (
+                p.add_argument("--video", help="input video (mp4, gif, webp, a folder of frames, bundled:NAME), "
+                               "framed as the model's training clips"),
+                p.add_argument("--start", type=int, metavar="FRAME", help="the input's first frame read (default 0)"),
+                p.add_argument("--stride", type=int, help="read every STRIDE-th frame (default: the stride the "
+                               "model was trained at)"),
+            ),
             "image": lambda: p.add_argument("--image", help="input image (png, jpg, ...), resized and centre-cropped"),
             "cond_frames": lambda: p.add_argument("--cond-frames", type=int, metavar="K",
                                                   help="frames given (default: as trained)"),
@@ -505,7 +522,7 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
                        "was trained on that fits the inputs)")
         p.add_argument("--prompt", help=f"the task prompt to run the model with, a trained task among "
                        f"{_names(TASKS.names())} (default: the task's own)")
-        p.add_argument("--num", type=int, help="number of samples (default 16)")
+        p.add_argument("--num", type=int, help="samples per input (default: one per class given, else 1)")
         p.add_argument("--batch-size", type=int, help="samples per decode call (default 16)")
         p.add_argument("--steps", type=int, help="decoding steps (default 12)")
         p.add_argument("--schedule", help=f"mask schedule: {_names(MASK_SCHEDULES.names())} (default cosine)")
@@ -513,11 +530,13 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
         p.add_argument("--choice-temperature", type=float, help="Gumbel noise on the confidences (default 4.5)")
         p.add_argument("--top-k", type=int)
         p.add_argument("--top-p", type=float)
-        p.add_argument("--cfg", type=float, help="classifier-free guidance weight (default 0: none)")
+        p.add_argument("--guidance", "--cfg", dest="guidance", type=float,
+                       help="classifier-free guidance weight (default 0: none; --cfg is the same flag)")
         p.add_argument("--guidance-schedule", help=f"ramp of the guidance weight: {_names(GUIDANCE_SCHEDULES)} "
                        "(default constant)")
         p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=None,
-                       help="put the given condition pixels back into the result")
+                       help="keep the pixels you gave (the given frames, the kept region) in the result (default); "
+                       "--no-paste-back shows the raw decode")
         p.add_argument("--seed", type=int, help="random seed (default 0)")
         p.add_argument("--out", help="output folder, or one .mp4 / .gif / .avi / .webm / .mkv / .png / .jpg file "
                        "(default samples)")
@@ -533,6 +552,16 @@ def _sample_args(command: str, own: tuple[str, ...]) -> Callable[[argparse.Argum
         _overrides(p)
 
     return add
+
+
+def _class_id(text: str) -> int:
+    """A value of --classes, which takes every word up to the next flag: a key=value override there is
+    one line saying where it goes, not "invalid int value"."""
+    try:
+        return int(text)
+    except ValueError:
+        where = " (put key=value overrides before --classes, or use --class C)" if "=" in text else ""
+        raise argparse.ArgumentTypeError(f"{text!r} is not a class number{where}") from None
 
 
 def _parse_box(text: str | None) -> list[int] | None:

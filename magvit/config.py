@@ -192,6 +192,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<config>", o
         raise ConfigError(f"{source}: key '{key}': {e.message}{note}") from None
 
 
+def check_values(values: Mapping[str, Any], types: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Named values (a function's keyword arguments) checked against their types as a config's keys
+    are, and converted the same way (a list to a tuple, an int to a float): the first wrong one is
+    one ConfigError line, `<source>: argument '<name>': <what is wrong>`."""
+    try:
+        return {name: _validate(value, types[name], name) for name, value in values.items()}
+    except _Invalid as e:
+        raise ConfigError(f"{source}: argument '{e.key}': {e.message}") from None
+
+
 def build_registered(registry: Registry, data: Mapping[str, Any], source: str = "<config>") -> Any:
     """Validate `{name: ..., **options}` against the config dataclass of `registry[name]`."""
     try:

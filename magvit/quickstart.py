@@ -127,7 +127,8 @@ def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -
     from magvit.bench.digits import digit_classifier
     from magvit.pipeline import MagvitPipeline
 
-    pipe = MagvitPipeline.from_pretrained(model_dir, dtype=cfg.dtype)
+    # on the CPU, as the published scores were (a CUDA generator draws other samples for the same seed)
+    pipe = MagvitPipeline.from_pretrained(model_dir, device="cpu", dtype=cfg.dtype)
     # outside no_grad: the classifier is trained here on first use (then cached)
     classifier = digit_classifier(recipe=cfg.classifier, quiet=quiet)[0] if "cg" in pipe.info.tasks else None
     return _sample_and_score(pipe, classifier, cfg, out, model_dir)

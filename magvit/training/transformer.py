@@ -51,7 +51,7 @@ from magvit.training.common import (
     truncate_log,
     update_ema,
 )
-from magvit.training.tokens import TokenSource, open_token_source
+from magvit.training.tokens import TokenSource, check_tokenizer, open_token_source
 from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
 
 
@@ -196,6 +196,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     from accelerate.utils import set_seed
 
     check_config(cfg)
+    if cfg.tokens is None:
+        check_tokenizer(cfg.tokenizer)  # a tokenizer not trained yet: one line naming the command that makes it
     loop, losses = cfg.loop, cfg.loss
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
