@@ -29,6 +29,7 @@ step captured once as a CUDA graph and replayed T times (kernel launches cost no
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import warnings
@@ -349,11 +350,12 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
            batch: int, cfg: DecodeConfig, generator: torch.Generator, trace: bool = False):
     """-> ids (B, t, h, w); with `trace`, also one dict per step: "masked" (B,) positions still masked
     after it, "scheduled" (B,) the schedule's count, "fixed" (B, t, h, w) bool, "ids" (B, t, h, w)
-    with MASK where not fixed. The model runs in eval mode (restored afterwards)."""
+    with MASK where not fixed. The model runs in eval mode (restored afterwards). Guidance applies to
+    the class-conditional tasks (cg, cfp, edit) and is 0 for the others: a task without a class has no
+    unconditional twin to guide away from, and one setting can serve a run of many tasks."""
     check_decode_config(cfg)
-    spec = TASKS.build(task)
-    if cfg.guidance != 0 and not spec.use_class:
-        raise MagvitError(f"guidance needs a class-conditional task (cg, cfp, edit), got {task}")
+    if not TASKS.build(task).use_class:
+        cfg = dataclasses.replace(cfg, guidance=0.0)
     device = next(model.parameters()).device
     graphed = use_cuda_graph(cfg, device)
     t, h, w = shape

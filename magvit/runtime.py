@@ -193,3 +193,60 @@ def run_block(block: nn.Module, *args: Any, checkpointing: bool = False) -> Tens
 
         return checkpoint(block, *args, use_reentrant=False)
     return block(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a figure was measured
+
+
+def describe_device(device: torch.device | str) -> str:
+    """'NVIDIA H100 80GB HBM3' or '2-core CPU (x86_64)': what a reader needs to compare figures."""
+    import os
+    import platform
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores}-core CPU ({platform.machine()})"
+
+
+def git_commit() -> str:
+    """Short hash of HEAD of the checkout this package runs from ('+changes' when tracked files differ
+    from it), or 'unknown' outside git."""
+    import subprocess
+    from pathlib import Path
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode != 0:
+            raise OSError(out.stderr)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: torch.device | str = "auto", argv: list[str] | None = None) -> dict[str, str]:
+    """The facts every published figure carries (bench tables, study reports): the command, the
+    device ("auto": CUDA when there is one), torch, the date (UTC), the commit; on the CPU the torch
+    threads and the load average (other processes on the same cores slow CPU timings)."""
+    import os
+    import shlex
+    import sys
+    import time
+
+    argv = sys.argv[1:] if argv is None else argv
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    env = {"command": "magvit " + shlex.join(argv), "device": describe_device(device), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": git_commit()}
+    if torch.device(device).type == "cpu":
+        env["threads"] = str(torch.get_num_threads())
+        if hasattr(os, "getloadavg"):
+            env["load"] = f"{os.getloadavg()[0]:.1f}"
+    return env

@@ -287,8 +287,7 @@ class Evaluator:
             row["frechet"] = classifier_frechet(self.classifier, fake, self.real_statistics)
         if self.fp:
             labels = self.labels if self.fp == "cfp" else None
-            fp_cfg = cfg if self.fp == "cfp" else dataclasses.replace(cfg, guidance=0.0)  # guidance needs a class
-            _, _, pred = self.predict(self.fp, fp_cfg, classes=labels)
+            _, _, pred = self.predict(self.fp, cfg, classes=labels)  # guidance applies to cfp only (decode)
             scores = frame_prediction_scores(pred, self.real, self.cond_frames)
             row["fp_psnr"], row["fp_ssim"] = scores["psnr"], scores["ssim"]
         row["seconds"] = time.perf_counter() - start

@@ -9,15 +9,9 @@ the date and the git commit.
 from __future__ import annotations
 
 import csv
-import datetime
 import io
 import json
 import math
-import os
-import platform
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +19,7 @@ from typing import Any
 import torch
 
 from magvit.fileio import atomic_write_text
+from magvit.runtime import environment  # noqa: F401  (re-exported: the bench modules take it from here)
 
 
 @dataclass(frozen=True)
@@ -46,44 +41,6 @@ class Table:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
-
-
-def describe_device(device: torch.device | str) -> str:
-    """'NVIDIA H100 80GB HBM3' or '2-core CPU (x86_64)': what a reader needs to compare figures."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores}-core CPU ({platform.machine()})"
-
-
-def git_commit() -> str:
-    """Short hash of HEAD of the checkout this package runs from, or 'unknown' outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
-
-
-def environment(device: torch.device | str, argv: list[str] | None = None) -> dict[str, str]:
-    """The facts every published figure carries: command, device, torch, date, commit."""
-    argv = sys.argv[1:] if argv is None else argv
-    env = {
-        "command": "magvit " + shlex.join(argv),
-        "device": describe_device(device),
-        "torch": torch.__version__,
-        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "commit": git_commit(),
-    }
-    if torch.device(device).type == "cpu":
-        env["threads"] = str(torch.get_num_threads())
-        if hasattr(os, "getloadavg"):
-            env["load"] = f"{os.getloadavg()[0]:.1f}"  # other processes on the same cores slow CPU timings
-    return env
 
 
 def _cpu_details(env: dict[str, str]) -> str:

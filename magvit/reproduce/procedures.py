@@ -213,7 +213,7 @@ def conditional_scores(ev: Any, task: str, decode: DecodeConfig) -> dict[str, fl
     from magvit.bench.quality import classifier_frechet, frame_prediction_scores
     from magvit.metrics import psnr, ssim
 
-    _, given, pred = ev.predict(task, dataclasses.replace(decode, guidance=0.0))  # guidance needs a class
+    _, given, pred = ev.predict(task, decode)
     real = ev.real
     made = ~given[0, 0, :, 0, 0]  # (T,) the frames the model made
     frechet = classifier_frechet(ev.classifier, pred, ev.reference)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from magvit.config import apply_overrides, build_registered, from_dict, read_yam
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, ensure_folder, read_json
 from magvit.registry import Registry
+from magvit.runtime import environment
 
 # procedure name -> run(recipe, seed, context) -> {metric: number | [per-sample values] | {value, low, high}}
 PROCEDURES: Registry[Callable[..., dict[str, Any]]] = Registry("study procedure")
@@ -338,7 +338,7 @@ def summarise(study: StudyConfig, budget: str, seeds: tuple[int, ...], ran: list
     return {"study": study.name, "paper": study.paper, "claim": study.claim, "budget": budget, "seeds": list(seeds),
             "recipe": to_dict(study.recipe), "budget_set": to_dict(study.budgets.get(budget, Budget()).set),
             "arms": arms, "groups": by_group, "claims": claims, "paired_vs_first": paired_vs_first,
-            "environment": environment(seconds)}
+            "environment": {**environment("auto"), "minutes": round(seconds / 60, 1)}}
 
 
 def paired_difference(runs_a: list[dict[str, Any]] | None, runs_b: list[dict[str, Any]] | None,
@@ -367,28 +367,6 @@ def _as_number(value: Any) -> float:
     return float(value["value"]) if isinstance(value, dict) else float(value)
 
 
-def environment(seconds: float) -> dict[str, Any]:
-    import os
-    import platform
-
-    import torch
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
-                              timeout=10).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD") or "unknown"
-        if commit != "unknown" and git("status", "--porcelain", "--untracked-files=no"):
-            commit += "+changes"  # the working tree differs from the commit
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "device": device,
-            "machine": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "minutes": round(seconds / 60, 1)}
-
-
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -409,7 +387,7 @@ def write_report(study: StudyConfig, report: dict[str, Any], out: Path) -> None:
     env = report["environment"]
     lines = [f"# {study.name}: {study.paper}", "", f"**Claim.** {study.claim}", "",
              f"`magvit reproduce {study.name} --budget {report['budget']}` · seeds {report['seeds']} · "
-             f"{env['device']} ({env['machine']}), torch {env['torch']}, {env['threads']} thread(s) · {env['date']} · "
+             f"{env['device']}, torch {env['torch']}, {env.get('threads', '-')} thread(s) · {env['date']} · "
              f"commit `{env['commit']}` · {env['minutes']} min", "",
              "Each figure: mean [95% interval]; " + "; ".join(
                  sorted({s['interval'].split(' over')[0] for a in report['arms'].values()

@@ -97,8 +97,8 @@ def _check_architecture(config: Any) -> None:
 
 class Tokenizer(nn.Module):
     """Encoder -> quantizer -> decoder. Subclasses pass their `ConvSpec` fields (3D ones their
-    config's `temporal_downsample` as it is: a placement name or flags) and define
-    `_token_frames`; everything else is shared."""
+    config's `temporal_downsample` as it is: a placement name or flags); everything else is
+    shared."""
 
     def __init__(self, config: Any, **spec: Any):
         super().__init__()
@@ -142,10 +142,15 @@ class Tokenizer(nn.Module):
         return self._token_frames(frames), height // f, width // f
 
     def _token_frames(self, frames: int) -> int:
-        """Latent frames of a clip; 2D tokenizers keep every frame."""
+        """Latent frames of a clip: (frames - lead) / 2^(temporal downsamplings) + lead, where lead = 1
+        for a causal tokenizer (its first latent frame is the first frame alone, so an image is a
+        one-frame video and clips have 1 + 4k frames) and 0 otherwise; 2D tokenizers keep every frame."""
         if frames < 1:
             raise MagvitError(f"{self.config.name} needs at least one frame, got {frames}")
-        return frames
+        step = 2 ** sum(self.spec.temporal_downsample)
+        lead = 1 if self.spec.causal else 0
+        check_tiling(self.config.name, "frames", frames, step, offset=lead)
+        return lead + (frames - lead) // step
 
     @property
     def codebook_size(self) -> int:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from magvit.config import registry_field
-from magvit.tokenizers.base import TOKENIZERS, Tokenizer, check_tiling
+from magvit.tokenizers.base import TOKENIZERS, Tokenizer
 from magvit.tokenizers.quantizers import QUANTIZERS, LFQConfig
 
 
@@ -55,10 +55,6 @@ class Causal3d(Tokenizer):
             adaptive_norm=True,
         )
 
-    def _token_frames(self, frames: int) -> int:
-        step = 2 ** sum(self.spec.temporal_downsample)
-        check_tiling(self.config.name, "frames", frames, step, offset=1)
-        return 1 + (frames - 1) // step
 
 
 Causal3dConfig.PRESETS = {

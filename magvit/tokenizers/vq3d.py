@@ -21,7 +21,7 @@ from torch import Tensor
 
 from magvit.config import registry_field
 from magvit.errors import MagvitError
-from magvit.tokenizers.base import TOKENIZERS, Tokenizer, check_tiling
+from magvit.tokenizers.base import TOKENIZERS, Tokenizer
 from magvit.tokenizers.quantizers import QUANTIZERS, VQConfig
 from magvit.tokenizers.vqgan2d import VQGAN2d
 
@@ -61,11 +61,6 @@ class VQ3d(Tokenizer):
             num_res_blocks=config.num_res_blocks,
             temporal_downsample=config.temporal_downsample,
         )
-
-    def _token_frames(self, frames: int) -> int:
-        step = 2 ** sum(self.spec.temporal_downsample)
-        check_tiling(self.config.name, "frames", frames, step)
-        return frames // step
 
     @torch.no_grad()
     def inflate_from(self, tokenizer_2d: VQGAN2d, mode: Literal["central", "average"] = "central") -> VQ3d:
