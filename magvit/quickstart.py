@@ -39,6 +39,7 @@ from magvit.config import load_as, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text
+from magvit.release import load_model_folder, write_model_card
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
 
@@ -117,6 +118,10 @@ def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]
     summary["timings"] = {k: round(v, 1) for k, v in timings.items()}
     summary["total_s"] = round(time.time() - started, 1)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    # the model folder carries its scores and a card that shows them (what `cp -r` ships)
+    model_dir = out / "transformer" / "model"
+    atomic_write_text(model_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_model_card(model_dir, *load_model_folder(model_dir))
     if not quiet:
         print_table(summary)
     return summary

@@ -5,7 +5,7 @@ A model folder holds everything needed to run:
     config.json + model.safetensors   the masked transformer (`MaskedTransformer.from_pretrained`)
     tokenizer/                        its tokenizer (or magvit.json names a tokenizer folder elsewhere)
     magvit.json                       {"format": "magvit-model", "version": 1, **ModelInfo}
-    README.md                         a model card (`save_pretrained` of the pipeline writes one)
+    README.md                         the model card (written with the folder, rewritten with its scores)
     summary.json                      optional: scores of the model (the quickstart writes them)
 
 `ModelInfo` is the typed, frozen form of magvit.json. Folders written before a field existed still
@@ -104,7 +104,9 @@ def write_info(directory: str | Path, info: ModelInfo) -> Path:
 def write_model_folder(directory: str | Path, model: nn.Module, tokenizer: nn.Module, info: ModelInfo,
                        tokenizer_dir: str | Path | None = None, copy: bool = True) -> Path:
     """Write a model folder: the transformer, its tokenizer (a copy, or a reference to
-    `tokenizer_dir`) and magvit.json; each file atomically."""
+    `tokenizer_dir`), magvit.json and the model card (with the folder's summary.json scores, if
+    any); each file atomically. The one writer of model folders: training, save_pretrained, the
+    quickstart."""
     directory = Path(directory)
     model.save_pretrained(directory)
     if copy or tokenizer_dir is None:
@@ -112,8 +114,19 @@ def write_model_folder(directory: str | Path, model: nn.Module, tokenizer: nn.Mo
         reference = "tokenizer"
     else:
         reference = str(Path(tokenizer_dir).resolve())
-    write_info(directory, dataclasses.replace(info, tokenizer=reference))
+    info = dataclasses.replace(info, tokenizer=reference)
+    write_info(directory, info)
+    write_model_card(directory, model, tokenizer, info)
     return directory
+
+
+def write_model_card(directory: str | Path, model: nn.Module, tokenizer: nn.Module, info: ModelInfo) -> Path:
+    """README.md of a model folder from its models, info and summary.json (scores, when present)."""
+    directory = Path(directory)
+    scores = directory / "summary.json"
+    summary = read_json(scores) if scores.is_file() else None
+    atomic_write_text(directory / "README.md", model_card(directory.name, model, tokenizer, info, summary))
+    return directory / "README.md"
 
 
 def find_model_folder(name: str | Path, revision: str | None = None) -> Path:

@@ -262,3 +262,20 @@ def test_python_and_the_command_line_share_their_defaults(folder, pipe, tmp_path
         assert main(["generate", "--checkpoint", str(folder), *args, "--steps", "1", "--out", str(out)]) == 0
         settings = yaml.safe_load(out.with_name(f"{out.stem}.settings.yaml").read_text())
         assert settings["num"] == num and settings["device"] == "auto"
+
+
+def test_every_model_folder_has_a_card_with_its_scores(folder, tmp_path):
+    """write_model_folder (training) writes the card; a summary.json beside it puts the scores in it;
+    the shipped checkpoints carry theirs."""
+    from magvit import shipped
+    from magvit.release import load_model_folder, write_model_card
+
+    card = (folder / "README.md").read_text()  # written with the folder, before its summary.json
+    assert "causal3d tokenizer" in card and "## Scores" not in card
+    copy = tmp_path / "m"
+    shutil.copytree(folder, copy)
+    write_model_card(copy, *load_model_folder(copy))
+    assert "tokenizer PSNR on held-out clips (dB) | 12.5" in (copy / "README.md").read_text()
+    for name in shipped.names("checkpoints"):
+        card = (shipped.find("checkpoints", name) / "README.md").read_text()
+        assert f"# {name}" in card and "## Scores (summary.json)" in card
