@@ -352,10 +352,10 @@ def test_vq_data_init_takes_codes_from_the_first_training_batch(ema):
 
 def test_lfq_codebook_entropy_is_synchronised_only_in_training(monkeypatch):
     """Validation may run on one process only: an eval forward must not wait for the others."""
-    import magvit.tokenizers.quantizers as quantizers
+    import magvit.tokenizers.quantizers.lfq as lfq_module
 
     calls = []
-    monkeypatch.setattr(quantizers, "_mean_over_processes", lambda x: calls.append(1) or x)
+    monkeypatch.setattr(lfq_module, "_mean_over_processes", lambda x: calls.append(1) or x)
     lfq = build_quantizer(SMALL["lfq"])
     z = torch.randn(2, lfq.dim, 4, 4)
     lfq.eval()(z)
