@@ -21,7 +21,7 @@ from typing import Any
 from magvit.config import CONFIG_KINDS, ConfigError, load_as, read_yaml
 from magvit.data import DataConfig
 from magvit.quickstart import QuickstartConfig
-from magvit.reproduce.study import StudyConfig
+from magvit.reproduce.config import StudyConfig
 from magvit.sampling import SampleConfig
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig

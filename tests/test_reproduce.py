@@ -12,10 +12,7 @@ from scipy import stats
 
 from magvit.cli import main
 from magvit.reproduce import list_studies, load_study
-from magvit.reproduce.study import (
-    BUDGETS,
-    arm_recipe,
-    arms_of,
+from magvit.reproduce.stats import (
     bootstrap_interval,
     paired_difference,
     paired_verdict,
@@ -23,6 +20,7 @@ from magvit.reproduce.study import (
     verdict,
     wilson_interval,
 )
+from magvit.reproduce.study import BUDGETS, arm_recipe, arms_of
 
 ROOT = Path(__file__).parents[1]
 

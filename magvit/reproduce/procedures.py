@@ -29,7 +29,8 @@ import torch
 from magvit.bench.quality import sample
 from magvit.config import registry_field
 from magvit.decode import DecodeConfig
-from magvit.reproduce.study import PROCEDURES, Context, bootstrap_interval
+from magvit.reproduce.stats import bootstrap_interval
+from magvit.reproduce.study import PROCEDURES, Context
 from magvit.tokenizers.quantizers import QUANTIZERS
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
