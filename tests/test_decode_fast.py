@@ -16,18 +16,7 @@ from einops import rearrange
 
 import magvit.decode as decode_module
 from magvit.bench.decode import bench_decode
-from magvit.decode import (
-    DecodeConfig,
-    GraphedStep,
-    _class_ids,
-    _condition,
-    choice_temperature_at,
-    decode,
-    decode_step,
-    filter_logits,
-    guidance_at,
-    masked_counts,
-)
+from magvit.decode import DecodeConfig, GraphedStep, decode, decode_step, masked_counts
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES, mask_ratio
 from magvit.tasks import TASKS, build_task, prefix_tokens
@@ -39,6 +28,51 @@ CODES = 64
 # The reference loop (frozen)
 
 
+# The loop's helpers, frozen as written from the papers (not imported: an oracle that calls the code it
+# checks cannot catch its bugs). MaskGIT section 3.2: tau_s = tau (1 - (s + 1) / T); guidance ramps
+# over p = (s + 1) / T; top-k / top-p keep the k largest logits and the smallest set of mass >= p.
+
+
+def _ref_guidance(cfg, step):
+    p = (step + 1) / cfg.steps
+    ramp = {"constant": 1.0, "linear": p, "cosine": (1 - math.cos(math.pi * p)) / 2}[cfg.guidance_schedule]
+    return cfg.guidance * ramp
+
+
+def _ref_choice_tau(cfg, step):
+    return cfg.choice_temperature * (1 - (step + 1) / cfg.steps)
+
+
+def _ref_filter(logits, top_k, top_p):
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.sort(logits, dim=-1, descending=True).values[..., top_k - 1 : top_k]
+        logits = torch.where(logits < kth, torch.full_like(logits, -math.inf), logits)
+    if top_p is not None and top_p < 1:
+        order = logits.argsort(dim=-1, descending=True, stable=True)
+        probs = logits.gather(-1, order).softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the tokens ranked above each one
+        drop_sorted = before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = torch.where(drop, torch.full_like(logits, -math.inf), logits)
+    return logits
+
+
+def _ref_class_ids(model, task, classes, batch, device):
+    if not TASKS.build(task).use_class:
+        return torch.full((batch,), model.vocab.uncond, device=device)
+    return model.vocab.cls(torch.as_tensor(classes, device=device).long().reshape(-1).expand(batch))
+
+
+def _ref_condition(cond, shape, batch, device):
+    n = shape[0] * shape[1] * shape[2]
+    if cond is None:
+        return (torch.zeros(batch, n, dtype=torch.long, device=device),
+                torch.zeros(batch, n, dtype=torch.bool, device=device), True)
+    z = cond.tokens.to(device).reshape(cond.tokens.shape[0], n).expand(batch, -1)
+    where = cond.latent_mask.to(device).reshape(cond.latent_mask.shape[0], n).expand(batch, -1)
+    return z, where, cond.refine
+
+
 def _ref_gumbel(shape, generator, device):
     u = torch.rand(shape, generator=generator, device=generator.device).to(device).clamp(1e-20, 1 - 1e-7)
     return -torch.log(-torch.log(u))
@@ -47,7 +81,7 @@ def _ref_gumbel(shape, generator, device):
 def _ref_sample(logits, temperature, top_k, top_p, generator):
     if temperature == 0:
         return logits.argmax(-1)
-    scaled = filter_logits(logits / temperature, top_k, top_p)
+    scaled = _ref_filter(logits / temperature, top_k, top_p)
     return (scaled + _ref_gumbel(tuple(scaled.shape), generator, scaled.device)).argmax(-1)
 
 
@@ -78,8 +112,8 @@ def reference_decode(model, cond, task, classes, shape, batch, cfg, generator, t
     n = t * h * w
     mask = model.vocab.mask
     task_ids = torch.full((batch,), model.vocab.task(task), device=device)
-    cls_ids = _class_ids(model, task, classes, batch, device)
-    z_cond, is_cond, refine = _condition(cond, shape, batch, device)
+    cls_ids = _ref_class_ids(model, task, classes, batch, device)
+    z_cond, is_cond, refine = _ref_condition(cond, shape, batch, device)
     conditioning = getattr(model.config, "conditioning", "commit")
     prefix = None
     if conditioning == "prefix":
@@ -96,12 +130,12 @@ def reference_decode(model, cond, task, classes, shape, batch, cfg, generator, t
     try:
         for s in range(cfg.steps):
             inputs = torch.where(fixed | ~is_cond, ids, z_cond)
-            logits = _ref_logits(model, inputs.view(batch, t, h, w), task_ids, cls_ids, guidance_at(cfg, s), prefix)
+            logits = _ref_logits(model, inputs.view(batch, t, h, w), task_ids, cls_ids, _ref_guidance(cfg, s), prefix)
             logits = rearrange(logits, "b t h w k v -> b (t h w) k v")
             sub = _ref_sample(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)
             sampled = merge_ids(sub, model.bits_per)
             confidence = F.log_softmax(logits, -1).gather(-1, sub.unsqueeze(-1)).squeeze(-1).sum(-1)
-            score = confidence + choice_temperature_at(cfg, s) * _ref_gumbel((batch, n), generator, device)
+            score = confidence + _ref_choice_tau(cfg, s) * _ref_gumbel((batch, n), generator, device)
             score = score.masked_fill(fixed, math.inf)
             still = _ref_masked_after(unknown, s, cfg, n)
             rank = score.argsort(dim=1, stable=True).argsort(dim=1)
