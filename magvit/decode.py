@@ -347,10 +347,13 @@ def step_function(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], gu
 
 @torch.no_grad()
 def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None, shape: tuple[int, int, int],
-           batch: int, cfg: DecodeConfig, generator: torch.Generator, trace: bool = False):
+           batch: int, cfg: DecodeConfig, generator: torch.Generator, trace: bool = False,
+           on_step: Callable[[int], None] | None = None):
     """-> ids (B, t, h, w); with `trace`, also one dict per step: "masked" (B,) positions still masked
     after it, "scheduled" (B,) the schedule's count, "fixed" (B, t, h, w) bool, "ids" (B, t, h, w)
-    with MASK where not fixed. The model runs in eval mode (restored afterwards). Guidance applies to
+    with MASK where not fixed. `on_step(s)` is called after step s (1 to T) is issued (on CUDA it may
+    still be running: the call waits for nothing), for a progress bar. The model runs in eval mode
+    (restored afterwards). Guidance applies to
     the class-conditional tasks (cg, cfp, edit) and is 0 for the others: a task without a class has no
     unconditional twin to guide away from, and one setting can serve a run of many tasks."""
     check_decode_config(cfg)
@@ -393,6 +396,8 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
             if step is None:
                 step = step_function(model, cfg, shape, guided, device, graphed, tensors)
             ids, fixed = step(*tensors)
+            if on_step is not None:
+                on_step(s + 1)
             if trace:
                 steps.append({"masked": (~fixed).sum(1), "scheduled": still[s], "fixed": fixed.view(batch, t, h, w),
                               "ids": ids.view(batch, t, h, w)})
@@ -411,11 +416,14 @@ def decode_flops(model: Any, num_tokens: int, cfg: DecodeConfig, batch: int = 1)
 @torch.no_grad()
 def generate_video(model: Any, tokenizer: Any, task: str, cfg: DecodeConfig, generator: torch.Generator, *,
                    cond: Condition | None = None, classes: Tensor | None = None, batch: int | None = None,
-                   video_shape: tuple[int, int, int] | None = None) -> Tensor:
-    """decode -> tokenizer.decode -> video (B, 3, T, H, W) in [-1, 1].
+                   video_shape: tuple[int, int, int] | None = None,
+                   on_step: Callable[[int], None] | None = None, return_ids: bool = False):
+    """decode -> tokenizer.decode -> video (B, 3, T, H, W) in [-1, 1] (with `return_ids`, also the ids
+    (B, t, h, w) it decoded).
 
     With `cond` the grid and batch come from it; without, give `video_shape` (T, H, W) and `batch`
     (default: the number of classes, else 1). `cfg.paste_back` puts the given condition pixels back.
+    `on_step` is `decode`'s.
     """
     if cond is not None:
         batch, shape = cond.tokens.shape[0], tuple(cond.tokens.shape[1:])
@@ -424,8 +432,8 @@ def generate_video(model: Any, tokenizer: Any, task: str, cfg: DecodeConfig, gen
             raise MagvitError(f"task {task} without a condition needs video_shape (frames, height, width)")
         shape = tokenizer.token_shape(*video_shape)
         batch = batch or (int(torch.as_tensor(classes).numel()) if classes is not None else 1)
-    ids = decode(model, cond, task, classes, shape, batch, cfg, generator)
+    ids = decode(model, cond, task, classes, shape, batch, cfg, generator, on_step=on_step)
     video = tokenizer.decode(ids).clamp(-1, 1)
     if cfg.paste_back and cond is not None:
         video = torch.where(cond.pixel_mask.to(video.device), cond.pixels.to(video.device), video)
-    return video
+    return (video, ids) if return_ids else video

@@ -25,10 +25,9 @@ kind of input (`PROMPTS`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,13 +39,7 @@ from magvit.config import check_values
 from magvit.decode import DecodeConfig, check_decode_config, generate_video
 from magvit.errors import MagvitError
 from magvit.inputs import Input, check_box, read_input, read_mask
-from magvit.release import (
-    ModelInfo,
-    find_model_folder,
-    load_model_folder,
-    model_card,
-    write_info,
-)
+from magvit.release import ModelInfo, find_model_folder, load_model_folder, write_model_folder
 from magvit.runtime import autocast, compile_tokenizer, default_tf32, resolve_device, torch_dtype
 from magvit.tasks import TASKS, Condition, check_rule
 
@@ -167,12 +160,14 @@ class MagvitPipeline:
                cond_frames: int | None = None, box: Sequence[int] | None = None,
                mask: str | Path | Tensor | None = None, condition_rule: str | None = None, seed: int = 0,
                start: int = 0, stride: int | None = None, decode: DecodeConfig | None = None,
-               progress: bool = False, **decode_options: Any) -> Samples:
+               progress: bool = False, on_step: Callable[[int, int], None] | None = None,
+               **decode_options: Any) -> Samples:
         """Run one of the commands (`FAMILIES`): pick the task and prompt, build the condition from
         `input` (its frames from `start`, `stride` apart: default the model's trained stride), decode
         `num` samples per input clip (default: one per class given, else 1; the same default as the
         command line's --num) in batches of `batch_size` with one generator seeded by `seed`. Every
-        argument is checked as the command line checks it: a wrong type or value is one MagvitError line."""
+        argument is checked as the command line checks it: a wrong type or value is one MagvitError line.
+        `on_step(done, total)` follows the decode steps of all batches (a progress bar: `magvit demo`)."""
         from tqdm.auto import tqdm
 
         if command not in FAMILIES:
@@ -192,21 +187,43 @@ class MagvitPipeline:
                                        condition_rule=condition_rule, start=start, stride=stride)
         total = cond.tokens.shape[0] * num
         labels = self._classes(classes, total, TASKS.build(prompt).use_class, prompt)
-        device = self.device
-        gen = torch.Generator(device=device).manual_seed(seed)
-        videos = []
         with tqdm(total=total, desc=f"{command} ({task})", unit="sample", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for start in range(0, total, batch_size):
-                rows = torch.arange(start, min(start + batch_size, total)) // num  # the condition of each sample
-                cls = None if labels is None else labels[start : start + len(rows)].to(device)
-                with self.autocast():
-                    video = generate_video(self.model, self.tokenizer, prompt, cfg, gen, cond=_select(cond, rows),
-                                           classes=cls)  # (n, 3, T, H, W)
-                videos.append(video.float().cpu())
-                bar.update(len(rows))
+            # the condition of sample i is input clip i // num
+            videos, _ = self.decode_batches(prompt, cfg, seed, total, batch_size, classes=labels,
+                                            condition=lambda i, a, b: _select(cond, torch.arange(a, b) // num),
+                                            on_step=on_step, done=bar.update)
         shown = None if task in ("cg", "uncond") else cond.pixels.float().clamp(-1, 1).cpu()
-        return Samples(torch.cat(videos), shown, task, prompt, num, frames)
+        return Samples(videos, shown, task, prompt, num, frames)
+
+    @torch.no_grad()
+    def decode_batches(self, prompt: str, cfg: DecodeConfig, seed: int, total: int, batch_size: int, *,
+                       condition: Callable[[int, int, int], Condition] | None = None, classes: Tensor | None = None,
+                       on_step: Callable[[int, int], None] | None = None,
+                       done: Callable[[int], Any] | None = None) -> tuple[Tensor, Tensor]:
+        """The one decode path (`sample`, the evaluator behind every published score, the quickstart):
+        `total` samples of task prompt `prompt` in batches of `batch_size`, with one generator seeded by
+        `seed` across the batches. Batch k, samples [a, b), decodes `condition(k, a, b)` (None: cg /
+        uncond, the model's clip) with `classes[a:b]`. -> (videos (N, 3, T, H, W) in [-1, 1], float32, and
+        their token ids (N, t, h, w), both on the CPU). `on_step(done, total)` counts the decode steps
+        of all batches; `done(n)` is called after each batch of n samples."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        steps = -(-total // batch_size) * cfg.steps
+        videos, ids = [], []
+        for k, start in enumerate(range(0, total, batch_size)):
+            end = min(start + batch_size, total)
+            cond = None if condition is None else condition(k, start, end)
+            cls = None if classes is None else classes[start:end].to(self.device)
+            tick = None if on_step is None else lambda s, before=k * cfg.steps: on_step(before + s, steps)
+            with self.autocast():
+                video, made = generate_video(self.model, self.tokenizer, prompt, cfg, gen, cond=cond, classes=cls,
+                                             batch=end - start, video_shape=self.clip, on_step=tick,
+                                             return_ids=True)  # (n, 3, T, H, W), (n, t, h, w)
+            videos.append(video.float().cpu())
+            ids.append(made.cpu())
+            if done is not None:
+                done(end - start)
+        return torch.cat(videos), torch.cat(ids)
 
     def pick_task(self, command: str, task: str | None = None, prompt: str | None = None, classes: bool = False,
                   region: bool = False) -> tuple[str, str]:
@@ -360,20 +377,11 @@ class MagvitPipeline:
                               "it, or save to another folder")
         if directory.exists() and not directory.is_dir():
             raise MagvitError(f"{directory} is a file: save the model to a folder")
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory / "tokenizer")
-        info = dataclasses.replace(self.info, tokenizer="tokenizer")
-        write_info(directory, info)
-        summary = None
         source = self.directory / "summary.json" if self.directory is not None else None
-        if source is not None and source.is_file():
-            if source.resolve() != (directory / "summary.json").resolve():
-                shutil.copyfile(source, directory / "summary.json")
-            summary = json.loads(source.read_text())
-        from magvit.fileio import atomic_write_text
-
-        atomic_write_text(directory / "README.md", model_card(directory.name, self.model, self.tokenizer, info,
-                                                               summary))
+        if source is not None and source.is_file() and source.resolve() != (directory / "summary.json").resolve():
+            directory.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, directory / "summary.json")  # before the card: it shows the scores
+        write_model_folder(directory, self.model, self.tokenizer, self.info)
         return directory
 
 

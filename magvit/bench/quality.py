@@ -29,7 +29,7 @@ from torch import Tensor
 from magvit.bench.digits import DigitClassifier, digit_classifier, moving_digit_clips
 from magvit.bench.measure import batches
 from magvit.bench.report import Column, Table, environment
-from magvit.decode import DecodeConfig, decode
+from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.metrics import feature_statistics, frechet_distance, psnr, region_psnr, ssim
 from magvit.release import ModelInfo
@@ -80,25 +80,17 @@ def frame_prediction_scores(prediction: Tensor, target: Tensor, cond_frames: int
 # Sampling from a model folder
 
 
-@torch.no_grad()
 def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: int, count: int,
            classes: Tensor | None = None, conds: list[Condition] | None = None, ids: bool = False):
-    """`count` decoded clips (N, 3, T, H, W) in [-1, 1] on the CPU, `batch_size` per decode call;
-    `conds` holds one Condition per call (for conditional tasks). With `ids`, also the token ids
-    (N, t, h, w) the clips were decoded from."""
-    device = next(release.model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    shape = release.tokenizer.token_shape(*release.clip)
-    out, tokens = [], []
-    for i, start in enumerate(range(0, count, batch_size)):
-        end = min(start + batch_size, count)
-        cond = None if conds is None else conds[i]
-        cls = None if classes is None else classes[start:end].to(device)
-        with release.autocast():
-            made = decode(release.model, cond, task, cls, shape, end - start, cfg, gen)  # (n, t, h, w)
-            out.append(release.tokenizer.decode(made).float().clamp(-1, 1).cpu())
-        tokens.append(made.cpu())
-    return (torch.cat(out), torch.cat(tokens)) if ids else torch.cat(out)
+    """`count` decoded clips (N, 3, T, H, W) in [-1, 1] on the CPU, `batch_size` per decode call, through
+    the pipeline's one decode path (`MagvitPipeline.decode_batches`); `conds` holds one Condition per
+    call (for conditional tasks). The raw decode (no paste-back): the scores are taken on the generated
+    pixels, and the per-latent-frame rows on every frame the model decodes. With `ids`, also the token
+    ids (N, t, h, w) the clips were decoded from."""
+    condition = None if conds is None else lambda k, a, b: conds[k]
+    videos, made = release.decode_batches(task, dataclasses.replace(cfg, paste_back=False), seed, count, batch_size,
+                                          condition=condition, classes=classes)
+    return (videos, made) if ids else videos
 
 
 def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
