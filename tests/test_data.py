@@ -96,7 +96,7 @@ def test_bundled_clips_are_real_and_split_in_time():
 def test_moving_held_out_windows_are_the_top_quantile_of_frame_change():
     from types import SimpleNamespace
 
-    from magvit.bench.quality import frame_change, held_out_clips
+    from magvit.evaluation.scores import frame_change, held_out_clips
 
     info = SimpleNamespace(data={"name": "bundled_clips", "frames": 5, "size": 16, "hop": 1})
     everything = BundledClips(frames=5, size=16, split="val", hop=1)

@@ -13,8 +13,8 @@ LAYERS = [
     ("models and data", ["magvit.weights", "magvit.tasks", "magvit.tokenizers", "magvit.transformer",
                          "magvit.autoregressive", "magvit.decode", "magvit.data"]),
     ("model folders", ["magvit.release", "magvit.inputs", "magvit.pipeline"]),
-    ("recipes", ["magvit.training", "magvit.sampling", "magvit.bench"]),
-    ("end to end", ["magvit.quickstart", "magvit.reproduce"]),
+    ("recipes", ["magvit.training", "magvit.sampling", "magvit.evaluation", "magvit.bench"]),
+    ("end to end", ["magvit.quickstart", "magvit.reproduce", "magvit.demo"]),
     ("entry points", ["magvit.kinds", "magvit.cli", "magvit.__main__"]),
 ]
 

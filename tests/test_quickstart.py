@@ -76,7 +76,7 @@ def test_real_video_recipe_scores_every_task_against_its_baseline(tmp_path):
     fi) and the tokenizer's ceiling, with the per-latent-frame diagnosis for the frame tasks."""
     import torch
 
-    from magvit.bench.quality import Evaluator, frame_prediction_scores
+    from magvit.evaluation.scores import Evaluator, frame_prediction_scores
     from magvit.pipeline import MagvitPipeline
 
     clips = {"frames": 9, "size": 32, "crop_from": 40, "hop": 8}

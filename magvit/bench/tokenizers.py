@@ -27,10 +27,10 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from magvit.bench.features import build_lpips, load_image_extractor, load_video_extractor, lpips_per_clip
 from magvit.bench.measure import PeakMemory, batches, count_parameters, eval_mode, time_call
 from magvit.bench.report import Column, Table, environment
 from magvit.errors import MagvitError
+from magvit.evaluation.features import build_lpips, load_image_extractor, load_video_extractor, lpips_per_clip
 from magvit.metrics import code_histogram, feature_statistics, frechet_distance, psnr, ssim
 from magvit.runtime import autocast, channels_last, compile_tokenizer, eager
 from magvit.tokenizers import Tokenizer, build_tokenizer

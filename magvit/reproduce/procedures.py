@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from magvit.bench.quality import sample
 from magvit.config import registry_field
 from magvit.decode import DecodeConfig
+from magvit.evaluation.scores import sample
 from magvit.reproduce.stats import bootstrap_interval
 from magvit.reproduce.study import PROCEDURES, Context
 from magvit.tokenizers.quantizers import QUANTIZERS
@@ -77,8 +77,8 @@ def validation_curve(run_dir: Path, key: str) -> list[list[float]]:
 def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
     """The quality bench's `Evaluator` of a model folder: `clips` held-out moving-digit clips, the
     project classifier, decode calls of `batch_size`, decode generators seeded by `seed`."""
-    from magvit.bench.digits import digit_classifier
-    from magvit.bench.quality import Evaluator
+    from magvit.evaluation.digits import digit_classifier
+    from magvit.evaluation.scores import Evaluator
     from magvit.pipeline import MagvitPipeline
 
     # on the CPU, as the studies' published figures were (a CUDA generator draws other samples for the same seed)
@@ -88,7 +88,7 @@ def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
 
 def class_scores(ev: Any, samples: int, decode: DecodeConfig, guidance: float) -> dict[str, float]:
     """Class accuracy (%) of `samples` class-conditional samples and their Frechet distance to the real clips."""
-    from magvit.bench.quality import classifier_frechet
+    from magvit.evaluation.scores import classifier_frechet
 
     classes = torch.arange(samples) % ev.release.info.num_classes
     fake, accuracy = ev.class_samples(classes, dataclasses.replace(decode, guidance=guidance))
@@ -211,7 +211,7 @@ def conditional_scores(ev: Any, task: str, decode: DecodeConfig) -> dict[str, fl
     """fp / fi on the evaluator's held-out clips: PSNR / SSIM of the generated frames, the baseline's
     (fp: copy-last-frame; fi: linear blending of the two given frames), and the Frechet distance of the
     whole predicted clips to other real clips (`ev.reference`) in the digit classifier's space."""
-    from magvit.bench.quality import classifier_frechet, frame_prediction_scores
+    from magvit.evaluation.scores import classifier_frechet, frame_prediction_scores
     from magvit.metrics import psnr, ssim
 
     _, given, pred = ev.predict(task, decode)
