@@ -8,13 +8,12 @@ that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantiz
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from magvit import runtime
 from magvit.config import registry_field, save_config
@@ -32,9 +31,7 @@ from magvit.tokenizers.losses import (
     r1_penalty,
     reconstruction_loss,
 )
-from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
-    CsvLog,
     LoopConfig,
     NonFiniteGuard,
     OptimConfig,
@@ -42,16 +39,12 @@ from magvit.training.common import (
     build_optimizer,
     check_run_dir,
     held_out_version,
-    infinite_batches,
     log_preview,
-    lr_at,
     make_accelerator,
     make_ema,
-    set_lr,
     start_trackers,
-    truncate_log,
-    update_ema,
 )
+from magvit.training.loop import TrainingLoop, restore
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main = accelerator.is_main_process
-    ckpt_dir = run_dir / "checkpoints"
     previous = check_run_dir(run_dir, resume, main, quiet)
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
@@ -133,15 +125,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     optional = {"ema": ema, "disc": disc, "lecam": lecam}
     modules = {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
     optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
-    step, epoch, batch_index = 0, 0, 0
-    if previous is not None:
-        state = load_checkpoint(previous, modules, optimizers, accelerator.scaler)
-        step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
-        if main:
-            for name in ("train.csv", "val.csv"):
-                truncate_log(run_dir / name, step)
-            if not quiet:
-                print(f"resumed from {previous} at step {step}")
+    start = restore(run_dir, previous, modules, optimizers, accelerator, quiet)
 
     tokenizer, opt_g, loader = accelerator.prepare(tokenizer, opt_g, loader)
     if disc is not None:
@@ -156,9 +140,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
     speed_options(raw, loop, cfg.channels_last)
     gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
-    start_trackers(accelerator, cfg, run_dir, step)
-    train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
-    val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
+    start_trackers(accelerator, cfg, run_dir, start.step)
     # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
     # terms stay empty until the discriminator warm-up ends
     columns = ["rec", "quant", *(["grad_diff"] if losses.gradient_weight > 0 else []),
@@ -166,22 +148,15 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                *(["gan_g", "gan_w", "gan_d"] if disc is not None else []), *(["lecam"] if lecam is not None else []),
                *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
                *(["grad_norm"] if cfg.optim.grad_clip else [])]
-    val_metrics: dict[str, float] = {}
     guard, d_guard = NonFiniteGuard(), NonFiniteGuard()
 
-    # ---------------------------------------------------------------- loop
-    bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train-tokenizer", dynamic_ncols=True)
-    batches = infinite_batches(loader, epoch, batch_index)  # per-process batches, as the loader yields them
-    started, first_step = time.time(), step
-    while step < loop.steps:
-        for opt, o in ((opt_g, cfg.optim), (opt_d, cfg.disc_optim)):
-            if opt is not None:
-                set_lr(opt, lr_at(step, loop.steps, o))
+    # ---------------------------------------------------------------- one step (the loop: training.loop)
+    def step_fn(step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
         gan_scale = losses.gan_weight * gan_warmup_weight(step, losses.gan_start_step, losses.gan_warmup_steps)
         raw.quantizer.set_step(step)  # LFQ's annealed entropy weight (logged as q_entropy_weight)
+        terms: dict[str, Any] = {}
         for _ in range(loop.grad_accum):
-            epoch, batch_index, batch = next(batches)
-            real = batch["video"]  # (B, 3, T, H, W)
+            real = next_batch()["video"]  # (B, 3, T, H, W)
 
             # one micro-batch: the generator (tokenizer) step, then the discriminator step
             with accelerator.accumulate(*[m for m in (tokenizer, disc) if m is not None]), accelerator.autocast():
@@ -206,6 +181,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     )
                     terms["gan_g"], terms["gan_w"] = g_loss, weight
                     total = total + gan_scale * weight * g_loss
+                terms.update({f"q_{k}": v for k, v in out.quant.metrics.items()})
                 if not guard.ok(accelerator, total, step):
                     opt_g.zero_grad(set_to_none=True)
                     continue
@@ -231,39 +207,24 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                         apply_gradients(accelerator, opt_d, d_loss, disc.parameters(), cfg.disc_optim.grad_clip)
                     else:
                         opt_d.zero_grad(set_to_none=True)
+        return terms
 
-        step += 1
-        if ema is not None:
-            update_ema(ema, raw, loop.ema_decay)
-        if main and (step % loop.log_every == 0 or step == loop.steps):
-            # read back from the device only when logged: float() waits for the step to finish
-            metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v)
-                       for k, v in terms.items()}
-            metrics.update({f"q_{k}": float(v) for k, v in out.quant.metrics.items()})
-            elapsed = time.time() - started
-            quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
-            train_log.write({"step": step, "epoch": epoch, "lr": opt_g.param_groups[0]["lr"],
-                             **{k: metrics.get(k, "") for k in columns}, **quantizer,
-                             "clips_per_s": round((step - first_step) * loop.batch_size * loop.grad_accum
-                                                  * accelerator.num_processes / max(elapsed, 1e-9), 3)})
-            bar.set_postfix({k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics})
-        bar.update(1)
-        if step % loop.val_every == 0 or step == loop.steps:
-            if main:
-                gif = run_dir / "samples" / f"step-{step:08d}.gif"
-                val_metrics, shown = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
-                val_log.write({"step": step, **val_metrics})
-                log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
-                if not quiet:
-                    tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
-            accelerator.wait_for_everyone()
-        if step % loop.save_every == 0 or step == loop.steps:
-            if main:
-                state = {"epoch": epoch, "next_batch": batch_index + 1}
-                save_checkpoint(ckpt_dir, step, modules_for_save(modules, raw, raw_disc), optimizers, state,
-                                keep=loop.keep_last, scaler=accelerator.scaler)
-            accelerator.wait_for_everyone()
-    bar.close()
+    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+        quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
+        shown = {k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics}
+        return {**{k: metrics.get(k, "") for k in columns}, **quantizer}, shown
+
+    def validate_at(step: int) -> dict[str, float]:
+        gif = run_dir / "samples" / f"step-{step:08d}.gif"
+        metrics, shown = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
+        log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
+        return metrics
+
+    schedules = {"opt_g": (opt_g, cfg.optim), **({"opt_d": (opt_d, cfg.disc_optim)} if opt_d is not None else {})}
+    val_metrics = TrainingLoop(loop, accelerator, run_dir, start, "train-tokenizer", quiet).run(
+        loader, schedules, step_fn, log_row, validate_at, lambda: modules_for_save(modules, raw, raw_disc),
+        ema=ema, raw=raw)
 
     # ---------------------------------------------------------------- release weights
     if main:

@@ -13,14 +13,12 @@ by (seed, step, micro-batch, process), so `--resume` continues exactly.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from magvit.config import registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
@@ -31,26 +29,20 @@ from magvit.runtime import compile_forward
 from magvit.schedules import MASK_SCHEDULES
 from magvit.tasks import TASKS, commit_inputs, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
-from magvit.training.checkpoint import load_checkpoint, save_checkpoint
 from magvit.training.common import (
-    CsvLog,
     LoopConfig,
     NonFiniteGuard,
     OptimConfig,
     apply_gradients,
     build_optimizer,
     check_run_dir,
-    infinite_batches,
     log_preview,
-    lr_at,
     make_accelerator,
     make_ema,
-    set_lr,
     start_trackers,
     step_generator,
-    truncate_log,
-    update_ema,
 )
+from magvit.training.loop import TrainingLoop, restore
 from magvit.training.tokens import TokenSource, check_tokenizer, open_token_source
 from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
 
@@ -202,7 +194,6 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main, device = accelerator.is_main_process, accelerator.device
-    ckpt_dir = run_dir / "checkpoints"
     previous = check_run_dir(run_dir, resume, main, quiet)
     set_seed(loop.seed)
     if main:
@@ -218,14 +209,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
         raise MagvitError(f"the training set has {len(source.train)} samples, fewer than one batch of "
                           f"{loop.batch_size}")
     modules = {"transformer": model, **({"ema": ema} if ema else {})}
-    step, epoch, batch_index = 0, 0, 0
-    if previous is not None:
-        state = load_checkpoint(previous, modules, {"opt": optimizer}, accelerator.scaler)
-        step, epoch, batch_index = state["step"], state["epoch"], state["next_batch"]
-        if main:
-            for name in ("train.csv", "val.csv"):
-                truncate_log(run_dir / name, step)
-            print(f"resumed from {previous} at step {step}")
+    start = restore(run_dir, previous, modules, {"opt": optimizer}, accelerator, quiet)
 
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if ema is not None:
@@ -236,21 +220,15 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
         compile_forward(raw, "the transformer")
     names = list(cfg.tasks)
     weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
-    start_trackers(accelerator, cfg, run_dir, step)
-    train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
-    val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
-    val_metrics: dict[str, float] = {}
+    start_trackers(accelerator, cfg, run_dir, start.step)
     guard = NonFiniteGuard()
 
-    # ---------------------------------------------------------------- loop
-    bar = tqdm(total=loop.steps, initial=step, disable=not main or quiet, desc="train", dynamic_ncols=True)
-    batches = infinite_batches(loader, epoch, batch_index)
-    started, first_step = time.time(), step
-    while step < loop.steps:
-        set_lr(optimizer, lr_at(step, loop.steps, cfg.optim))
+    # ---------------------------------------------------------------- one step (the loop: training.loop)
+    def step_fn(step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
         task = draw_task(names, weights, loop.seed, step)
+        terms: dict[str, Any] = {}
         for micro in range(loop.grad_accum):
-            epoch, batch_index, batch = next(batches)
+            batch = next_batch()
             gen = step_generator(loop.seed, step, micro, accelerator.process_index, device=device)
             tokens, labels, cond = source.batch(batch, task)  # (B, t, h, w), (B,), the task's condition
             inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule,
@@ -268,36 +246,25 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                 norm = apply_gradients(accelerator, optimizer, total, model.parameters(), cfg.optim.grad_clip)
                 if norm is not None:
                     terms["grad_norm"] = norm
+        return {"task": task, **terms}
 
-        step += 1
-        if ema is not None:
-            update_ema(ema, raw, loop.ema_decay)
-        if main and (step % loop.log_every == 0 or step == loop.steps):
-            metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
-            elapsed = time.time() - started
-            train_log.write({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "task": task,
-                             **metrics, "clips_per_s": round((step - first_step) * loop.batch_size * loop.grad_accum
-                                                             * accelerator.num_processes / max(elapsed, 1e-9), 3)})
-            bar.set_postfix(task=task, mask=f"{metrics['mask']:.3f}")
-        bar.update(1)
-        if step % loop.val_every == 0 or step == loop.steps:
-            if main:
-                val_metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
-                val_log.write({"step": step, **val_metrics})
-                if cfg.preview.num > 0 and source.tokenizer is not None:
-                    shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed)
-                    write_video(run_dir / "samples" / f"step-{step:08d}.gif", shown, fps=cfg.fps)
-                    log_preview(accelerator, "val/samples", shown, step, cfg.fps)
-                if not quiet:
-                    tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
-            accelerator.wait_for_everyone()
-        if step % loop.save_every == 0 or step == loop.steps:
-            if main:
-                save_checkpoint(ckpt_dir, step, {"transformer": raw, **({"ema": ema} if ema else {})},
-                                {"opt": optimizer}, {"epoch": epoch, "next_batch": batch_index + 1},
-                                keep=loop.keep_last, scaler=accelerator.scaler)
-            accelerator.wait_for_everyone()
-    bar.close()
+    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v)
+                   for k, v in terms.items() if k != "task"}
+        return {"task": terms["task"], **metrics}, {"task": terms["task"], "mask": f"{metrics['mask']:.3f}"}
+
+    def validate(step: int) -> dict[str, float]:
+        metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
+        if cfg.preview.num > 0 and source.tokenizer is not None:
+            shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed)
+            write_video(run_dir / "samples" / f"step-{step:08d}.gif", shown, fps=cfg.fps)
+            log_preview(accelerator, "val/samples", shown, step, cfg.fps)
+        return metrics
+
+    training = TrainingLoop(loop, accelerator, run_dir, start, "train", quiet)
+    val_metrics = training.run(loader, {"opt": (optimizer, cfg.optim)}, step_fn, log_row, validate,
+                               lambda: {"transformer": raw, **({"ema": ema} if ema else {})}, ema=ema, raw=raw)
+    step = training.step
 
     # ---------------------------------------------------------------- release folder
     if main:
