@@ -211,19 +211,25 @@ def _bench_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     _dtype_arg(p)
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+    _overwrite_arg(p)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls; the median is reported (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
 
 
-def _bench_setup(threads: int | None, out: str | None) -> None:
-    """Before a benchmark runs: its thread count, and an --out folder it can write into."""
+def _bench_setup(threads: int | None, out: str | None, tables: tuple[str, ...] = (), overwrite: bool = False) -> None:
+    """Before a benchmark runs: its thread count, and an --out folder it can write into where none of
+    its `tables` (<name>.json / .csv / .md / .png) exists yet, unless --overwrite."""
+    from pathlib import Path
+
     import torch
 
-    from magvit.fileio import ensure_folder
+    from magvit.fileio import check_outputs, ensure_folder
 
     if out is not None:
+        check_outputs([Path(out) / f"{name}.{ext}" for name in tables for ext in ("json", "csv", "md", "png")],
+                      overwrite=overwrite)
         ensure_folder(out)
     if threads is not None:
         if threads < 1:
@@ -264,7 +270,7 @@ def bench_tokenizers(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.tokenizers import bench_tokenizers
 
-    _bench_setup(args.threads, args.out)
+    _bench_setup(args.threads, args.out, ("tokenizers",), args.overwrite)
     table = bench_tokenizers(
         args.tokenizers, args.data, frames=args.frames, size=args.size, device=resolve_device(args.device),
         dtype=args.dtype, batch_size=args.batch_size, num_clips=args.num_clips, i3d=args.i3d,
@@ -302,7 +308,7 @@ def bench_decode(args: argparse.Namespace) -> None:
     from magvit.bench.decode import bench_decode, parse_grid
     from magvit.bench.measure import resolve_device
 
-    _bench_setup(args.threads, args.out)
+    _bench_setup(args.threads, args.out, ("decode",), args.overwrite)
     table = bench_decode(
         args.preset, parse_grid(args.grid), steps=args.steps, batches=tuple(args.batch),
         device=resolve_device(args.device), dtype=args.dtype, codebook_size=args.codebook_size,
@@ -338,6 +344,7 @@ def _bench_train_args(p: argparse.ArgumentParser) -> None:
                    help="the device's peak TFLOP/s for MFU (default: known GPUs' dense peak; n/a on a CPU)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+    _overwrite_arg(p)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before timing, the first compiles (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps; the median is reported (default 3)")
     p.add_argument("--threads", type=int, default=None,
@@ -352,7 +359,7 @@ def bench_train(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.train import bench_train
 
-    _bench_setup(args.threads, args.out)
+    _bench_setup(args.threads, args.out, ("train",), args.overwrite)
     table = bench_train(
         args.tokenizers, args.transformers, batch=args.batch, frames=args.frames, size=args.size,
         grid=parse_grid(args.grid), codebook_size=args.codebook_size, device=resolve_device(args.device),
@@ -386,6 +393,7 @@ def _bench_quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the tokenizer and the decode step")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--out", default=None, help="folder for the JSON, CSV and Markdown tables")
+    _overwrite_arg(p)
 
 
 @command("quality", "generation quality on moving digits: class accuracy, Frechet distance, frame prediction, "
@@ -396,7 +404,7 @@ def bench_quality(args: argparse.Namespace) -> None:
     from magvit.bench.measure import resolve_device
     from magvit.bench.quality import bench_quality
 
-    _bench_setup(args.threads, args.out)
+    _bench_setup(args.threads, args.out, ("quality", "quality_fp_latent_frames", "quality_sweep"), args.overwrite)
     tables = bench_quality(
         args.checkpoint, cache_dir=args.cache_dir, num=args.num, steps=args.steps, schedule=args.schedule,
         sweep_schedules=tuple(args.sweep_schedules), sweep_steps=tuple(args.sweep_steps),
@@ -431,6 +439,8 @@ def train(args: argparse.Namespace) -> None:
 def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="a `kind: train_transformer` YAML: its tokenizer, data and tasks are used")
     p.add_argument("--out", default=None, help="the cache folder (default: the config's `tokens`)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a token cache that exists there (a folder that is not a token cache never is)")
     p.add_argument("--batch-size", type=int, default=16, help="clips per tokenizer call (default 16)")
     p.add_argument("--shard-size", type=int, default=1024, help="samples per safetensors shard (default 1024)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N; under "
@@ -451,6 +461,7 @@ def extract_tokens(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides, expect="train_transformer")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     path = extract_tokens(cfg, args.out, batch_size=args.batch_size, shard_size=args.shard_size, device=device,
+                          overwrite=args.overwrite,
                           dtype=args.dtype, compile=args.compile)
     from accelerate import PartialState
 
@@ -564,18 +575,10 @@ def _class_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a class number{where}") from None
 
 
-def _parse_box(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    parts = text.split(",")
-    if len(parts) != 4 or not all(part.strip().lstrip("-").isdigit() for part in parts):
-        raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {text!r}")
-    return [int(part) for part in parts]
-
-
 def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
     def run(args: argparse.Namespace) -> None:
         from magvit.config import parse_overrides
+        from magvit.inputs import parse_box
         from magvit.sampling import run_sampling, sample_settings
 
         config, overrides = args.config, list(args.overrides)
@@ -583,7 +586,7 @@ def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
             config, overrides = None, [config, *overrides]  # `magvit generate steps=4 --checkpoint x`
         if getattr(args, "video", None) and getattr(args, "image", None):
             raise MagvitError("give --video or --image, not both")
-        values = {**vars(args), "box": _parse_box(getattr(args, "box", None))}
+        values = {**vars(args), "box": parse_box(getattr(args, "box", None))}
         flags = {key: values.get(dest) for dest, key in _SAMPLE_FLAGS.items() if values.get(dest) is not None}
         run_sampling(name, sample_settings(name, config, parse_overrides(overrides), flags), overwrite=args.overwrite,
                      source=config)
@@ -594,6 +597,30 @@ def _sampling_command(name: str) -> Callable[[argparse.Namespace], None]:
 
 for _name, (_own, _help) in _SAMPLE_COMMANDS.items():
     command(_name, _help)(arguments(_sample_args(_name, _own))(_sampling_command(_name)))
+
+
+# ---------------------------------------------------------------------------------------------
+# magvit demo
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from magvit import shipped
+
+    p.add_argument("--checkpoint", default="digits-video", help="the model shown first: a model folder, a run "
+                   f"folder, a shipped name ({_names(shipped.names('checkpoints'))}; the page can switch between "
+                   "these) or a Hugging Face Hub id owner/name (default digits-video)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve the page on (default 7860)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 serves every network the machine is on)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+
+
+@command("demo", "try a model on a web page (Gradio, the [demo] extra): every sampling command, its settings.yaml")
+@arguments(_demo_args)
+def demo(args: argparse.Namespace) -> None:
+    from magvit.demo import launch
+
+    launch(args.checkpoint, port=args.port, host=args.host, device=args.device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -166,6 +166,16 @@ def _read_image(path: Path, mode: str):
         raise MagvitError(f"{path}: cannot read image ({e})") from None
 
 
+def parse_box(text: str | None) -> list[int] | None:
+    """--box "top,left,height,width" (`magvit inpaint`, the box field of `magvit demo`) -> 4 ints, or None."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 4 or not all(part.strip().lstrip("-").isdigit() for part in parts):
+        raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {text!r}")
+    return [int(part) for part in parts]
+
+
 def check_box(box: tuple[int, ...], height: int, width: int) -> None:
     if len(box) != 4:
         raise MagvitError(f"--box must be top,left,height,width (4 integers in pixels), got {list(box)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,7 @@ from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, ensure_folder
 from magvit.inputs import describe_frames
 from magvit.media import OUTPUT_SUFFIXES
-from magvit.pipeline import FAMILIES, MagvitPipeline, sample_count, save_videos
+from magvit.pipeline import FAMILIES, MagvitPipeline, Samples, sample_count, save_videos
 from magvit.tasks import TASKS
 
 FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: samples.png alone
@@ -115,27 +115,43 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite
     inputs = [p for p in (cfg.input, cfg.mask, source) if p is not None and not str(p).startswith("bundled:")]
     check_outputs([*files, settings], inputs, overwrite)
     pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
+    cfg, samples = sample_with(pipe, command, cfg, progress=not quiet)
+    if samples.frames is not None and not quiet:
+        print(f"read {describe_frames(samples.frames)} of {cfg.input}")
+    videos, nrow = grid(samples)
+    return write_outputs(cfg, videos, nrow=nrow, fps=cfg.fps or pipe.info.fps, quiet=quiet)
+
+
+def sample_with(pipe: MagvitPipeline, command: str, cfg: SampleConfig, progress: bool = False,
+                on_step: Callable[[int, int], None] | None = None) -> tuple[SampleConfig, Samples]:
+    """Sample as `cfg` says with `pipe` (loaded from `cfg.checkpoint`, on `cfg.device`, in `cfg.dtype`:
+    `run_sampling` and `magvit demo`, which keeps its models loaded) -> (`cfg` as resolved: the task,
+    prompt and num that ran; the samples). `on_step` is `MagvitPipeline.sample`'s."""
     decode = dataclasses.replace(cfg.decode, compile=True) if cfg.compile else cfg.decode
     samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
                           num=cfg.num, batch_size=cfg.batch_size, cond_frames=cfg.cond_frames, box=cfg.box,
                           mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, start=cfg.start,
-                          stride=cfg.stride, decode=decode, progress=not quiet)
-    if samples.frames is not None and not quiet:
-        print(f"read {describe_frames(samples.frames)} of {cfg.input}")
-    cfg = dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt, num=samples.num)  # as resolved
-    shown = samples.videos
-    paired = samples.condition is not None
-    if paired:  # condition | result, one pair per row
-        given = samples.condition.repeat_interleave(samples.num, 0)
-        shown = torch.stack([given, shown], 1).flatten(0, 1)
-    return write_outputs(cfg, shown, nrow=2 if paired else None, fps=cfg.fps or pipe.info.fps, quiet=quiet)
+                          stride=cfg.stride, decode=decode, progress=progress, on_step=on_step)
+    return dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt, num=samples.num), samples
 
 
-def write_outputs(cfg: SampleConfig, videos: Tensor, nrow: int | None, fps: float, quiet: bool) -> list[Path]:
+def grid(samples: Samples) -> tuple[Tensor, int | None]:
+    """The videos (N, 3, T, H, W) of a result's grid and its samples per row: condition | sample pairs,
+    one pair per row, for a conditional task; the samples alone otherwise."""
+    if samples.condition is None:
+        return samples.videos, None
+    given = samples.condition.repeat_interleave(samples.num, 0)
+    return torch.stack([given, samples.videos], 1).flatten(0, 1), 2
+
+
+def write_outputs(cfg: SampleConfig, videos: Tensor, nrow: int | None, fps: float, quiet: bool,
+                  folder: str | Path | None = None) -> list[Path]:
     """The grids of videos (N, 3, T, H, W) and the settings, as `output_files`: into a folder
     samples.mp4 + samples.gif (clips) and samples.png (first frames), settings.yaml; or one file and
-    `<stem>.settings.yaml` next to it. Each file atomically."""
-    files, settings = output_files(cfg.out, frames=videos.shape[2])
+    `<stem>.settings.yaml` next to it. Each file atomically. `folder` puts the folder's files there
+    instead of `cfg.out`, the settings still naming `cfg.out` (`magvit demo` writes into a folder of
+    its own the settings that `magvit COMMAND settings.yaml` reproduces into `cfg.out`)."""
+    files, settings = output_files(cfg.out if folder is None else f"{folder}{os.sep}", frames=videos.shape[2])
     for path in files:
         save_videos(videos, path, fps=fps, nrow=nrow)
     save_config(cfg, settings.parent, settings.name)

@@ -161,7 +161,8 @@ def test_readme_real_video_commands_run_on_the_shipped_real_clips_model(tmp_path
     import imageio.v3 as iio
 
     readme = (ROOT / "README.md").read_text()
-    lines = [line for line in readme.splitlines() if line.startswith("magvit ") and "--checkpoint real-clips" in line]
+    lines = [line for line in readme.splitlines() if line.startswith("magvit ") and "--checkpoint real-clips" in line
+             and line.split()[1] != "demo"]  # the demo serves a page: tests/test_demo.py drives it
     assert {line.split()[1] for line in lines} >= {"predict", "interpolate", "inpaint", "outpaint", "generate"}
     for line in lines:
         args = re.sub(r"samples/", f"{tmp_path}/", line).split()[1:]
@@ -169,3 +170,39 @@ def test_readme_real_video_commands_run_on_the_shipped_real_clips_model(tmp_path
         out = Path(args[args.index("--out") + 1])
         frames = iio.imread(out) if out.suffix == ".mp4" else iio.imread(out, index=None)
         assert frames.shape[0] == 9 and frames.shape[1] >= 64, (line, frames.shape)
+
+
+def test_bench_tables_are_replaced_only_with_overwrite(tmp_path, capsys):
+    argv = ["bench", "decode", "--grid", "1,2,2", "--steps", "1", "--batch", "1", "--repeats", "1", "--warmup", "0",
+            "--fast-paths", "--out", str(tmp_path)]  # --fast-paths with none: eager only
+    assert main(argv) == 0
+    kept = (tmp_path / "decode.json").read_text()
+    (tmp_path / "notes.md").write_text("mine")  # a file of the user's in the same folder
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith("decode.json exists: pass --overwrite (overwrite=True) to "
+                                                    "replace it, or write to another path")
+    assert (tmp_path / "decode.json").read_text() == kept  # refused before any work
+    assert main([*argv, "--overwrite"]) == 0
+    assert (tmp_path / "notes.md").read_text() == "mine"
+
+
+def test_extract_tokens_replaces_a_token_cache_only_with_overwrite_and_never_another_folder(tmp_path, capsys):
+    import yaml
+
+    raw = {"kind": "train_transformer", "tokenizer": str(ROOT / "checkpoints/digits-video/tokenizer"),
+           "data": {"name": "moving_digits", "frames": 9, "size": 32, "num_samples": 4},
+           "transformer": {"name": "masked", "preset": "tiny"}, "tasks": {"cg": 1.0}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "tokens"
+    argv = ["extract-tokens", str(tmp_path / "cfg.yaml"), "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "already holds a token cache: pass --overwrite" in capsys.readouterr().err
+    first = (out / "index.json").read_text()
+    assert main([*argv, "--overwrite"]) == 0 and (out / "index.json").read_text() == first
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "photo.png").write_bytes(b"not yours")
+    assert main([*argv[:3], str(mine), "--device", "cpu", "--overwrite"]) == 2
+    assert "is not empty and is not a token cache" in capsys.readouterr().err
+    assert (mine / "photo.png").read_bytes() == b"not yours"

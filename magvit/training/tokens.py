@@ -198,9 +198,10 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
 
 def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: int = 16, shard_size: int = 1024,
                    device: str | torch.device = "cpu", quiet: bool = False, dtype: str = "fp32",
-                   compile: bool = False) -> Path:
+                   compile: bool = False, overwrite: bool = False) -> Path:
     """Tokenize `cfg.data` (split "train") and its held-out version ("val") with `cfg.tokenizer`, plus
-    every task's condition, into `directory` (default `cfg.tokens`). `dtype` and `compile` are the
+    every task's condition, into `directory` (default `cfg.tokens`; a cache already there is replaced
+    only with `overwrite`, once the new one is complete). `dtype` and `compile` are the
     tokenizer's precision and torch.compile (magvit.runtime; the quantizer stays fp32). Run by
     `accelerate launch`, the processes share the work (see the module's docstring)."""
     from accelerate import PartialState
@@ -213,9 +214,11 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
         raise MagvitError("set the cache folder: tokens=DIR (or --out DIR)")
     directory = Path(target)
     if (directory / "index.json").is_file():
-        raise MagvitError(f"{directory} already holds a token cache; delete it or choose another folder")
-    if directory.exists() and any(directory.iterdir()):
-        raise MagvitError(f"{directory} exists and is not empty; choose another folder")
+        if not overwrite:  # replaced only when the new cache is complete (tmp, then a rename)
+            raise MagvitError(f"{directory} already holds a token cache: pass --overwrite (overwrite=True) to "
+                              "replace it, or choose another folder")
+    elif directory.exists() and any(directory.iterdir()):  # not a cache: never removed, even with --overwrite
+        raise MagvitError(f"{directory} exists, is not empty and is not a token cache; choose another folder")
     if shard_size < 1 or batch_size < 1:
         raise MagvitError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
     if cfg.tokenizer is not None:
