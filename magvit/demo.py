@@ -467,7 +467,10 @@ def launch(checkpoint: str = "digits-video", port: int = 7860, host: str = "127.
     gr = gradio()
     page = build(checkpoint, device)
     if threading.current_thread() is threading.main_thread():
-        # a service manager stops with SIGTERM: Gradio closes and the files go, as on Ctrl-C
+        # Ctrl-C stops the server even where the shell started it with SIGINT ignored (a background job of
+        # a script: Python then leaves SIGINT ignored); a service manager stops with SIGTERM. Both close
+        # Gradio and remove the files.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         page.launch(server_name=host, server_port=port, allowed_paths=[str(page.root)], ssr_mode=False,

@@ -60,8 +60,11 @@ def server(model, tmp_path_factory):
     # one torch thread, as the suite (conftest.py) and so the command line run below: the same sums
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(scratch / "gradio"), "TMPDIR": str(scratch)}
     log = open(scratch / "demo.log", "w")
+    # started with SIGINT ignored, as a shell script's background job inherits it (CI's runner does):
+    # Ctrl-C (SIGINT below) must still stop the demo and remove its files
     proc = subprocess.Popen([sys.executable, "-m", "magvit", "demo", "--checkpoint", str(model), "--port", str(port),
-                             "--device", "cpu"], cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--device", "cpu"], cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 90
@@ -77,11 +80,14 @@ def server(model, tmp_path_factory):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
+            stopped = True
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+            stopped = False
         log.close()
+    assert stopped, "Ctrl-C (SIGINT) did not stop the demo within 30 s"
     assert not list(scratch.glob("magvit-demo-*")), "the demo left its run folders behind"
 
 
