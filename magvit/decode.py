@@ -46,7 +46,8 @@ from torch import Tensor
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES, mask_ratio
 from magvit.tasks import TASKS, Condition, prefix_tokens
-from magvit.transformer import merge_ids
+from magvit.tasks.base import TokenGrid
+from magvit.transformer import MaskedTransformer, merge_ids
 
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")  # how the guidance weight ramps over the steps
 
@@ -159,7 +160,7 @@ def sample_sub_tokens(logits: Tensor, temperature: float, top_k: int | None, top
 # One step
 
 
-def _class_ids(model: Any, task: str, classes: Tensor | None, batch: int, device: torch.device) -> Tensor:
+def _class_ids(model: MaskedTransformer, task: str, classes: Tensor | None, batch: int, device: torch.device) -> Tensor:
     vocab = model.vocab
     if not TASKS.build(task).use_class:
         return torch.full((batch,), vocab.uncond, device=device)
@@ -187,7 +188,7 @@ def _condition(cond: Condition | None, shape: tuple[int, int, int], batch: int, 
     return z, where, cond.refine
 
 
-def _logits(model: Any, inputs: Tensor, task_ids: Tensor, cls_ids: Tensor, weight: float | Tensor | None,
+def _logits(model: MaskedTransformer, inputs: Tensor, task_ids: Tensor, cls_ids: Tensor, weight: float | Tensor | None,
             prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(B, t, h, w) -> logits (B, t, h, w, k, V); guided (weight not None): one forward of 2B samples,
     cond then uncond, combined as c + w (c - u)."""
@@ -202,7 +203,7 @@ def _logits(model: Any, inputs: Tensor, task_ids: Tensor, cls_ids: Tensor, weigh
     return c + weight * (c - u)
 
 
-def decode_step(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], guided: bool,
+def decode_step(model: MaskedTransformer, cfg: DecodeConfig, shape: tuple[int, int, int], guided: bool,
                 ids: Tensor, fixed: Tensor, z_cond: Tensor, is_cond: Tensor, task_ids: Tensor, cls_ids: Tensor,
                 prefix_ids: Tensor | None, prefix_positions: Tensor | None, still: Tensor, weight: Tensor,
                 tau: Tensor, u_tokens: Tensor | None, u_choice: Tensor) -> tuple[Tensor, Tensor]:
@@ -314,7 +315,7 @@ def use_cuda_graph(cfg: DecodeConfig, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.cuda_graph is None else cfg.cuda_graph
 
 
-def step_function(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], guided: bool,
+def step_function(model: MaskedTransformer, cfg: DecodeConfig, shape: tuple[int, int, int], guided: bool,
                   device: torch.device, graphed: bool,
                   example: list[Tensor | None]) -> Callable[..., tuple[Tensor, Tensor]]:
     """The step the loop calls: eager `decode_step`, compiled, and with `graphed` (CUDA) replayed
@@ -346,8 +347,8 @@ def step_function(model: Any, cfg: DecodeConfig, shape: tuple[int, int, int], gu
 
 
 @torch.no_grad()
-def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None, shape: tuple[int, int, int],
-           batch: int, cfg: DecodeConfig, generator: torch.Generator, trace: bool = False,
+def decode(model: MaskedTransformer, cond: Condition | None, task: str, classes: Tensor | None,
+           shape: tuple[int, int, int], batch: int, cfg: DecodeConfig, generator: torch.Generator, trace: bool = False,
            on_step: Callable[[int], None] | None = None):
     """-> ids (B, t, h, w); with `trace`, also one dict per step: "masked" (B,) positions still masked
     after it, "scheduled" (B,) the schedule's count, "fixed" (B, t, h, w) bool, "ids" (B, t, h, w)
@@ -407,14 +408,15 @@ def decode(model: Any, cond: Condition | None, task: str, classes: Tensor | None
     return (out, steps) if trace else out
 
 
-def decode_flops(model: Any, num_tokens: int, cfg: DecodeConfig, batch: int = 1) -> int:
+def decode_flops(model: MaskedTransformer, num_tokens: int, cfg: DecodeConfig, batch: int = 1) -> int:
     """Matmul FLOPs of one `decode` call: T forwards over the whole grid (2 samples each when guided)."""
     guided = sum(guidance_at(cfg, s) != 0 for s in range(cfg.steps))
     return batch * model.flops_per_forward(num_tokens) * (cfg.steps + guided)
 
 
 @torch.no_grad()
-def generate_video(model: Any, tokenizer: Any, task: str, cfg: DecodeConfig, generator: torch.Generator, *,
+def generate_video(model: MaskedTransformer, tokenizer: TokenGrid, task: str, cfg: DecodeConfig,
+                   generator: torch.Generator, *,
                    cond: Condition | None = None, classes: Tensor | None = None, batch: int | None = None,
                    video_shape: tuple[int, int, int] | None = None,
                    on_step: Callable[[int], None] | None = None, return_ids: bool = False):

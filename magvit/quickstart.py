@@ -37,8 +37,9 @@ from magvit import shipped
 from magvit.config import load_as, save_config
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
-from magvit.evaluation.digits import Recipe
+from magvit.evaluation.digits import DigitClassifier, Recipe
 from magvit.fileio import atomic_write_text
+from magvit.pipeline import MagvitPipeline
 from magvit.release import load_model_folder, write_model_card
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
@@ -147,7 +148,8 @@ GIF_NAMES = {"ipc": "inpaint", "opc": "outpaint"}  # the file names the README h
 
 
 @torch.no_grad()
-def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, model_dir: Path) -> dict[str, Any]:
+def _sample_and_score(pipe: MagvitPipeline, classifier: DigitClassifier, cfg: ReportConfig, out: Path,
+                      model_dir: Path) -> dict[str, Any]:
     from magvit.evaluation.scores import Evaluator, class_accuracy, sample
     from magvit.media import make_grid, write_image_grid, write_video
     from magvit.metrics import psnr
@@ -212,7 +214,7 @@ def _sample_and_score(pipe: Any, classifier: Any, cfg: ReportConfig, out: Path, 
     return summary
 
 
-def _motion_scores(pipe: Any, cfg: ReportConfig) -> dict[str, Any]:
+def _motion_scores(pipe: MagvitPipeline, cfg: ReportConfig) -> dict[str, Any]:
     """Every conditional task scored as above on the moving held-out windows (`motion_quantile`)."""
     from magvit.evaluation.scores import Evaluator
 

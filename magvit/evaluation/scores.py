@@ -33,6 +33,7 @@ from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError
 from magvit.evaluation.digits import DigitClassifier, moving_digit_clips
 from magvit.metrics import feature_statistics, frechet_distance, psnr, region_psnr, ssim
+from magvit.pipeline import MagvitPipeline
 from magvit.release import ModelInfo
 from magvit.tasks import TASKS, Condition, layout_of
 
@@ -81,7 +82,7 @@ def frame_prediction_scores(prediction: Tensor, target: Tensor, cond_frames: int
 # Sampling from a model folder
 
 
-def sample(release: Any, task: str, cfg: DecodeConfig, seed: int, batch_size: int, count: int,
+def sample(release: MagvitPipeline, task: str, cfg: DecodeConfig, seed: int, batch_size: int, count: int,
            classes: Tensor | None = None, conds: list[Condition] | None = None, ids: bool = False):
     """`count` decoded clips (N, 3, T, H, W) in [-1, 1] on the CPU, `batch_size` per decode call, through
     the pipeline's one decode path (`MagvitPipeline.decode_batches`); `conds` holds one Condition per
@@ -150,8 +151,8 @@ class Evaluator:
     the conditional tasks, the classifier. `score` is one row of the quality bench; the quickstart
     builds its report from `class_samples`, `predict` and `reconstruct`."""
 
-    def __init__(self, release: Any, classifier: DigitClassifier | None, num: int, batch_size: int, seed: int,
-                 motion_quantile: float | None = None):
+    def __init__(self, release: MagvitPipeline, classifier: DigitClassifier | None, num: int, batch_size: int,
+                 seed: int, motion_quantile: float | None = None):
         frames, height, width = release.clip
         if height != width:
             raise MagvitError(f"{release.directory}: moving digits are square, this model makes {height}x{width}")

@@ -28,7 +28,7 @@ import torch
 
 from magvit.config import registry_field
 from magvit.decode import DecodeConfig
-from magvit.evaluation.scores import sample
+from magvit.evaluation.scores import Evaluator, sample
 from magvit.reproduce.stats import bootstrap_interval
 from magvit.reproduce.study import PROCEDURES, Context
 from magvit.tokenizers.quantizers import QUANTIZERS
@@ -74,7 +74,7 @@ def validation_curve(run_dir: Path, key: str) -> list[list[float]]:
         return [[float(r["step"]), float(r[key])] for r in csv.DictReader(f)]
 
 
-def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
+def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Evaluator:
     """The quality bench's `Evaluator` of a model folder: `clips` held-out moving-digit clips, the
     project classifier, decode calls of `batch_size`, decode generators seeded by `seed`."""
     from magvit.evaluation.digits import digit_classifier
@@ -86,7 +86,7 @@ def evaluator(model: str | Path, clips: int, batch_size: int, seed: int) -> Any:
     return Evaluator(release, digit_classifier(quiet=True)[0], clips, batch_size, seed)
 
 
-def class_scores(ev: Any, samples: int, decode: DecodeConfig, guidance: float) -> dict[str, float]:
+def class_scores(ev: Evaluator, samples: int, decode: DecodeConfig, guidance: float) -> dict[str, float]:
     """Class accuracy (%) of `samples` class-conditional samples and their Frechet distance to the real clips."""
     from magvit.evaluation.scores import classifier_frechet
 
@@ -207,7 +207,7 @@ class TransformerRecipe:
 
 
 @torch.no_grad()
-def conditional_scores(ev: Any, task: str, decode: DecodeConfig) -> dict[str, float]:
+def conditional_scores(ev: Evaluator, task: str, decode: DecodeConfig) -> dict[str, float]:
     """fp / fi on the evaluator's held-out clips: PSNR / SSIM of the generated frames, the baseline's
     (fp: copy-last-frame; fi: linear blending of the two given frames), and the Frechet distance of the
     whole predicted clips to other real clips (`ev.reference`) in the digit classifier's space."""

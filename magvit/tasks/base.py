@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,20 @@ class Layout:
     fw: int  # pixel columns per token
 
 
-def layout_of(tokenizer: Any, frames: int, height: int, width: int) -> Layout:
+
+class TokenGrid(Protocol):
+    """What tasks and decoding need of a tokenizer (a `Tokenizer`, or a test's stand-in): the token grid
+    of a clip, its ids, and pixels back from ids."""
+
+    codebook_size: int
+
+    def token_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]: ...
+
+    def encode(self, video: Tensor) -> Tensor: ...  # (B, 3, T, H, W) in [-1, 1] -> (B, t, h, w) int64
+
+    def decode(self, ids: Tensor) -> Tensor: ...  # (B, t, h, w) -> (B, 3, T, H, W)
+
+def layout_of(tokenizer: TokenGrid, frames: int, height: int, width: int) -> Layout:
     """The layout of a clip under `tokenizer` (anything with `token_shape`); MagvitError if it cannot tile."""
     t, h, w = tokenizer.token_shape(frames, height, width)
     if t == frames:  # 2D tokenizer, or no temporal downsampling
@@ -76,7 +89,7 @@ def layout_of(tokenizer: Any, frames: int, height: int, width: int) -> Layout:
     return Layout(frames, height, width, t, h, w, blocks, height // h, width // w)
 
 
-def _takes_single_frames(tokenizer: Any, height: int, width: int) -> bool:
+def _takes_single_frames(tokenizer: TokenGrid, height: int, width: int) -> bool:
     """A causal tokenizer encodes one frame (an image) as one latent frame; a 3D-VQ cannot."""
     try:
         return tokenizer.token_shape(1, height, width)[0] == 1
@@ -203,7 +216,7 @@ class Task:
     min_latent_frames: int = 1
     rule: str | None = None  # a fixed condition rule (image editing: "all"); None: the caller's
 
-    def masks(self, tokenizer: Any, batch: int, frames: int, height: int, width: int, rule: str = "any",
+    def masks(self, tokenizer: TokenGrid, batch: int, frames: int, height: int, width: int, rule: str = "any",
               **options: Any) -> tuple[Tensor, Tensor]:
         """-> pixel_mask (B, 1, T, H, W) bool (True = given), latent_mask (B, t, h, w) bool, on the CPU.
 
@@ -242,7 +255,7 @@ class Task:
         return given.unsqueeze(1).clone(), latent
 
     @torch.no_grad()
-    def condition(self, video: Tensor, tokenizer: Any, rule: str = "any", **options: Any) -> Condition:
+    def condition(self, video: Tensor, tokenizer: TokenGrid, rule: str = "any", **options: Any) -> Condition:
         """video (B, 3, T, H, W) in [-1, 1] (for cg / uncond only its shape matters) -> Condition."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise MagvitError(f"task {self.name} takes video (B, 3, T, H, W), got shape {tuple(video.shape)}")
