@@ -245,3 +245,23 @@ def test_a_tokenizer_not_trained_yet_names_the_command_that_makes_it(tmp_path, m
     assert list(tmp_path.iterdir()) == []
     assert main([command[0], "configs/train/digits_tiny.yaml", *command[1:], "tokenizer=elsewhere/tok/x"]) == 2
     assert "train one with `magvit train-tokenizer CONFIG`" in capsys.readouterr().err
+
+
+def test_a_token_cache_index_is_typed(tmp_path):
+    """index.json reads as a TokenIndex: a wrong type is one line naming the key; an older cache without
+    condition_rule reads with the strict rule it was made with."""
+    from magvit.errors import MagvitError
+    from magvit.training.tokens import read_index
+
+    body = {"format": "magvit-tokens", "version": 1, "grid": [3, 4, 4], "clip": [9, 16, 16], "codebook_size": 64,
+            "tasks": {"fp": {"use_class": False, "refine": True}},
+            "splits": {"train": {"count": 2, "shards": ["train-00000.safetensors"]}}}
+    (tmp_path / "index.json").write_text(json.dumps(body))
+    index = read_index(tmp_path)
+    assert index.grid == (3, 4, 4) and index.condition_rule == "all" and index.num_classes == 0
+    (tmp_path / "index.json").write_text(json.dumps({**body, "grid": "3x4x4"}))
+    with pytest.raises(MagvitError, match="index.json: key 'grid'"):
+        read_index(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({**body, "version": 2}))
+    with pytest.raises(MagvitError, match="not a magvit token cache of version 1"):
+        read_index(tmp_path)

@@ -31,7 +31,7 @@ import bisect
 import json
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from magvit.config import from_dict, to_dict
 from magvit.errors import MagvitError
 from magvit.fileio import read_json
-from magvit.tasks import TASKS, rule_of
+from magvit.tasks import RULE_BEFORE_V2, TASKS, check_rule
 
 FORMAT, VERSION = "magvit-tokens", 1
 
@@ -169,27 +170,26 @@ def _on_the_fly_source(cfg: Any, device: str | torch.device,
 
 
 def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
-    from magvit.config import to_dict
     from magvit.tokenizers import Tokenizer
 
     directory = Path(cfg.tokens)
     index = read_index(directory)
-    if rule_of(index) != cfg.condition_rule:
-        raise MagvitError(f"{directory}: the conditions were extracted with condition_rule={rule_of(index)}, the "
+    if index.condition_rule != cfg.condition_rule:
+        raise MagvitError(f"{directory}: the conditions were extracted with condition_rule={index.condition_rule}, the "
                           f"config sets {cfg.condition_rule}; extract tokens again")
     for task in cfg.tasks:
-        used = index["task_options"].get(task, {})
-        if task in index["tasks"] and used != to_dict(cfg.task_options.get(task, {})):
+        used = dict(index.task_options.get(task, {}))
+        if task in index.tasks and used != to_dict(cfg.task_options.get(task, {})):
             raise MagvitError(f"{directory}: task '{task}' was extracted with options {used}, the config sets "
                               f"{to_dict(cfg.task_options.get(task, {}))}; extract tokens again")
     names = tuple(cfg.tasks)
-    tokenizer_dir = directory / index["tokenizer"]
+    tokenizer_dir = directory / index.tokenizer
     tokenizer = Tokenizer.from_pretrained(tokenizer_dir).eval().requires_grad_(False).to(device)
     return TokenSource(tokenizer=tokenizer, tokenizer_dir=tokenizer_dir, train=TokenCache(directory, "train", names),
                        val=TokenCache(directory, "val", names), tasks={}, task_options=cfg.task_options,
-                       flags={t: index["tasks"][t] for t in names}, grid=tuple(index["grid"]),
-                       clip=tuple(index["clip"]), num_classes=int(index["num_classes"]),
-                       class_names=index.get("class_names"), device=device, rule=cfg.condition_rule)
+                       flags={t: dict(index.tasks[t]) for t in names}, grid=index.grid, clip=index.clip,
+                       num_classes=index.num_classes, class_names=index.class_names, device=device,
+                       rule=cfg.condition_rule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +206,6 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
     `accelerate launch`, the processes share the work (see the module's docstring)."""
     from accelerate import PartialState
 
-    from magvit.config import to_dict
     from magvit.runtime import autocast, compile_tokenizer
 
     target = directory if directory is not None else cfg.tokens
@@ -250,15 +249,14 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
     state.wait_for_everyone()
 
     if state.is_main_process:  # process 0 encoded shard 0 of each split: it has seen every task's flags
-        index = {
-            "format": FORMAT, "version": VERSION, "codebook_size": source.codebook_size, "grid": list(source.grid),
-            "clip": list(source.clip), "num_classes": source.num_classes, "class_names": source.class_names,
-            "tasks": {t: source.flags[t] for t in source.tasks},
-            "task_options": {t: to_dict(o) for t, o in cfg.task_options.items()}, "condition_rule": source.rule,
-            "splits": splits, "dtype": dtype,
-            "data": to_dict(cfg.data), "tokenizer": "tokenizer",
-        }
-        (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        index = TokenIndex(
+            grid=tuple(source.grid), clip=tuple(source.clip), codebook_size=source.codebook_size,
+            num_classes=source.num_classes, class_names=source.class_names,
+            tasks={t: source.flags[t] for t in source.tasks},
+            task_options={t: to_dict(o) for t, o in cfg.task_options.items()}, condition_rule=source.rule,
+            splits=splits, data=to_dict(cfg.data), tokenizer="tokenizer", dtype=dtype,
+        )
+        (tmp / "index.json").write_text(json.dumps(index.to_json(), indent=1) + "\n")
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)
     state.wait_for_everyone()
@@ -310,14 +308,37 @@ def _write_shard(source: TokenSource, part: Dataset, batch_size: int, path: Path
 # Reading
 
 
-def read_index(directory: str | Path) -> dict[str, Any]:
-    """The cache's index.json, checked; one clear line if the folder is not a token cache."""
+@dataclass(frozen=True, kw_only=True)
+class TokenIndex:
+    """index.json of a token cache, typed: what training from the cache needs to know of the tokens."""
+
+    grid: tuple[int, int, int]  # (t, h, w) of one clip's tokens
+    clip: tuple[int, int, int]  # (T, H, W) of the clips they encode
+    codebook_size: int
+    num_classes: int = 0
+    class_names: tuple[str, ...] | None = None
+    tasks: Mapping[str, Mapping[str, bool]]  # task -> {"use_class", "refine"}: its condition's flags
+    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # as extracted
+    condition_rule: str = RULE_BEFORE_V2  # older caches: the strict rule they were made with
+    splits: Mapping[str, Mapping[str, Any]]  # split -> {"count", "shards": [file names]}
+    data: Mapping[str, Any] = field(default_factory=dict)  # the data config the tokens come from
+    tokenizer: str = "tokenizer"  # the tokenizer folder, relative to the cache
+    dtype: str = "fp32"  # the tokenizer's precision when the tokens were extracted
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **to_dict(self)}
+
+
+def read_index(directory: str | Path) -> TokenIndex:
+    """The cache's index.json, checked and typed; one clear line if the folder is not a token cache."""
     path = Path(directory) / "index.json"
     if not path.is_file():
         raise MagvitError(f"{directory}: not a token cache (no index.json); write one with `magvit extract-tokens`")
-    index = read_json(path)
-    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
+    raw = read_json(path)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
         raise MagvitError(f"{path}: not a magvit token cache of version {VERSION}")
+    index = from_dict(TokenIndex, {k: v for k, v in raw.items() if k not in ("format", "version")}, str(path))
+    check_rule(index.condition_rule)
     return index
 
 
@@ -330,17 +351,17 @@ class TokenCache(Dataset):
     def __init__(self, directory: str | Path, split: str = "train", tasks: tuple[str, ...] | None = None):
         self.directory = Path(directory)
         self.index = read_index(directory)
-        if split not in self.index["splits"]:
+        if split not in self.index.splits:
             raise MagvitError(f"{directory}: the token cache has no '{split}' split "
-                              f"(it has {', '.join(self.index['splits'])})")
-        missing = [t for t in tasks or () if t not in self.index["tasks"]]
+                              f"(it has {', '.join(self.index.splits)})")
+        missing = [t for t in tasks or () if t not in self.index.tasks]
         if missing:
             raise MagvitError(f"{directory}: the token cache has no conditions for task(s) {', '.join(missing)} "
-                              f"(it has {', '.join(self.index['tasks'])}); extract tokens again with them")
-        keep = tasks if tasks is not None else tuple(self.index["tasks"])
+                              f"(it has {', '.join(self.index.tasks)}); extract tokens again with them")
+        keep = tasks if tasks is not None else tuple(self.index.tasks)
         wanted = {"tokens", "label", *(f"cond.{t}" for t in keep), *(f"mask.{t}" for t in keep)}
         self.shards: list[dict[str, Tensor]] = []
-        for name in self.index["splits"][split]["shards"]:
+        for name in self.index.splits[split]["shards"]:
             try:
                 shard = load_file(str(self.directory / name))
             except (SafetensorError, OSError) as e:
@@ -349,7 +370,7 @@ class TokenCache(Dataset):
         self.starts = [0]
         for shard in self.shards:
             self.starts.append(self.starts[-1] + len(shard["tokens"]))
-        self.num_classes = int(self.index.get("num_classes", 0))
+        self.num_classes = self.index.num_classes
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -369,4 +390,4 @@ class TokenCache(Dataset):
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        return tuple(self.index["grid"])
+        return self.index.grid
