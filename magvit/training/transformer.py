@@ -256,7 +256,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     def validate(step: int) -> dict[str, float]:
         metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
         if cfg.preview.num > 0 and source.tokenizer is not None:
-            shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed)
+            shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed,
+                                 model_info(cfg, source, step, ema is not None))
             write_video(run_dir / "samples" / f"step-{step:08d}.gif", shown, fps=cfg.fps)
             log_preview(accelerator, "val/samples", shown, step, cfg.fps)
         return metrics
@@ -336,25 +337,28 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
 
 
 @torch.no_grad()
-def preview_clip(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, seed: int) -> torch.Tensor:
+def preview_clip(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, seed: int,
+                 info: ModelInfo) -> torch.Tensor:
     """A grid clip (3, T, H', W'): for each task a row of held-out clips (as the tokenizer reconstructs
-    them) over a row of samples decoded from their condition."""
-    from magvit.decode import DecodeConfig, decode
+    them) over a row of samples decoded from their condition, through the pipeline's decode path (the
+    raw decode: the preview shows what the model makes of every pixel)."""
+    from magvit.decode import DecodeConfig
     from magvit.media import make_grid
+    from magvit.pipeline import MagvitPipeline
 
     was_training = model.training
-    model.eval()
+    pipe = MagvitPipeline(model, source.tokenizer, info)  # puts the model in eval mode
     batch = next(iter(held_out_batches(source, 1, preview.num)))
     rows = []
     for t, task in enumerate(tasks):
         tokens, labels, cond = source.batch(batch, task)
         classes = labels.clamp(min=0) if cond.use_class and model.config.num_classes > 0 else None
-        gen = step_generator(seed, 1 << 22, t, device=tokens.device)
         # no CUDA graph: a preview runs once per save, and a captured graph would keep its memory pool
-        cfg = DecodeConfig(steps=preview.steps, guidance=preview.guidance if classes is not None else 0.0,
-                           cuda_graph=False)
-        ids = decode(model, cond, task, classes, tuple(tokens.shape[1:]), len(tokens), cfg, gen)
-        rows += [source.tokenizer.decode(tokens), source.tokenizer.decode(ids)]
+        cfg = DecodeConfig(steps=preview.steps, guidance=preview.guidance, paste_back=False, cuda_graph=False)
+        task_seed = step_generator(seed, 1 << 22, t).initial_seed()  # one stream per task, as every save
+        made, _ = pipe.decode_batches(task, cfg, task_seed, len(tokens), len(tokens), classes=classes,
+                                      condition=lambda *_, cond=cond: cond)
+        rows += [source.tokenizer.decode(tokens).float().clamp(-1, 1).cpu(), made]
     model.train(was_training)
-    videos = torch.cat(rows).float().clamp(-1, 1).cpu()  # (2 * tasks * n, 3, T, H, W)
+    videos = torch.cat(rows)  # (2 * tasks * n, 3, T, H, W)
     return make_grid(videos, nrow=len(tokens))
