@@ -139,7 +139,14 @@ def test_predict_on_an_uploaded_clip_matches_the_command_line(page, tmp_path, mo
     upload(page, clip)
     page.get_by_role("tab", name="predict").click()
     page.locator("#predict-advanced").get_by_text("Advanced").click()
-    page.locator("#predict-seed input").fill("5")
+    seed = page.locator("#predict-seed input")
+    for _ in range(10):  # the upload's own events may still re-render the options: set it until it stays
+        seed.fill("5")
+        seed.press("Tab")
+        page.wait_for_timeout(300)
+        if seed.input_value() == "5":
+            break
+    assert seed.input_value() == "5"
     line = run(page, "predict")
     assert line.startswith("predict (fp): 4 sample(s); read frames 0-8 of "), line
     page.screenshot(path=tmp_path / "demo.png", full_page=True)
