@@ -127,10 +127,8 @@ def _read_file(path: str | Path, size: tuple[int, int], max_frames: int | None, 
             raise MagvitError(f"{path}: an image has one frame; start frame {start} is past it")
         frames, read = torch.from_numpy(_read_image(path, "RGB"))[None], [0]  # (1, H, W, 3)
     else:
-        try:
-            video, _, read = read_video(path, max_frames=max_frames, start=start, stride=stride)
-        except MagvitError as e:  # named as the user gave it (bundled:carphone, not the package's file)
-            raise MagvitError(str(e).replace(str(path), given, 1)) from None
+        # named as the user gave it (bundled:carphone, not the package's file)
+        video, _, read = read_video(path, max_frames=max_frames, start=start, stride=stride, name=given)
         frames = torch.from_numpy(to_uint8(video))  # (T, H, W, 3)
     return _frame(frames, size[0], crop_from)[None], tuple(read)
 

@@ -391,25 +391,26 @@ def open_video(path: str | Path, reader: str | None = None) -> VideoReader:
     return PyAVReader(path)
 
 
-def read_video(path: str | Path, max_frames: int | None = None, start: int = 0,
-               stride: int = 1) -> tuple[torch.Tensor, float, list[int]]:
+def read_video(path: str | Path, max_frames: int | None = None, start: int = 0, stride: int = 1,
+               name: str | None = None) -> tuple[torch.Tensor, float, list[int]]:
     """Read a video (a file or a folder of frames) -> ((3, T, H, W) float in [-1, 1], fps, the frame
     indices read): frames start, start + stride, ... to the end, at most `max_frames` of them. One
-    clear error if unreadable or if `start` lies past the end."""
+    clear error if unreadable or if `start` lies past the end, naming the video `name` (default: its path)."""
     path = Path(path)
+    name = name or str(path)
     if not path.exists():
-        raise MagvitError(f"{path}: video file not found")
+        raise MagvitError(f"{name}: video file not found")
     if start < 0 or stride < 1:
-        raise MagvitError(f"{path}: the start frame must be >= 0 and the stride >= 1, got {start} and {stride}")
+        raise MagvitError(f"{name}: the start frame must be >= 0 and the stride >= 1, got {start} and {stride}")
     try:
         reader = open_video(path)
         if len(reader) == 0:
-            raise MagvitError(f"{path}: the video has no frames")
+            raise MagvitError(f"{name}: the video has no frames")
         if start >= len(reader):
-            raise MagvitError(f"{path}: start frame {start} is past the end (the video has {len(reader)} frames)")
+            raise MagvitError(f"{name}: start frame {start} is past the end (the video has {len(reader)} frames)")
         indices = list(range(start, len(reader), stride))[:max_frames]
         frames = reader.get_batch(indices)
         fps = reader.fps
     except VideoReadError as e:
-        raise MagvitError(f"{path}: cannot decode video ({e})") from None
+        raise MagvitError(f"{name}: cannot decode video ({e})") from None
     return from_uint8(frames), fps, indices

