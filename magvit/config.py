@@ -36,6 +36,16 @@ T = TypeVar("T")
 CONFIG_KINDS: Registry[Any] = Registry("config kind")
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (),
+           metavar: str | None = None, names: str | None = None, cli: bool = True) -> Any:
+    """A config field that is also a command-line flag (magvit.cli.flags): its help, shown with the
+    default; `flags` names the flag (default `--the-field-name`) and its aliases; `names` the registry
+    (or mapping) whose names the help lists, as "module:attribute", read when the flag is built;
+    `cli=False` keeps a field YAML-only. Declared once: the YAML key, the flag, its help, its default."""
+    metadata = {"help": help, "flags": flags, "metavar": metavar, "names": names, "cli": cli}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def registry_field(registry: Registry, default: Any = dataclasses.MISSING) -> Any:
     """A dataclass field whose value is the config of one entry of `registry`, picked by `name`."""
     if default is dataclasses.MISSING:
@@ -290,6 +300,19 @@ def load_as(cls: type[T], path: str | Path, overrides: Sequence[str] | Mapping[s
 
 # ---------------------------------------------------------------------------------------------
 # Back to plain data
+
+
+def resolve(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+            flags: Mapping[str, Any] | None = None) -> T:
+    """A config from a YAML (optional: else the dataclass's defaults) < `key=value` overrides (parsed,
+    dotted) < command-line flags (dotted keys; None = not given), validated as `load_as` does."""
+    expected = next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
+    raw = read_yaml(path) if path is not None else {"kind": expected}
+    source = str(path) if path is not None else "command line"
+    if raw.get("kind", expected) != expected:
+        raise ConfigError(f"{source}: key 'kind': this command takes a '{expected}' config, got '{raw.get('kind')}'")
+    given = {**(overrides or {}), **{k: v for k, v in (flags or {}).items() if v is not None}}
+    return from_dict(cls, apply_overrides({**raw, "kind": expected}, given, source), source, overrides=list(given))
 
 
 def to_dict(cfg: Any) -> Any:

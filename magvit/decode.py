@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from magvit.config import option
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES, mask_ratio
 from magvit.tasks import TASKS, Condition, prefix_tokens
@@ -54,17 +55,21 @@ GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")  # how the guidance weight
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    steps: int = 12
-    schedule: str = "cosine"  # a MASK_SCHEDULES name
-    temperature: float = 1.0  # sampling temperature; 0 = greedy
-    choice_temperature: float = 4.5  # tau of the Gumbel noise on the confidences
-    top_k: int | None = None
-    top_p: float | None = None
-    guidance: float = 0.0  # classifier-free guidance weight w (0: none)
-    guidance_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    paste_back: bool = True  # generate_video: keep the given condition pixels (False: the raw decode)
-    compile: bool = False  # torch.compile the step (one warning and eager where compiling fails)
-    cuda_graph: bool | None = None  # replay the step as a CUDA graph; None: on CUDA yes, elsewhere no
+    steps: int = option(12, "decoding steps")
+    schedule: str = option("cosine", "mask schedule", names="magvit.schedules:MASK_SCHEDULES")
+    temperature: float = option(1.0, "sampling temperature; 0 = the most likely tokens")
+    choice_temperature: float = option(4.5, "Gumbel noise on the confidences (tau)")
+    top_k: int | None = option(None, "keep the k most likely codes per token (default: all)")
+    top_p: float | None = option(None, "keep the codes within probability mass p per token (default: all)")
+    guidance: float = option(0.0, "classifier-free guidance weight w (0: none; a task without classes: 0)",
+                             flags=("--guidance", "--cfg"))
+    guidance_schedule: Literal["constant", "linear", "cosine"] = option(
+        "constant", "ramp of the guidance weight over the steps")
+    paste_back: bool = option(True, "keep the pixels you gave (the given frames, the kept region) in the result; "
+                              "--no-paste-back shows the raw decode")
+    compile: bool = option(False, "torch.compile the step (one warning and eager where compiling fails)", cli=False)
+    cuda_graph: bool | None = option(None, "replay each decode step as a CUDA graph (default: on CUDA when the "
+                                     "shapes allow)")
 
 
 def check_decode_config(cfg: DecodeConfig) -> None:

@@ -1,11 +1,16 @@
-"""Config kinds: the one table from a config file's `kind:` to the frozen dataclass it loads into.
+"""Config kinds: the one table from a config file's `kind:` to the frozen dataclass it loads into and
+the commands that run it (each also runs from such a YAML and writes its resolved settings).
 
-    data               DataConfig              a dataset (`magvit data preview`)
+    data               DataConfig              `magvit data preview`, `magvit data shard`
     train_tokenizer    TokenizerTrainConfig    `magvit train-tokenizer`
     train_transformer  TransformerTrainConfig  `magvit train`, `magvit extract-tokens`
-    sample             SampleConfig            `magvit generate | predict | ...`
+    sample             SampleConfig            `magvit generate | predict | interpolate | inpaint | outpaint | edit`
     quickstart         QuickstartConfig        `magvit quickstart`, `magvit run`
     study              StudyConfig             `magvit reproduce`
+    bench_tokenizers   BenchTokenizersConfig   `magvit bench tokenizers`
+    bench_decode       BenchDecodeConfig       `magvit bench decode`
+    bench_train        BenchTrainConfig        `magvit bench train`
+    bench_quality      BenchQualityConfig      `magvit bench quality`
 
 This module sits above every module that defines a kind (it imports them all) and below the CLI:
 `load_config` here reads a YAML of any kind; a caller that knows its kind loads with
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from magvit.bench.configs import BenchDecodeConfig, BenchQualityConfig, BenchTokenizersConfig, BenchTrainConfig
 from magvit.config import CONFIG_KINDS, ConfigError, load_as, read_yaml
 from magvit.data import DataConfig
 from magvit.quickstart import QuickstartConfig
@@ -26,15 +32,22 @@ from magvit.sampling import SampleConfig
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
 
-KINDS: tuple[tuple[str, type, str], ...] = (
-    ("data", DataConfig, "a dataset"),
-    ("train_tokenizer", TokenizerTrainConfig, "train a tokenizer"),
-    ("train_transformer", TransformerTrainConfig, "train a masked transformer"),
-    ("sample", SampleConfig, "sampling settings"),
-    ("quickstart", QuickstartConfig, "train a tokenizer and a transformer, then sample"),
-    ("study", StudyConfig, "a paper's ablation: arms x seeds"),
+SAMPLING = ("generate", "predict", "interpolate", "inpaint", "outpaint", "edit")
+
+# kind -> (its config dataclass, what it is, the commands that run it)
+KINDS: tuple[tuple[str, type, str, tuple[str, ...]], ...] = (
+    ("data", DataConfig, "a dataset", ("data preview", "data shard")),
+    ("train_tokenizer", TokenizerTrainConfig, "train a tokenizer", ("train-tokenizer",)),
+    ("train_transformer", TransformerTrainConfig, "train a masked transformer", ("train", "extract-tokens")),
+    ("sample", SampleConfig, "sampling settings", SAMPLING),
+    ("quickstart", QuickstartConfig, "train a tokenizer and a transformer, then sample", ("quickstart", "run")),
+    ("study", StudyConfig, "a paper's ablation: arms x seeds", ("reproduce",)),
+    ("bench_tokenizers", BenchTokenizersConfig, "tokenizers side by side", ("bench tokenizers",)),
+    ("bench_decode", BenchDecodeConfig, "MaskGIT decoding against autoregressive", ("bench decode",)),
+    ("bench_train", BenchTrainConfig, "training throughput and memory", ("bench train",)),
+    ("bench_quality", BenchQualityConfig, "generation quality on moving digits", ("bench quality",)),
 )
-for _name, _cls, _help in KINDS:
+for _name, _cls, _help, _commands in KINDS:
     CONFIG_KINDS.register(_name, _cls, help=_help)(_cls)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from magvit.config import apply_overrides, find_config, from_dict, read_yaml, save_config
+from magvit.config import apply_overrides, find_config, from_dict, option, read_yaml, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, ensure_folder
@@ -41,26 +41,37 @@ class SampleConfig:
     """`kind: sample`: everything that decides a sampling result."""
 
     kind: str = "sample"
-    checkpoint: str  # a model folder, a run folder, a shipped name (digits-video) or a Hub id (owner/name)
-    task: str | None = None  # default: the command's first task the model was trained on
-    prompt: str | None = None  # the task prompt the model runs with (default: the task's, see pipeline.PROMPTS)
-    classes: tuple[int, ...] = ()  # class of each sample, cycled; default 0, 1, 2, ... (class tasks)
-    num: int | None = None  # samples per input; default one per class given, else 1 (as pipe.generate(...))
-    batch_size: int = 16
+    checkpoint: str = option(help="a model folder (<run_dir>/model), a run folder, a shipped name (digits-video, "
+                             "real-clips) or a Hugging Face Hub id owner/name")
+    task: str | None = option(None, "the task to run (default: the command's first task the model was trained on "
+                              "that fits the inputs)")
+    prompt: str | None = option(None, "the task prompt the model runs with (default: the task's own, see "
+                                "pipeline.PROMPTS), a trained task among", names="magvit.tasks:TASKS")
+    classes: tuple[int, ...] = option((), "class of each sample, cycled (default 0, 1, 2, ...)", cli=False)
+    num: int | None = option(None, "samples per input (default: one per class given, else 1)")
+    batch_size: int = option(16, "samples per decode call")
     decode: DecodeConfig = DecodeConfig()
-    seed: int = 0
-    input: str | None = None  # the video or image a conditional task starts from (or bundled:bikes, ...)
-    start: int = 0  # the input's first frame read
-    stride: int | None = None  # frames read `stride` apart (default: the stride the model was trained at)
-    cond_frames: int | None = None  # predict: frames given (default: as trained)
-    condition_rule: Literal["any", "all"] | None = None  # magvit.tasks; default: the rule the model was trained with
-    box: tuple[int, int, int, int] | None = None  # top, left, height, width in the model's pixels
-    mask: str | None = None  # a PNG, white = the region to generate (resized and cropped like the input)
-    out: str = "samples"  # a folder, or one file (.mp4 / .gif / .avi / .webm / .mkv / .png / .jpg)
-    fps: float | None = None  # default: the model's
-    device: str = "auto"  # auto: cuda if available, else cpu (as MagvitPipeline.from_pretrained)
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast precision of the forward passes (magvit.runtime)
-    compile: bool = False  # torch.compile the tokenizer and the decode step (sets decode.compile)
+    seed: int = option(0, "random seed")
+    input: str | None = option(None, "the video or image a conditional task starts from (or bundled:bikes, ...)",
+                               cli=False)
+    start: int = option(0, "the input's first frame read", metavar="FRAME")
+    stride: int | None = option(None, "read every STRIDE-th frame (default: the stride the model was trained at)")
+    cond_frames: int | None = option(None, "frames given (default: as trained)", metavar="K")
+    condition_rule: Literal["any", "all"] | None = option(None, "which token positions count as condition "
+                                                          "(magvit.tasks; default: the rule the model was trained "
+                                                          "with)", cli=False)
+    box: tuple[int, int, int, int] | None = option(None, "region top,left,height,width in pixels of the model's "
+                                                   "frame", metavar="T,L,H,W")
+    mask: str | None = option(None, "mask image, white = the region to generate (resized and cropped like the "
+                              "input)", metavar="PNG")
+    out: str = option("samples", "output folder, or one .mp4 / .gif / .avi / .webm / .mkv / .png / .jpg file")
+    fps: float | None = option(None, "frames per second of the MP4/GIF (default: the model's)")
+    device: str = option("auto", "auto (cuda if available, else cpu, as MagvitPipeline.from_pretrained), cpu, "
+                         "cuda or cuda:N")
+    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "autocast precision of the forward passes "
+                                                    "(magvit.runtime)")
+    compile: bool = option(False, "torch.compile the tokenizer and the decode step (eager, with one warning, "
+                           "where compiling fails; sets decode.compile)")
 
 
 def sample_settings(command: str, config: str | None = None, overrides: Mapping[str, Any] | None = None,

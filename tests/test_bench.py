@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch import nn
 
@@ -216,6 +217,24 @@ def test_bench_decode_one_row_per_method(tmp_path):
         assert row["latency_tflops"] == pytest.approx(row["gflop_per_sample"] / row["seconds_first"] / 1e3)
         assert row["throughput_tflops"] == pytest.approx(3 * row["gflop_per_sample"] / row["seconds_last"] / 1e3)
     assert masked["speedup_latency"] == pytest.approx(ar["latency_ms"] / masked["latency_ms"])
+
+
+def test_bench_decode_runs_from_the_settings_it_wrote(tmp_path):
+    """Flags and YAML are one config (kind: bench_decode): the settings written next to the table
+    re-make it, and a key=value override or a flag still wins over the file."""
+    first = tmp_path / "first"
+    argv = ["bench", "decode", "--grid", "1,4,4", "--steps", "2", "--batch", "1", "2", "--codebook-size", "64",
+            "--fast-paths", "--out", str(first), *FAST]
+    assert main(argv) == 0
+    settings = first / "decode.settings.yaml"
+    saved = yaml.safe_load(settings.read_text())
+    assert saved["kind"] == "bench_decode" and saved["grid"] == [1, 4, 4] and saved["fast_paths"] == []
+    again = tmp_path / "again"
+    assert main(["bench", "decode", str(settings), "--out", str(again), "steps=3"]) == 0
+    redone = yaml.safe_load((again / "decode.settings.yaml").read_text())
+    assert redone == {**saved, "out": str(again), "steps": 3}
+    assert _table(again, "decode")["rows"][0]["forwards"] == 3
+    assert main(["bench", "decode", str(settings), "--out", str(again)]) == 2  # its tables exist: --overwrite
 
 
 def test_bench_decode_rejects_a_bad_grid(capsys):

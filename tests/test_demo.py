@@ -24,6 +24,8 @@ import torch
 from magvit.cli import main
 from magvit.release import ModelInfo, write_model_folder
 
+pytestmark = pytest.mark.slow  # a server and a browser per test
+
 if importlib.util.find_spec("gradio") is None:  # found, not imported: most tests here run without it
     pytest.skip('the demo extra: pip install -e ".[demo]"', allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright: pip install -e \".[dev]\"")
@@ -208,6 +210,8 @@ def test_the_progress_bar_follows_the_decode_steps(page):
     page.get_by_label("model").first.click()
     page.get_by_role("option", name="real-clips").click()
     page.wait_for_function("document.body.innerText.includes('trained on tasks uncond')")
+    # the new model's example sets the start frame after the switch (a chained event): wait for it
+    playwright.expect(page.get_by_label("start frame")).to_have_value("96")
     assert run(page, "predict").startswith("predict (fp): 4 sample(s); read frames 96-104 of bundled:carphone")
     assert len(page.evaluate("[...window.seen]")) > 1, page.evaluate("[...window.seen]")
 

@@ -50,6 +50,7 @@ def test_the_wheel_carries_the_shipped_configs_and_checkpoints(wheel):
     assert {f"magvit/_shipped/{n}" for n in shipped} <= names
 
 
+@pytest.mark.slow
 def test_a_fresh_venv_runs_the_installed_package_from_another_folder(wheel, tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)

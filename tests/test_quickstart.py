@@ -55,6 +55,7 @@ def monkeypatch_module():
         yield mp
 
 
+@pytest.mark.slow
 def test_reduced_quickstart_writes_everything_and_beats_baselines(reduced_run):
     out, summary = reduced_run
     for name in ("samples_by_class.gif", "fp.gif", "fi.gif", "inpaint.gif", "summary.json", "config.yaml"):
@@ -70,6 +71,7 @@ def test_reduced_quickstart_writes_everything_and_beats_baselines(reduced_run):
     assert 0 <= summary["class_accuracy"] <= 1
 
 
+@pytest.mark.slow
 def test_real_video_recipe_scores_every_task_against_its_baseline(tmp_path):
     """configs/real_video.yaml, reduced: no classifier for real clips, so every conditional task is
     scored on the pixels it generates against its own padding (copy-last for fp, the linear blend for

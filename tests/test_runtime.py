@@ -226,7 +226,9 @@ def test_sampling_flags_reach_the_settings(tmp_path):
 
 
 def test_training_and_quickstart_flags_set_the_config_keys():
-    from magvit.cli import _quickstart_overrides, _training_overrides, build_parser
+    from magvit.cli import build_parser
+    from magvit.cli.recipes import quickstart_overrides as _quickstart_overrides
+    from magvit.cli.train import training_overrides as _training_overrides
     from magvit.config import parse_overrides
     from magvit.quickstart import quickstart_config
 

@@ -285,6 +285,7 @@ OVERFIT = {  # name: (frames, optimizer steps); each reaches 24 dB in about 70% 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OVERFIT)
 def test_each_tiny_tokenizer_overfits_moving_digits(name):
     frames, steps = OVERFIT[name]

@@ -1,9 +1,9 @@
 """DataLoader construction: the same seed gives the same batches, whatever the worker count.
 
-The order of samples comes from `EpochSampler`, a permutation seeded by (seed, epoch); each
-sample's own randomness comes from the dataset (see `magvit.data.base`). Workers additionally
-seed Python's and NumPy's global RNGs from torch's per-worker seed, for third-party code that
-uses them.
+The order of samples comes from `EpochSampler`, a permutation seeded by (seed, epoch) (a stream of
+shards orders itself from them too: magvit.data.shards); each sample's own randomness comes from the
+dataset (see `magvit.data.base`). Workers additionally seed Python's and NumPy's global RNGs from
+torch's per-worker seed, for third-party code that uses them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 
 class EpochSampler(Sampler[int]):
@@ -46,7 +46,17 @@ def build_dataloader(
     dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, num_workers: int = 0,
     drop_last: bool = True,
 ) -> DataLoader:
-    """A DataLoader whose batches depend only on `seed` and the epoch (`set_epoch(loader, e)`)."""
+    """A DataLoader whose batches depend only on `seed` and the epoch (`set_epoch(loader, e)`).
+
+    An IterableDataset (the `shards` stream, magvit.data.shards) orders itself: it gets the batch size,
+    shuffle, seed and drop_last (`for_loader`) and the loader has no sampler."""
+    if isinstance(dataset, IterableDataset):
+        if not hasattr(dataset, "for_loader"):
+            raise TypeError(f"{type(dataset).__name__}: an IterableDataset needs for_loader (see magvit.data.shards)")
+        return DataLoader(
+            dataset.for_loader(batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last), batch_size=batch_size,
+            num_workers=num_workers, drop_last=drop_last, worker_init_fn=seed_worker, persistent_workers=False,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -214,20 +214,38 @@ def find_epoch_sampler(loader):
 def infinite_batches(loader, start_epoch: int, skip: int):
     """Yield (epoch, index_in_epoch, batch) forever; starts at `skip` batches into `start_epoch`.
 
-    Skipping works on indices (the sampler's permutation is a function of seed and epoch), so
-    resuming never loads the skipped data.
+    Skipping works on indices (the sampler's permutation, or a shard stream's order, is a function of
+    seed and epoch), so resuming never loads the skipped data.
     """
     from accelerate import skip_first_batches
 
-    sampler, epoch = find_epoch_sampler(loader), start_epoch
+    stream = getattr(loader.dataset, "per_process", False)  # magvit.data.shards: it skips by itself
+    sampler, epoch = None if stream else find_epoch_sampler(loader), start_epoch
     while True:
-        sampler.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
-        source = skip_first_batches(loader, skip) if skip else loader
+        if stream:
+            loader.dataset.set_start(skip)
+        source = skip_first_batches(loader, skip) if skip and not stream else loader
+        if hasattr(source, "set_epoch"):  # accelerate's loader sets its own pass count as the epoch on each pass
+            source.set_epoch(epoch)
         for i, batch in enumerate(source, start=skip):
             yield epoch, i, batch
         epoch, skip = epoch + 1, 0
+
+
+def prepare_loader(accelerator, loader):
+    """The training loader as this process iterates it: accelerate splits a map-style loader's batches
+    between the processes; a stream that already reads only this process's shards (`per_process`: the
+    `shards` dataset) just gets its batches moved to the device."""
+    if not getattr(loader.dataset, "per_process", False):
+        return accelerator.prepare(loader)
+    from accelerate.data_loader import prepare_data_loader
+
+    return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True,
+                               dispatch_batches=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from magvit.training.common import (
     log_preview,
     make_accelerator,
     make_ema,
+    prepare_loader,
     start_trackers,
 )
 from magvit.training.loop import TrainingLoop, restore
@@ -127,7 +128,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
     start = restore(run_dir, previous, modules, optimizers, accelerator, quiet)
 
-    tokenizer, opt_g, loader = accelerator.prepare(tokenizer, opt_g, loader)
+    tokenizer, opt_g = accelerator.prepare(tokenizer, opt_g)
+    loader = prepare_loader(accelerator, loader)
     if disc is not None:
         disc, opt_d = accelerator.prepare(disc, opt_d)
     if perceptual is not None:

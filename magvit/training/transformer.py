@@ -39,6 +39,7 @@ from magvit.training.common import (
     log_preview,
     make_accelerator,
     make_ema,
+    prepare_loader,
     start_trackers,
     step_generator,
 )
@@ -211,7 +212,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     modules = {"transformer": model, **({"ema": ema} if ema else {})}
     start = restore(run_dir, previous, modules, {"opt": optimizer}, accelerator, quiet)
 
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    loader = prepare_loader(accelerator, loader)
     if ema is not None:
         ema.to(device)
     raw = accelerator.unwrap_model(model)

@@ -1,0 +1,138 @@
+"""`magvit bench tokenizers | decode | train | quality`: each from its config kind (magvit.bench.configs)
+or flags made from that config's fields; the resolved settings land next to the tables."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from magvit.cli.base import arguments, command
+from magvit.cli.flags import add_config_flags, config_arg, given, overrides_arg, overwrite_arg, require, split_config
+from magvit.errors import MagvitError
+
+
+def _bench_args(kind: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        from magvit.kinds import CONFIG_KINDS
+
+        config_arg(p, kind, "its keys are the flags' names")
+        # --grid is read as T,H,W text and parsed when the command runs (a bad one: one line, exit 2)
+        p.set_defaults(dests=add_config_flags(p, CONFIG_KINDS[kind].config, types_={"grid": str}))
+        overwrite_arg(p)
+        overrides_arg(p)
+
+    return add
+
+
+def _settings(args: argparse.Namespace, kind: str) -> Any:
+    """The benchmark's config: its YAML < key=value < flags."""
+    from magvit.config import parse_overrides, resolve
+    from magvit.kinds import CONFIG_KINDS
+
+    cls = CONFIG_KINDS[kind].config
+    from magvit.bench.decode import parse_grid
+
+    config, overrides = split_config(args.config, args.overrides)
+    parsed, flags = parse_overrides(overrides), given(args, args.dests)
+    if "grid" in flags:
+        flags["grid"] = parse_grid(flags["grid"])
+    require(cls, config, parsed, flags)
+    return resolve(cls, config, parsed, flags)
+
+
+def _setup(cfg: Any, tables: tuple[str, ...], overwrite: bool) -> None:
+    """Before a benchmark runs: its thread count, and an --out folder it can write into where none of
+    its `tables` (<name>.json / .csv / .md / .png / .settings.yaml) exists yet, unless --overwrite; the
+    resolved settings are written there first (`magvit bench NAME <that file>` re-makes the table)."""
+    from pathlib import Path
+
+    import torch
+
+    from magvit.config import to_yaml
+    from magvit.fileio import atomic_write_text, check_outputs, ensure_folder
+
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise MagvitError(f"--threads must be at least 1, got {cfg.threads}")
+        torch.set_num_threads(cfg.threads)
+    if cfg.out is None:
+        return
+    out = Path(cfg.out)
+    exts = ("json", "csv", "md", "png")
+    check_outputs([out / f"{name}.{ext}" for name in tables for ext in exts] + [out / f"{tables[0]}.settings.yaml"],
+                  overwrite=overwrite)
+    ensure_folder(out)
+    atomic_write_text(out / f"{tables[0]}.settings.yaml", to_yaml(cfg))
+
+
+def _write(tables: list, out: str | None) -> None:
+    from magvit.bench import write_table
+
+    for table in tables:
+        write_table(table, out)
+
+
+@command("tokenizers", "compare tokenizers on the same clips: quality, compression, speed, memory", group="bench")
+@arguments(_bench_args("bench_tokenizers"))
+def bench_tokenizers(args: argparse.Namespace) -> None:
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.tokenizers import bench_tokenizers
+
+    cfg = _settings(args, "bench_tokenizers")
+    _setup(cfg, ("tokenizers",), args.overwrite)
+    _write([bench_tokenizers(
+        list(cfg.tokenizers), cfg.data, frames=cfg.frames, size=cfg.size, device=resolve_device(cfg.device),
+        dtype=cfg.dtype, batch_size=cfg.batch_size, num_clips=cfg.num_clips, i3d=cfg.i3d,
+        inception=cfg.inception, warmup=cfg.warmup, repeats=cfg.repeats, compile=cfg.compile,
+        layout=cfg.channels_last,
+    )], cfg.out)
+
+
+@command("decode", "MaskGIT decoding latency and throughput (eager, compiled, CUDA graph) against an "
+         "autoregressive KV-cache baseline", group="bench")
+@arguments(_bench_args("bench_decode"))
+def bench_decode(args: argparse.Namespace) -> None:
+    from magvit.bench.decode import bench_decode
+    from magvit.bench.measure import resolve_device
+
+    cfg = _settings(args, "bench_decode")
+    _setup(cfg, ("decode",), args.overwrite)
+    _write([bench_decode(
+        cfg.preset, cfg.grid, steps=cfg.steps, batches=cfg.batch, device=resolve_device(cfg.device),
+        dtype=cfg.dtype, codebook_size=cfg.codebook_size, schedule=cfg.schedule, warmup=cfg.warmup,
+        repeats=cfg.repeats, fast_paths=cfg.fast_paths,
+    )], cfg.out)
+
+
+@command("train", "training throughput, peak memory and MFU of tokenizer and transformer presets", group="bench")
+@arguments(_bench_args("bench_train"))
+def bench_train(args: argparse.Namespace) -> None:
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.train import bench_train
+
+    cfg = _settings(args, "bench_train")
+    _setup(cfg, ("train",), args.overwrite)
+    _write([bench_train(
+        list(cfg.tokenizers), list(cfg.transformers), batch=cfg.batch, frames=cfg.frames, size=cfg.size,
+        grid=cfg.grid, codebook_size=cfg.codebook_size, device=resolve_device(cfg.device), dtypes=cfg.dtype,
+        compile=cfg.compile, checkpointing=cfg.checkpointing, warmup=cfg.warmup, repeats=cfg.repeats,
+        peak_tflops=cfg.peak_tflops,
+    )], cfg.out)
+
+
+@command("quality", "generation quality on moving digits: class accuracy, Frechet distance, frame prediction, "
+         "schedule x steps sweep", group="bench")
+@arguments(_bench_args("bench_quality"))
+def bench_quality(args: argparse.Namespace) -> None:
+    from magvit.bench.measure import resolve_device
+    from magvit.bench.quality import bench_quality
+
+    cfg = _settings(args, "bench_quality")
+    _setup(cfg, ("quality", "quality_fp_latent_frames", "quality_sweep"), args.overwrite)
+    _write(bench_quality(
+        cfg.checkpoint, cache_dir=cfg.cache_dir, num=cfg.num, steps=cfg.steps, schedule=cfg.schedule,
+        sweep_schedules=cfg.sweep_schedules, sweep_steps=cfg.sweep_steps, device=resolve_device(cfg.device),
+        batch_size=cfg.batch_size, seed=cfg.seed, temperature=cfg.temperature, guidance=cfg.guidance,
+        dtype=cfg.dtype, compile=cfg.compile,
+    ), cfg.out)
