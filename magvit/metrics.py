@@ -1,4 +1,4 @@
-"""Evaluation metrics: PSNR, SSIM, codebook usage and perplexity, the Frechet distance.
+"""Evaluation metrics: PSNR, SSIM, codebook usage and perplexity, the Frechet distance, the Inception score.
 
 Pixel metrics take clips or images in [-1, 1] with the batch first, (B, 3, T, H, W) or
 (B, 3, H, W), and return one value per sample (B,), so callers can average over any number of
@@ -114,3 +114,19 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     trace_sqrt = np.sqrt(np.linalg.eigvalsh((middle + middle.T) / 2).clip(min=0)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def inception_score(probs: Tensor, splits: int = 10) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) from class probabilities (N, classes), averaged over `splits` equal parts
+    (at most N), p(y) each part's mean (Salimans et al. 2016; 10 parts in their code): from 1 (every sample
+    the same distribution) to the number of classes (each confident, the classes used evenly)."""
+    p = probs.detach().double().cpu()
+    if p.ndim != 2 or p.shape[0] < 1:
+        raise MagvitError(f"the Inception score needs (N >= 1, classes) probabilities, got shape {tuple(p.shape)}")
+    p = p / p.sum(1, keepdim=True)
+    logs = p.clamp_min(1e-30).log()
+    scores = []
+    for part, log_part in zip(p.tensor_split(min(splits, len(p))), logs.tensor_split(min(splits, len(p)))):
+        marginal = part.mean(0, keepdim=True).clamp_min(1e-30).log()  # (1, classes) log p(y)
+        scores.append(((part * (log_part - marginal)).sum(1).mean()).exp())
+    return float(torch.stack(scores).mean())

@@ -11,7 +11,8 @@ import yaml
 from magvit.cli import main
 
 ROOT = Path(__file__).parents[1]
-CONFIGS = sorted(ROOT.joinpath("configs").rglob("*.yaml"))
+# magvit's configs (configs/accelerate/ holds accelerate's own launch configs)
+CONFIGS = sorted(p for p in ROOT.joinpath("configs").rglob("*.yaml") if p.parent.name != "accelerate")
 
 
 def _run(*args):

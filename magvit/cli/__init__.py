@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from magvit.cli import bench, data, recipes, sample, train  # noqa: F401  (each registers its commands)
+from magvit.cli import bench, data, evaluate, recipes, sample, train  # noqa: F401  (each registers its commands)
 from magvit.cli.base import COMMANDS, Parser
 from magvit.errors import MagvitError
 

@@ -13,7 +13,8 @@ FVD and FID run only on a local weight file the user passes:
 - `--inception PATH` (frames): a TorchScript module mapping (N, 3, H, W) in [-1, 1] to (N, D) (or
   NVIDIA's `inception-2015-12-05.pt`, which takes uint8 with `return_features=True`), or a
   `.safetensors` state dict of torchvision's `inception_v3` (frames resized to 299x299; feature =
-  the 2048-d pool output).
+  the 2048-d pool output). The same file gives the Inception score's class probabilities
+  (`load_image_probabilities`).
 """
 
 from __future__ import annotations
@@ -216,28 +217,55 @@ def load_video_extractor(path: str | Path, device: torch.device) -> Extractor:
     return lambda clips: module(clips.float()).float().flatten(1)
 
 
+def _inception_v3(path: Path, device: torch.device) -> nn.Module:
+    """torchvision's inception_v3 from a `.safetensors` state dict (its classes from `fc.weight`)."""
+    from torchvision.models import inception_v3
+
+    weights = _read_safetensors(path)
+    classes = weights["fc.weight"].shape[0] if "fc.weight" in weights else 1000
+    net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in weights, init_weights=False,
+                       transform_input=False, num_classes=classes)
+    return _load_into(net, weights, path).to(device)
+
+
+def _resized(frames: Tensor) -> Tensor:
+    """Frames (N, 3, H, W) -> (N, 3, 299, 299), Inception's input size."""
+    return F.interpolate(frames.float(), size=(299, 299), mode="bilinear", align_corners=False)
+
+
+def _uint8(frames: Tensor) -> Tensor:
+    """[-1, 1] -> uint8 pixels, the input of NVIDIA's TorchScript Inception."""
+    return ((frames.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def load_image_extractor(path: str | Path, device: torch.device) -> Extractor:
     """An Inception from `path` (TorchScript or safetensors): frames (N, 3, H, W) in [-1, 1] -> (N, D)."""
     path = Path(path)
     if not path.is_file():
         raise MagvitError(f"--inception {path}: no such file")
     if path.suffix == ".safetensors":
-        from torchvision.models import inception_v3
-
-        weights = _read_safetensors(path)
-        classes = weights["fc.weight"].shape[0] if "fc.weight" in weights else 1000
-        net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in weights, init_weights=False,
-                           transform_input=False, num_classes=classes)
-        net = _load_into(net, weights, path).to(device)
+        net = _inception_v3(path, device)
         net.fc = nn.Identity()  # the 2048-d pool output is the FID feature
-
-        def extract(frames: Tensor) -> Tensor:
-            frames = F.interpolate(frames.float(), size=(299, 299), mode="bilinear", align_corners=False)
-            return net(frames)
-
-        return extract
+        return lambda frames: net(_resized(frames))
     module = _scripted(path, device)
     if "return_features" in _argument_names(module):  # NVIDIA's detector: uint8 pixels
-        to_uint8 = lambda v: ((v.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return lambda frames: module(to_uint8(frames), return_features=True).float()
+        return lambda frames: module(_uint8(frames), return_features=True).float()
     return lambda frames: module(frames.float()).float().flatten(1)
+
+
+def load_image_probabilities(path: str | Path, device: torch.device) -> Extractor:
+    """The Inception of `path` as a classifier, for the Inception score: frames (N, 3, H, W) in [-1, 1] ->
+    class probabilities (N, classes). torchvision's inception_v3 (.safetensors): the softmax of its logits
+    at 299x299; NVIDIA's TorchScript detector: its own probabilities, called with `no_output_bias=True` as
+    the original Inception-score code computes them; any other TorchScript module: the softmax of its
+    output, read as logits."""
+    path = Path(path)
+    if not path.is_file():
+        raise MagvitError(f"--inception {path}: no such file")
+    if path.suffix == ".safetensors":
+        net = _inception_v3(path, device)
+        return lambda frames: net(_resized(frames)).float().softmax(-1)
+    module = _scripted(path, device)
+    if "no_output_bias" in _argument_names(module):
+        return lambda frames: module(_uint8(frames), no_output_bias=True).float()
+    return lambda frames: module(frames.float()).float().flatten(1).softmax(-1)

@@ -95,6 +95,20 @@ def sample(release: MagvitPipeline, task: str, cfg: DecodeConfig, seed: int, bat
     return (videos, made) if ids else videos
 
 
+@torch.no_grad()
+def task_conditions(release: MagvitPipeline, task: str, clips: Tensor, batch_size: int,
+                    **options: Any) -> list[Condition]:
+    """One condition per decode call (`batch_size` clips each) of `task` on `clips` (N, 3, T, H, W), with the
+    options the task was trained with (then `options`: a protocol's cond_frames) and the model's condition
+    rule (the Evaluator, `magvit eval`)."""
+    info, tokenizer = release.info, release.tokenizer
+    device = next(release.model.parameters()).device
+    built = TASKS.build(task)
+    with release.autocast():
+        return [built.condition(b.to(device), tokenizer, info.condition_rule, **{**info.options(task), **options})
+                for b in batches(clips, batch_size)]
+
+
 def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits test clips and labels; `options` (speed, start, ...) as the model was trained
     (see `digits_options`)."""
@@ -180,16 +194,10 @@ class Evaluator:
         """The real clips' feature statistics (mean, covariance): every Frechet distance is taken to them."""
         return feature_statistics(self.classifier.clips(self.real)[1])
 
-    @torch.no_grad()
     def conditions(self, task: str, clips: Tensor | None = None) -> list[Condition]:
         """One condition per decode call (`batch_size` clips each) of `task` on `clips` (default: the real
         clips), with the options and the condition rule the model was trained with."""
-        info, tokenizer = self.release.info, self.release.tokenizer
-        device = next(self.release.model.parameters()).device
-        built = TASKS.build(task)
-        with self.release.autocast():
-            return [built.condition(b.to(device), tokenizer, info.condition_rule, **info.options(task))
-                    for b in batches(self.real if clips is None else clips, self.batch_size)]
+        return task_conditions(self.release, task, self.real if clips is None else clips, self.batch_size)
 
     def predict(self, task: str, cfg: DecodeConfig, clips: Tensor | None = None,
                 classes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,0 +1,55 @@
+"""`magvit eval [CONFIG] [--flags] [key=value]`: a model scored by a paper's evaluation protocol (a `kind:
+eval` config, magvit.evaluation.protocols; one per protocol in configs/eval/), its report beside the
+paper's number."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from magvit.cli.base import arguments, command
+from magvit.cli.flags import add_config_flags, config_arg, given, overrides_arg, overwrite_arg, split_config
+from magvit.errors import MagvitError
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    from magvit.evaluation.protocols import EvalConfig
+
+    config_arg(p, "eval", "configs/eval/ holds one per paper protocol")
+    p.set_defaults(dests=add_config_flags(p, EvalConfig))
+    overwrite_arg(p)
+    overrides_arg(p)
+
+
+def _require(config: str | None, overrides: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+    """Without a YAML: the model, the tasks and the data section must be given (one line each)."""
+    if config is not None:
+        return
+    keys = {*overrides, *flags}
+    for key, how in (("checkpoint", "--checkpoint DIR"), ("tasks", "--tasks TASK"),
+                     ("data", "data.name=NAME data.root=DIR data.split=SPLIT")):
+        if not any(k == key or k.startswith(f"{key}.") for k in keys):
+            raise MagvitError(f"no {key}: pass {how} (or a config file: configs/eval/*.yaml)")
+
+
+def _typed(value: Any) -> str:
+    """A flag's value as the key=value override that sets the same key."""
+    return f"[{', '.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
+
+
+@command("eval", "score a model by a paper's evaluation protocol (FVD, FID, IS, PSNR, SSIM on the paper's dataset): "
+         "report.json and report.md, ours beside the paper's number")
+@arguments(_eval_args)
+def eval_command(args: argparse.Namespace) -> None:
+    from magvit.config import parse_overrides, resolve
+    from magvit.evaluation.protocols import EvalConfig, evaluate, markdown
+
+    config, overrides = split_config(args.config, args.overrides)
+    parsed, flags = parse_overrides(overrides), given(args, args.dests)
+    _require(config, parsed, flags)
+    cfg = resolve(EvalConfig, config, parsed, flags)
+    argv = ["eval", *([config] if config else []), *overrides, *(f"{k}={_typed(v)}" for k, v in flags.items())]
+    report = evaluate(cfg, overwrite=args.overwrite, source=config, argv=argv)
+    print(markdown(report))
+    print(f"wrote {cfg.out}/report.json, report.md and settings.yaml")
