@@ -71,6 +71,33 @@ def parse_grid(text: str) -> tuple[int, int, int]:
     return grid  # type: ignore[return-value]
 
 
+def _time_method(method: tuple, device: torch.device, first: int, last: int, warmup: int,
+                 repeats: int) -> tuple[dict, list[str]]:
+    """One row: a method's latency at batch `first` and throughput at batch `last`, and the eager
+    fallbacks its decode warned about."""
+    name, path, model, run, flops, forwards = method
+    # a compiled step compiles (and a graph is captured) at its first call of each batch size
+    warm = warmup if path == "eager" else max(warmup, 1)
+    fallbacks = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        latency = time_call(run(first), device, warm, repeats)
+        busy = latency if last == first else time_call(run(last), device, warm, repeats)
+    for w in caught:
+        if str(w.message).startswith("decode:"):
+            fallbacks.append(f"{LABELS[path]}: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    row = {
+        "method": name, "path": LABELS[path], "forwards": forwards, "params_m": count_parameters(model) / 1e6,
+        "gflop_per_sample": flops(1) / 1e9, "latency_ms": 1e3 * latency,
+        "latency_tflops": flops(first) / latency / 1e12, "throughput": last / busy,
+        "throughput_tflops": flops(last) / busy / 1e12, "seconds_first": latency, "seconds_last": busy,
+        "batch_latency": first, "batch_throughput": last,
+    }
+    return row, fallbacks
+
+
 def bench_decode(
     preset: str, grid: tuple[int, int, int], steps: int = 12, batches: tuple[int, ...] = (1, 32),
     device: torch.device | str = "cpu", dtype: str = "fp32", codebook_size: int = 1024, schedule: str = "cosine",
@@ -106,35 +133,9 @@ def bench_decode(
                for path in ("eager", *fast_paths)]
     methods.append(("autoregressive (KV cache)", "eager", ar, run_ar, lambda b: b * ar.generate_flops(tokens),
                     tokens))
-    rows, fallbacks = [], []
     with torch.inference_mode(), autocast(device, dtype):
-        for name, path, model, run, flops, forwards in methods:
-            # a compiled step compiles (and a graph is captured) at its first call of each batch size
-            warm = warmup if path == "eager" else max(warmup, 1)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                latency = time_call(run(first), device, warm, repeats)
-                busy = latency if last == first else time_call(run(last), device, warm, repeats)
-            for w in caught:
-                if str(w.message).startswith("decode:"):
-                    fallbacks.append(f"{LABELS[path]}: {w.message}")
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            rows.append({
-                "method": name,
-                "path": LABELS[path],
-                "forwards": forwards,
-                "params_m": count_parameters(model) / 1e6,
-                "gflop_per_sample": flops(1) / 1e9,
-                "latency_ms": 1e3 * latency,
-                "latency_tflops": flops(first) / latency / 1e12,
-                "throughput": last / busy,
-                "throughput_tflops": flops(last) / busy / 1e12,
-                "seconds_first": latency,
-                "seconds_last": busy,
-                "batch_latency": first,
-                "batch_throughput": last,
-            })
+        timed = [_time_method(method, device, first, last, warmup, repeats) for method in methods]
+    rows, fallbacks = [row for row, _ in timed], [text for _, texts in timed for text in texts]
     baseline, eager = rows[-1], rows[0]
     for row in rows:
         row["speedup_latency"] = baseline["latency_ms"] / row["latency_ms"]
