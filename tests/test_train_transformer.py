@@ -265,3 +265,38 @@ def test_a_token_cache_index_is_typed(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({**body, "version": 2}))
     with pytest.raises(MagvitError, match="not a magvit token cache of version 1"):
         read_index(tmp_path)
+
+
+def test_a_fixed_set_is_tokenized_once_and_the_same(tmp_path, tokenizer_dir):
+    """On the fly, a fixed training set (moving digits) carries its sample indices; a sample's tokens and
+    conditions are computed the first time and looked up after, equal to tokenizing the batch again,
+    with the tokenizer not called for samples already seen."""
+    from magvit.data import build_dataloader
+
+    cfg = from_dict(TransformerTrainConfig, _config(tmp_path, tokenizer_dir))
+    source = open_token_source(cfg)
+    batches = list(build_dataloader(source.train, 4, seed=0))
+    assert all("index" in b for b in batches) and len(batches) == 4
+    calls = []
+    encode = source.tokenizer.encode
+    source.tokenizer.encode = lambda video: calls.append(len(video)) or encode(video)
+    for task in ("cg", "fp"):
+        for batch in batches:  # the first epoch: every sample tokenized, in its batch
+            source.batch(batch, task)
+    assert calls  # the first epoch encoded
+    mixed = {k: torch.cat([batches[0][k][:2], batches[1][k][2:]]) for k in batches[0]}  # seen, in another batch
+    for batch in (*batches, mixed):
+        for task in ("cg", "fp"):
+            calls.clear()
+            tokens, labels, cond = source.batch(batch, task)
+            assert not calls  # every sample seen under this task: looked up, not encoded
+            again, cond_again = source._tokenize(batch["video"], task)
+            assert torch.equal(tokens, again) and torch.equal(cond.tokens, cond_again.tokens)
+            assert torch.equal(cond.latent_mask, cond_again.latent_mask) and cond.use_class == cond_again.use_class
+            assert torch.equal(labels, batch["label"])
+    source.memo.clear()
+    source.MEMO_BYTES = 0  # over the budget: nothing kept, every batch tokenized
+    calls.clear()
+    source.batch(batches[0], "cg")
+    source.batch(batches[0], "cg")
+    assert len(calls) == 2 and not source.memo

@@ -71,6 +71,8 @@ class MovingDigitsConfig:
 class MovingDigits(ClipDataset):
     """Real handwritten digits bouncing on a black canvas: (3, frames, size, size), label = class."""
 
+    fixed = True  # sample i is the same in every epoch (see `generator`): its tokens may be computed once
+
     def __init__(
         self, frames: int = 16, size: int = 64, split: str = "train", num_samples: int = 10000,
         num_digits: int = 1, digit_size: int | None = None, speed: tuple[float, float] = (1.0, 3.0),

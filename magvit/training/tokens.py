@@ -82,11 +82,35 @@ def build_tasks(names: Iterable[str]) -> dict[str, Any]:
     return {name: TASKS[name].build() for name in names}
 
 
+class Indexed(Dataset):
+    """A fixed dataset (`fixed = True`: sample i the same in every epoch) whose samples also carry their
+    index, so that tokenizing on the fly computes each sample's tokens once (`TokenSource.memo`)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": index}
+
+    def __getattr__(self, name: str) -> Any:  # classes, num_classes, ... of the dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 class TokenSource:
     """Where training gets its tokens: a frozen tokenizer on the fly, or a token cache.
 
     `batch(loader_batch, task)` -> tokens (B, t, h, w) int64, labels (B,) int64 (-1: none) and the
-    task's condition (`TaskTokens`), on `device`."""
+    task's condition (`TaskTokens`), on `device`. On the fly, a fixed training set's batches carry their
+    sample indices (`Indexed`) and each sample's tokens and conditions are computed once and kept in
+    `memo` (int32 / bool on the CPU, up to MEMO_BYTES): the tokenizer is frozen, so later epochs only
+    look them up (the quickstart's transformer spent a quarter of its step re-encoding the same clips)."""
+
+    MEMO_BYTES = 2 << 30
 
     def __init__(self, *, tokenizer: Any, tokenizer_dir: Path, train: Dataset, val: Dataset, tasks: dict[str, Any],
                  task_options: Mapping[str, Mapping[str, Any]], flags: dict[str, dict[str, bool]],
@@ -100,6 +124,8 @@ class TokenSource:
         self.num_classes, self.class_names = num_classes, class_names
         self.codebook_size = tokenizer.codebook_size
         self.device, self.rule = device, rule  # rule: the condition rule (any | all) of every task
+        self.memo: dict[tuple[str, int], tuple[Tensor, ...]] = {}  # ("clip" | task, sample) -> its tensors
+        self.memo_bytes = 0
 
     @torch.no_grad()
     def batch(self, batch: Mapping[str, Tensor], task: str) -> tuple[Tensor, Tensor, TaskTokens]:
@@ -107,13 +133,40 @@ class TokenSource:
             tokens = batch["tokens"].to(self.device)
             cond = TaskTokens(batch[f"cond.{task}"].to(self.device), batch[f"mask.{task}"].to(self.device),
                               **self.flags[task])
+        elif "index" in batch:  # a fixed set: each sample tokenized once
+            tokens, cond = self._remembered(batch, task)
         else:
-            video = batch["video"].to(self.device)  # (B, 3, T, H, W)
-            tokens = self.tokenizer.encode(video)
-            cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}), self.rule)
-            self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
+            tokens, cond = self._tokenize(batch["video"], task)
         labels = batch["label"] if "label" in batch else torch.full((len(tokens),), -1)
         return tokens, labels.long().to(self.device), cond
+
+
+    def _tokenize(self, video: Tensor, task: str) -> tuple[Tensor, TaskTokens]:
+        video = video.to(self.device)  # (B, 3, T, H, W)
+        tokens = self.tokenizer.encode(video)
+        cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}), self.rule)
+        self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
+        return tokens, cond
+
+    def _remembered(self, batch: Mapping[str, Tensor], task: str) -> tuple[Tensor, TaskTokens]:
+        """`_tokenize` for the samples not seen under `task` yet; the rest from `memo`."""
+        keys = batch["index"].tolist()
+        todo = [i for i, k in enumerate(keys) if (task, k) not in self.memo]
+        if todo:
+            tokens, cond = self._tokenize(batch["video"][todo], task)
+            for row, i in enumerate(todo):
+                kept = (tokens[row].int().cpu(), cond.tokens[row].int().cpu(), cond.latent_mask[row].cpu())
+                size = sum(t.numel() * t.element_size() for t in kept)
+                if self.memo_bytes + size <= self.MEMO_BYTES:
+                    self.memo[(task, keys[i])], self.memo_bytes = kept, self.memo_bytes + size
+            if len(todo) == len(keys):
+                return tokens, cond
+            made = {keys[i]: (tokens[row], cond.tokens[row], cond.latent_mask[row]) for row, i in enumerate(todo)}
+        else:
+            made = {}
+        rows = [made.get(k) or self.memo[(task, k)] for k in keys]
+        tokens, cond_tokens, mask = (torch.stack([r[j] for r in rows]).to(self.device) for j in range(3))
+        return tokens.long(), TaskTokens(cond_tokens.long(), mask.bool(), **self.flags[task])
 
 
 def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSource:
@@ -156,7 +209,7 @@ def build_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
 
 
 def _on_the_fly_source(cfg: Any, device: str | torch.device,
-                       datasets: tuple[Dataset, Dataset] | None = None) -> TokenSource:
+                       datasets: tuple[Dataset, Dataset] | None = None, memo: bool = True) -> TokenSource:
     from magvit.tokenizers import Tokenizer
 
     train, val = datasets if datasets is not None else build_datasets(cfg)
@@ -164,6 +217,8 @@ def _on_the_fly_source(cfg: Any, device: str | torch.device,
     clip = tuple(train[0]["video"].shape[1:])  # (T, H, W)
     grid = tokenizer.token_shape(*clip)  # a clip that cannot tile fails here, with one line
     num_classes, names = dataset_classes(train)
+    if memo and getattr(train, "fixed", False):  # each sample's tokens computed once (TokenSource.memo)
+        train = Indexed(train)
     return TokenSource(tokenizer=tokenizer, tokenizer_dir=Path(cfg.tokenizer), train=train, val=val,
                        tasks=build_tasks(cfg.tasks), task_options=cfg.task_options, flags={}, grid=grid,
                        clip=clip, num_classes=num_classes, class_names=names, device=device,
@@ -226,7 +281,7 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
     state = PartialState(cpu=not torch.cuda.is_available())  # without CUDA, processes talk through gloo
     if state.num_processes > 1 and torch.device(device).type == "cuda":
         device = state.device  # each process its own GPU
-    source = _on_the_fly_source(cfg, device, _scan_once(cfg, state))
+    source = _on_the_fly_source(cfg, device, _scan_once(cfg, state), memo=False)  # each sample is read once
     if compile:
         compile_tokenizer(source.tokenizer)
     tmp = directory.with_name(directory.name + ".tmp")
