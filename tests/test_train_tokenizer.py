@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -169,22 +170,31 @@ def _accelerate_launch() -> list[str]:
 
 def test_accelerate_launch_on_two_cpu_processes(tmp_path):
     """DDP over gloo: LFQ's all-reduced entropy, a DDP discriminator with R1 and LeCAM, and
-    validation on the main process only (nothing may wait on the other process there)."""
+    validation on the main process only (nothing may wait on the other process there).
+
+    `accelerate launch --cpu --num_processes 2` starts ONE process (its CPU launcher spreads processes
+    only through mpirun); `--multi_gpu` starts two through torchrun, and ACCELERATE_USE_CPU makes each
+    a gloo process on the CPU."""
     run = tmp_path / "run"
     cmd = [
-        *_accelerate_launch(), "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "magvit", "train-tokenizer",
+        *_accelerate_launch(), "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "magvit", "train-tokenizer",
         str(ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"), f"run_dir={run}",
-        "loop.steps=3", "loop.val_every=3", "data.frames=5", "discriminator.name=patchgan3d",
+        "loop.steps=3", "loop.val_every=3", "data.frames=5", "data.num_samples=8", "discriminator.name=patchgan3d",
         "discriminator.preset=tiny", "loss.gan_weight=0.1", "loss.lecam_weight=0.01", "loss.r1_weight=1.0",
         "loss.r1_every=1", *SHORT,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        cmd[2:2] = ["--main_process_port", str(s.getsockname()[1])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
     if out.returncode != 0 and "gloo" in out.stderr.lower() and "not available" in out.stderr.lower():
         pytest.skip("torch.distributed has no gloo backend on this machine: no CPU multi-process launch")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _rows(run / "train.csv")
     assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["gan_d"] != ""
+    # 8 clips in batches of 2: 2 steps per epoch on two processes (4 on one), so step 3 opens epoch 1
+    assert [r["epoch"] for r in rows] == ["0", "0", "1"]
     assert float(rows[-1]["clips_per_s"]) > 0
     assert (run / "checkpoints" / "step-00000003").is_dir() and (run / "tokenizer" / "config.json").is_file()

@@ -91,7 +91,8 @@ def save_checkpoint(
     state: dict, keep: int, scaler: Any = None,
 ) -> Path:
     """Write `directory/step-XXXXXXXX` atomically and delete all but the newest `keep`. `scaler`: the
-    run's GradScaler (fp16), whose loss scale and growth counter a resume must continue from."""
+    run's GradScaler (fp16), whose loss scale and growth counter a resume must continue from. Modules and
+    optimizers are read through their `state_dict()` (under a sharded engine: `sharding.Gathered`)."""
     final = directory / f"step-{step:08d}"
     tmp = directory / f"step-{step:08d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -127,6 +128,13 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def read_optimizer_state(path: Path, name: str) -> dict:
+    """The optimizer `name`'s saved state in torch's layout (`optimizer.state_dict()`): its tensors
+    keyed by parameter index, its param groups."""
+    meta = json.loads((path / f"{name}.optim.json").read_text())
+    return _optimizer_from_plain(load_file(str(path / f"{name}.optim.safetensors")), meta)
+
+
 def load_checkpoint(
     path: Path, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
     scaler: Any = None,
@@ -141,10 +149,8 @@ def load_checkpoint(
             raise MagvitError(f"{path}: checkpoint has no {file.name}; it was written by another kind of run")
         load_state_dict_into(module, file)
     for name, optimizer in optimizers.items():
-        meta = json.loads((path / f"{name}.optim.json").read_text())
-        tensors = load_file(str(path / f"{name}.optim.safetensors"))
         try:
-            optimizer.load_state_dict(_optimizer_from_plain(tensors, meta))
+            optimizer.load_state_dict(read_optimizer_state(path, name))
         except (ValueError, KeyError) as e:
             raise MagvitError(f"{path}: optimizer state {name} does not match this run ({e})") from None
     state = json.loads((path / "state.json").read_text())

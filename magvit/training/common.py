@@ -302,9 +302,20 @@ class NonFiniteGuard:
         return False
 
 
-def apply_gradients(accelerator, optimizer, loss: torch.Tensor, parameters, grad_clip: float | None):
+def apply_gradients(accelerator, optimizer, loss: torch.Tensor, parameters, grad_clip: float | None,
+                    engine=None):
     """backward, clip (once gradients are synchronised, when `grad_clip` is set), step, zero the
-    gradients; -> the gradient norm before clipping, or None when not clipped."""
+    gradients; -> the gradient norm before clipping, or None when not clipped.
+
+    `engine`: the DeepSpeed engine of the model (see `deepspeed_engine`), which does all of this itself
+    (clipping as its config says); accelerate's `backward` would drive the first engine prepared only."""
+    if engine is not None:
+        engine.set_gradient_accumulation_boundary(is_boundary=accelerator.sync_gradients)
+        engine.backward(loss)
+        if not accelerator.sync_gradients:
+            return None
+        engine.step()
+        return engine.get_global_grad_norm() if grad_clip else None
     accelerator.backward(loss)
     norm = None
     if accelerator.sync_gradients and grad_clip:
@@ -312,6 +323,11 @@ def apply_gradients(accelerator, optimizer, loss: torch.Tensor, parameters, grad
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return norm
+
+
+def deepspeed_engine(model):
+    """`model` if it is a DeepSpeed engine (an `accelerator.prepare`d model under DeepSpeed), else None."""
+    return model if type(model).__name__ == "DeepSpeedEngine" else None
 
 
 def step_generator(seed: int, *keys: int, device: str | torch.device = "cpu") -> torch.Generator:

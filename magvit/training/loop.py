@@ -7,6 +7,9 @@ one optimizer step, its losses and their gradients), its log row and its validat
     loop = TrainingLoop(cfg.loop, accelerator, run_dir, start, desc="train", quiet=quiet)
     val = loop.run(loader, schedules, step_fn, log_row, validate, saved_modules, ema=ema, raw=raw)
 
+Under a sharded engine (`sharding`: FSDP2, DeepSpeed) every process takes part in gathering the weights
+before a validation and a checkpoint, which the main process then runs and writes.
+
 Resuming is exact: a checkpoint holds the step, the epoch and the next batch, and the logs are cut back
 to its step (the rows after it are written again).
 """
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,6 +37,9 @@ from magvit.training.common import (
     truncate_log,
     update_ema,
 )
+
+if TYPE_CHECKING:
+    from magvit.training.sharding import Sharding
 
 Terms = dict[str, "torch.Tensor | float"]  # one step's losses and scalars, as the recipe names them
 
@@ -85,14 +91,16 @@ class TrainingLoop:
             log_row: Callable[[Terms], tuple[dict[str, Any], dict[str, str]]],
             validate: Callable[[int], dict[str, float]],
             saved_modules: Callable[[], Mapping[str, nn.Module]],
-            ema: nn.Module | None = None, raw: nn.Module | None = None) -> dict[str, float]:
+            ema: nn.Module | None = None, raw: nn.Module | None = None,
+            sharding: Sharding | None = None) -> dict[str, float]:
         """Run to `loop.steps`; returns the last validation metrics.
 
         `schedules`: optimizer name -> (optimizer, its OptimConfig): the lr of each is set before every
         step and the optimizers are checkpointed under those names. `step_fn(step, next_batch)` runs one
         optimizer step (its micro-batches drawn with `next_batch()`) and returns its terms.
         `log_row(terms)` -> (the recipe's columns of train.csv, the progress bar's postfix).
-        `validate(step)` runs on the main process; `saved_modules()` are the modules a checkpoint holds."""
+        `validate(step)` runs on the main process; `saved_modules()` are the modules a checkpoint holds.
+        `sharding`: the sharded engine's gathers (None: one process or DDP)."""
         loop, accelerator = self.loop, self.accelerator
         optimizers = {name: opt for name, (opt, _) in schedules.items()}
         first_lr = next(iter(optimizers.values()))
@@ -108,7 +116,7 @@ class TrainingLoop:
             self.step += 1
             step = self.step
             if ema is not None:
-                update_ema(ema, raw, loop.ema_decay)
+                (sharding.update_ema if sharding else update_ema)(ema, raw, loop.ema_decay)
             if self.main and (step % loop.log_every == 0 or step == loop.steps):
                 # read back from the device only when logged: float() waits for the step to finish
                 columns, postfix = log_row(terms)
@@ -118,6 +126,8 @@ class TrainingLoop:
                 bar.set_postfix(postfix)
             bar.update(1)
             if step % loop.val_every == 0 or step == loop.steps:
+                if sharding:
+                    sharding.refresh_eval_copy(ema if ema is not None else raw)
                 if self.main:
                     val_metrics = validate(step)
                     self.val_log.write({"step": step, **val_metrics})
@@ -125,8 +135,11 @@ class TrainingLoop:
                         tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
                 accelerator.wait_for_everyone()
             if step % loop.save_every == 0 or step == loop.steps:
+                modules, saved = saved_modules(), optimizers
+                if sharding:
+                    modules, saved = sharding.gathered(modules)
                 if self.main:
-                    save_checkpoint(self.run_dir / "checkpoints", step, saved_modules(), optimizers,
+                    save_checkpoint(self.run_dir / "checkpoints", step, modules, saved,
                                     {"epoch": self.epoch, "next_batch": self.batch_index + 1}, keep=loop.keep_last,
                                     scaler=accelerator.scaler)
                 accelerator.wait_for_everyone()

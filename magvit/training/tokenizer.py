@@ -9,6 +9,7 @@ that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantiz
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from magvit.training.common import (
     apply_gradients,
     build_optimizer,
     check_run_dir,
+    deepspeed_engine,
     held_out_version,
     log_preview,
     make_accelerator,
@@ -46,6 +48,7 @@ from magvit.training.common import (
     start_trackers,
 )
 from magvit.training.loop import TrainingLoop, restore
+from magvit.training.sharding import Sharding
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,16 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main = accelerator.is_main_process
+    sharding = Sharding.of(accelerator)  # None: one process or DDP
     previous = check_run_dir(run_dir, resume, main, quiet)
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
+    if sharding is not None and sharding.kind == "deepspeed" and (
+            losses.gan_weight > 0 or accelerator.state.deepspeed_plugin.zero_stage == 3):
+        raise MagvitError("train-tokenizer runs under DeepSpeed with ZeRO-2 and no GAN loss only (with the GAN, "
+                          "ZeRO-2's gradient hooks break R1's autograd.grad and ZeRO-3 frees D's weights before the "
+                          "generator's backward through D; ZeRO-3 also stops in DeepSpeed's backward hooks): use "
+                          "configs/accelerate/fsdp2.yaml")
     set_seed(loop.seed)
     if main:
         save_config(cfg, run_dir)
@@ -126,11 +136,19 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     optional = {"ema": ema, "disc": disc, "lecam": lecam}
     modules = {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
     optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
-    start = restore(run_dir, previous, modules, optimizers, accelerator, quiet)
+    # a sharded engine loads the optimizer states once prepare has shared them out (below)
+    start = restore(run_dir, previous, modules, {} if sharding else optimizers, accelerator, quiet)
 
-    tokenizer, opt_g = accelerator.prepare(tokenizer, opt_g)
+    if sharding:  # one model per prepare call; under DeepSpeed each is its own engine
+        tokenizer, opt_g = sharding.prepare("opt_g", tokenizer, opt_g, loop.batch_size, cfg.optim.grad_clip)
+        if disc is not None:
+            disc, opt_d = sharding.prepare("opt_d", disc, opt_d, loop.batch_size, cfg.disc_optim.grad_clip)
+        if previous is not None:
+            sharding.load_optimizers(previous)
+    else:
+        tokenizer, opt_g = accelerator.prepare(tokenizer, opt_g)
     loader = prepare_loader(accelerator, loader)
-    if disc is not None:
+    if disc is not None and not sharding:
         disc, opt_d = accelerator.prepare(disc, opt_d)
     if perceptual is not None:
         perceptual.to(accelerator.device)
@@ -140,6 +158,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
         lecam.to(accelerator.device)
     raw = accelerator.unwrap_model(tokenizer)
     raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
+    if sharding and ema is not None:
+        sharding.shard_ema(ema, raw)
+    engine_g, engine_d = deepspeed_engine(tokenizer), deepspeed_engine(disc)
     speed_options(raw, loop, cfg.channels_last)
     gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
     start_trackers(accelerator, cfg, run_dir, start.step)
@@ -151,6 +172,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
                *(["grad_norm"] if cfg.optim.grad_clip else [])]
     guard, d_guard = NonFiniteGuard(), NonFiniteGuard()
+    # FSDP2 keeps the requires_grad a parameter had at its first all-gather, so D cannot be frozen for the
+    # generator step: the gradients that step leaves in D are set aside instead
+    d_grads_aside = disc is not None and sharding is not None and sharding.kind == "fsdp2"
 
     # ---------------------------------------------------------------- one step (the loop: training.loop)
     def step_fn(step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
@@ -174,7 +198,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     nll = nll + losses.perceptual_weight * terms["lpips"]
                 total = nll + out.quant.loss
                 if disc is not None and gan_scale > 0:
-                    raw_disc.requires_grad_(False)  # the generator step must not train D
+                    raw_disc.requires_grad_(d_grads_aside)  # the generator step must not train D (FSDP2: see below)
                     g_loss = gan_g(raw_disc(out.recon).float())
                     raw_disc.requires_grad_(True)
                     weight = (
@@ -187,7 +211,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                 if not guard.ok(accelerator, total, step):
                     opt_g.zero_grad(set_to_none=True)
                     continue
-                norm = apply_gradients(accelerator, opt_g, total, tokenizer.parameters(), cfg.optim.grad_clip)
+                with sharding.gradients_set_aside(raw_disc) if d_grads_aside else nullcontext():
+                    norm = apply_gradients(accelerator, opt_g, total, tokenizer.parameters(), cfg.optim.grad_clip,
+                                           engine=engine_g)
                 if norm is not None:
                     terms["grad_norm"] = norm
 
@@ -205,8 +231,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                     if lazy_r1:
                         terms["r1"] = r1_penalty(real_logits, real_in)
                         d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
+                        if sharding:  # R1's autograd.grad let FSDP2 free D's gathered weights; the backward needs them
+                            sharding.regather(raw_disc)
                     if d_guard.ok(accelerator, d_loss, step):  # R1 / LeCAM can overflow where G's loss did not
-                        apply_gradients(accelerator, opt_d, d_loss, disc.parameters(), cfg.disc_optim.grad_clip)
+                        apply_gradients(accelerator, opt_d, d_loss, disc.parameters(), cfg.disc_optim.grad_clip,
+                                        engine=engine_d)
                     else:
                         opt_d.zero_grad(set_to_none=True)
         return terms
@@ -217,20 +246,27 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
         shown = {k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics}
         return {**{k: metrics.get(k, "") for k in columns}, **quantizer}, shown
 
+    def shown_model() -> Tokenizer:
+        """The weights validation and the release see: the EMA's (else the model's); a plain copy under
+        a sharded engine."""
+        return sharding.eval_copy if sharding else ema if ema is not None else raw
+
     def validate_at(step: int) -> dict[str, float]:
         gif = run_dir / "samples" / f"step-{step:08d}.gif"
-        metrics, shown = validate(ema if ema is not None else raw, val_set, loop, gif, cfg.fps)
+        metrics, shown = validate(shown_model(), val_set, loop, gif, cfg.fps)
         log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
         return metrics
 
     schedules = {"opt_g": (opt_g, cfg.optim), **({"opt_d": (opt_d, cfg.disc_optim)} if opt_d is not None else {})}
     val_metrics = TrainingLoop(loop, accelerator, run_dir, start, "train-tokenizer", quiet).run(
         loader, schedules, step_fn, log_row, validate_at, lambda: modules_for_save(modules, raw, raw_disc),
-        ema=ema, raw=raw)
+        ema=ema, raw=raw, sharding=sharding)
 
     # ---------------------------------------------------------------- release weights
+    if sharding:
+        sharding.refresh_eval_copy(ema if ema is not None else raw)
     if main:
-        (ema if ema is not None else raw).save_pretrained(run_dir / "tokenizer")
+        shown_model().save_pretrained(run_dir / "tokenizer")
         if not quiet:
             print(f"saved {run_dir / 'tokenizer'} ({'raw' if ema is None else 'EMA'} weights)")
     accelerator.wait_for_everyone()

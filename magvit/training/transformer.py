@@ -36,6 +36,7 @@ from magvit.training.common import (
     apply_gradients,
     build_optimizer,
     check_run_dir,
+    deepspeed_engine,
     log_preview,
     make_accelerator,
     make_ema,
@@ -44,6 +45,7 @@ from magvit.training.common import (
     step_generator,
 )
 from magvit.training.loop import TrainingLoop, restore
+from magvit.training.sharding import Sharding
 from magvit.training.tokens import TokenSource, check_tokenizer, open_token_source
 from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
 
@@ -195,6 +197,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main, device = accelerator.is_main_process, accelerator.device
+    sharding = Sharding.of(accelerator)  # None: one process or DDP
     previous = check_run_dir(run_dir, resume, main, quiet)
     set_seed(loop.seed)
     if main:
@@ -210,13 +213,22 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
         raise MagvitError(f"the training set has {len(source.train)} samples, fewer than one batch of "
                           f"{loop.batch_size}")
     modules = {"transformer": model, **({"ema": ema} if ema else {})}
-    start = restore(run_dir, previous, modules, {"opt": optimizer}, accelerator, quiet)
+    # a sharded engine loads the optimizer state once prepare has shared it out (below)
+    start = restore(run_dir, previous, modules, {} if sharding else {"opt": optimizer}, accelerator, quiet)
 
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if sharding:
+        model, optimizer = sharding.prepare("opt", model, optimizer, loop.batch_size, cfg.optim.grad_clip)
+        if previous is not None:
+            sharding.load_optimizers(previous)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     loader = prepare_loader(accelerator, loader)
     if ema is not None:
         ema.to(device)
     raw = accelerator.unwrap_model(model)
+    if sharding and ema is not None:
+        sharding.shard_ema(ema, raw)
+    engine = deepspeed_engine(model)
     raw.checkpoint_activations(loop.checkpointing)
     if loop.compile:  # after the EMA copy: the EMA stays a plain module
         compile_forward(raw, "the transformer")
@@ -245,7 +257,8 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                 if not guard.ok(accelerator, total, step):
                     optimizer.zero_grad(set_to_none=True)
                     continue
-                norm = apply_gradients(accelerator, optimizer, total, model.parameters(), cfg.optim.grad_clip)
+                norm = apply_gradients(accelerator, optimizer, total, model.parameters(), cfg.optim.grad_clip,
+                                       engine=engine)
                 if norm is not None:
                     terms["grad_norm"] = norm
         return {"task": task, **terms}
@@ -255,10 +268,15 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
                    for k, v in terms.items() if k != "task"}
         return {"task": terms["task"], **metrics}, {"task": terms["task"], "mask": f"{metrics['mask']:.3f}"}
 
+    def shown_model():
+        """The weights validation and the release see: the EMA's (else the model's); a plain copy under
+        a sharded engine."""
+        return sharding.eval_copy if sharding else ema or raw
+
     def validate(step: int) -> dict[str, float]:
-        metrics = evaluate(ema or raw, source, names, loop.val_batches, loop.batch_size, loop.seed)
+        metrics = evaluate(shown_model(), source, names, loop.val_batches, loop.batch_size, loop.seed)
         if cfg.preview.num > 0 and source.tokenizer is not None:
-            shown = preview_clip(ema or raw, source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed,
+            shown = preview_clip(shown_model(), source, cfg.preview.tasks or tuple(names), cfg.preview, loop.seed,
                                  model_info(cfg, source, step, ema is not None))
             write_video(run_dir / "samples" / f"step-{step:08d}.gif", shown, fps=cfg.fps)
             log_preview(accelerator, "val/samples", shown, step, cfg.fps)
@@ -266,12 +284,15 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
 
     training = TrainingLoop(loop, accelerator, run_dir, start, "train", quiet)
     val_metrics = training.run(loader, {"opt": (optimizer, cfg.optim)}, step_fn, log_row, validate,
-                               lambda: {"transformer": raw, **({"ema": ema} if ema else {})}, ema=ema, raw=raw)
+                               lambda: {"transformer": raw, **({"ema": ema} if ema else {})}, ema=ema, raw=raw,
+                               sharding=sharding)
     step = training.step
 
     # ---------------------------------------------------------------- release folder
+    if sharding:
+        sharding.refresh_eval_copy(ema if ema is not None else raw)
     if main:
-        folder = write_model_folder(run_dir / "model", ema or raw, source.tokenizer,
+        folder = write_model_folder(run_dir / "model", shown_model(), source.tokenizer,
                                     model_info(cfg, source, step, ema is not None), source.tokenizer_dir,
                                     copy=cfg.copy_tokenizer)
         if not quiet:
