@@ -101,7 +101,7 @@ def shard_command(source: str, out: str, samples_per_shard: int, encode: str, ov
 
     from magvit.config import parse_overrides
     from magvit.data.shards import read_shard_index, write_shards
-    from magvit.training.tokens import shard_token_cache
+    from magvit.training.token_shards import shard_token_cache
 
     if samples_per_shard < 1:
         raise MagvitError(f"--samples-per-shard must be at least 1, got {samples_per_shard}")

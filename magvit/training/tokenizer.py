@@ -95,12 +95,60 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     # ---------------------------------------------------------------- setup
     from accelerate.utils import set_seed
 
-    loop, losses = cfg.loop, cfg.loss
+    loop = cfg.loop
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main = accelerator.is_main_process
     sharding = Sharding.of(accelerator)  # None: one process or DDP
     previous = check_run_dir(run_dir, resume, main, quiet)
+    check_engine(cfg, accelerator, sharding)
+    set_seed(loop.seed)
+    if main:
+        save_config(cfg, run_dir)
+    parts = build_parts(cfg)
+    # a sharded engine loads the optimizer states once prepare has shared them out (prepare_parts)
+    start = restore(run_dir, previous, parts.modules(), {} if sharding else parts.optimizers(), accelerator, quiet)
+    prepare_parts(parts, cfg, accelerator, sharding, previous)
+    speed_options(parts.raw, loop, cfg.channels_last)
+    start_trackers(accelerator, cfg, run_dir, start.step)
+    step_fn = TokenizerStep(cfg, parts, accelerator, sharding)
+
+    # ---------------------------------------------------------------- the loop (training.loop)
+    def shown_model() -> Tokenizer:
+        """The weights validation and the release see: the EMA's (else the model's); a plain copy under
+        a sharded engine."""
+        return sharding.eval_copy if sharding else parts.ema if parts.ema is not None else parts.raw
+
+    def validate_at(step: int) -> dict[str, float]:
+        gif = run_dir / "samples" / f"step-{step:08d}.gif"
+        metrics, shown = validate(shown_model(), parts.val_set, loop, gif, cfg.fps)
+        log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
+        return metrics
+
+    schedules = {"opt_g": (parts.opt_g, cfg.optim),
+                 **({"opt_d": (parts.opt_d, cfg.disc_optim)} if parts.opt_d is not None else {})}
+    val_metrics = TrainingLoop(loop, accelerator, run_dir, start, "train-tokenizer", quiet).run(
+        parts.loader, schedules, step_fn, step_fn.log_row, validate_at,
+        lambda: modules_for_save(parts.modules(), parts.raw, parts.raw_disc), ema=parts.ema, raw=parts.raw,
+        sharding=sharding)
+
+    # ---------------------------------------------------------------- release weights
+    if sharding:
+        sharding.refresh_eval_copy(parts.ema if parts.ema is not None else parts.raw)
+    if main:
+        shown_model().save_pretrained(run_dir / "tokenizer")
+        if not quiet:
+            print(f"saved {run_dir / 'tokenizer'} ({'raw' if parts.ema is None else 'EMA'} weights)")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return val_metrics
+
+
+
+
+def check_engine(cfg: TokenizerTrainConfig, accelerator: Any, sharding: Sharding | None) -> None:
+    """What the recipe cannot run, in one line, before any work."""
+    losses = cfg.loss
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
     if sharding is not None and sharding.kind == "deepspeed" and (
@@ -109,10 +157,37 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                           "ZeRO-2's gradient hooks break R1's autograd.grad and ZeRO-3 frees D's weights before the "
                           "generator's backward through D; ZeRO-3 also stops in DeepSpeed's backward hooks): use "
                           "configs/accelerate/fsdp2.yaml")
-    set_seed(loop.seed)
-    if main:
-        save_config(cfg, run_dir)
 
+
+@dataclass
+class Parts:
+    """What a tokenizer run trains and with what: built by `build_parts`, prepared in place by
+    `prepare_parts` (`tokenizer` / `disc` become the wrapped modules, `raw` / `raw_disc` the plain ones)."""
+
+    tokenizer: Any
+    ema: Any
+    perceptual: Perceptual | None
+    disc: Any
+    lecam: LeCAM | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    train_set: Any
+    val_set: Any
+    loader: Any
+    raw: Any = None
+    raw_disc: Any = None
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        optional = {"ema": self.ema, "disc": self.raw_disc or self.disc, "lecam": self.lecam}
+        return {"tokenizer": self.raw or self.tokenizer, **{k: m for k, m in optional.items() if m is not None}}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, **({"opt_d": self.opt_d} if self.opt_d is not None else {})}
+
+
+def build_parts(cfg: TokenizerTrainConfig) -> Parts:
+    """The tokenizer (inflated from a 2D one if asked), its EMA, losses, discriminator, optimizers, data."""
+    loop, losses = cfg.loop, cfg.loss
     tokenizer = TOKENIZERS[cfg.tokenizer.name].build(cfg.tokenizer)
     if cfg.inflate_from:
         tokenizer.inflate_from(Tokenizer.from_pretrained(cfg.inflate_from), mode=cfg.inflate_mode)
@@ -132,146 +207,138 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     loader = build_dataloader(train_set, loop.batch_size, shuffle=True, seed=loop.seed, num_workers=loop.num_workers)
     if len(loader) == 0:
         raise MagvitError(f"the training set has {len(train_set)} samples, fewer than one batch of {loop.batch_size}")
+    return Parts(tokenizer, ema, perceptual, disc, lecam, opt_g, opt_d, train_set, val_set, loader)
 
-    optional = {"ema": ema, "disc": disc, "lecam": lecam}
-    modules = {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
-    optimizers = {"opt_g": opt_g, **({"opt_d": opt_d} if opt_d is not None else {})}
-    # a sharded engine loads the optimizer states once prepare has shared them out (below)
-    start = restore(run_dir, previous, modules, {} if sharding else optimizers, accelerator, quiet)
 
+def prepare_parts(parts: Parts, cfg: TokenizerTrainConfig, accelerator: Any, sharding: Sharding | None,
+                  previous: Any) -> None:
+    """Wrap the models, optimizers and loader for this process (DDP, FSDP2 or DeepSpeed) and move the rest."""
+    loop = cfg.loop
     if sharding:  # one model per prepare call; under DeepSpeed each is its own engine
-        tokenizer, opt_g = sharding.prepare("opt_g", tokenizer, opt_g, loop.batch_size, cfg.optim.grad_clip)
-        if disc is not None:
-            disc, opt_d = sharding.prepare("opt_d", disc, opt_d, loop.batch_size, cfg.disc_optim.grad_clip)
+        parts.tokenizer, parts.opt_g = sharding.prepare("opt_g", parts.tokenizer, parts.opt_g, loop.batch_size,
+                                                        cfg.optim.grad_clip)
+        if parts.disc is not None:
+            parts.disc, parts.opt_d = sharding.prepare("opt_d", parts.disc, parts.opt_d, loop.batch_size,
+                                                       cfg.disc_optim.grad_clip)
         if previous is not None:
             sharding.load_optimizers(previous)
     else:
-        tokenizer, opt_g = accelerator.prepare(tokenizer, opt_g)
-    loader = prepare_loader(accelerator, loader)
-    if disc is not None and not sharding:
-        disc, opt_d = accelerator.prepare(disc, opt_d)
-    if perceptual is not None:
-        perceptual.to(accelerator.device)
-    if ema is not None:
-        ema.to(accelerator.device)
-    if lecam is not None:
-        lecam.to(accelerator.device)
-    raw = accelerator.unwrap_model(tokenizer)
-    raw_disc = accelerator.unwrap_model(disc) if disc is not None else None
-    if sharding and ema is not None:
-        sharding.shard_ema(ema, raw)
-    engine_g, engine_d = deepspeed_engine(tokenizer), deepspeed_engine(disc)
-    speed_options(raw, loop, cfg.channels_last)
-    gan_g, gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
-    start_trackers(accelerator, cfg, run_dir, start.step)
-    # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
-    # terms stay empty until the discriminator warm-up ends
-    columns = ["rec", "quant", *(["grad_diff"] if losses.gradient_weight > 0 else []),
-               *(["lpips"] if perceptual is not None else []),
-               *(["gan_g", "gan_w", "gan_d"] if disc is not None else []), *(["lecam"] if lecam is not None else []),
-               *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
-               *(["grad_norm"] if cfg.optim.grad_clip else [])]
-    guard, d_guard = NonFiniteGuard(), NonFiniteGuard()
-    # FSDP2 keeps the requires_grad a parameter had at its first all-gather, so D cannot be frozen for the
-    # generator step: the gradients that step leaves in D are set aside instead
-    d_grads_aside = disc is not None and sharding is not None and sharding.kind == "fsdp2"
+        parts.tokenizer, parts.opt_g = accelerator.prepare(parts.tokenizer, parts.opt_g)
+    parts.loader = prepare_loader(accelerator, parts.loader)
+    if parts.disc is not None and not sharding:
+        parts.disc, parts.opt_d = accelerator.prepare(parts.disc, parts.opt_d)
+    for module in (parts.perceptual, parts.ema, parts.lecam):
+        if module is not None:
+            module.to(accelerator.device)
+    parts.raw = accelerator.unwrap_model(parts.tokenizer)
+    parts.raw_disc = accelerator.unwrap_model(parts.disc) if parts.disc is not None else None
+    if sharding and parts.ema is not None:
+        sharding.shard_ema(parts.ema, parts.raw)
 
-    # ---------------------------------------------------------------- one step (the loop: training.loop)
-    def step_fn(step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
+
+class TokenizerStep:
+    """One optimizer step of the recipe (`TrainingLoop.run`'s step): per micro-batch, the generator
+    (tokenizer) step on reconstruction, quantizer, perceptual and GAN losses, then the discriminator
+    step (GAN loss, LeCAM, lazy R1); `log_row` turns its terms into the logs' row."""
+
+    def __init__(self, cfg: TokenizerTrainConfig, parts: Parts, accelerator: Any, sharding: Sharding | None):
+        self.cfg, self.parts, self.accelerator, self.sharding = cfg, parts, accelerator, sharding
+        losses, disc = cfg.loss, parts.disc
+        self.engine_g, self.engine_d = deepspeed_engine(parts.tokenizer), deepspeed_engine(disc)
+        self.gan_g, self.gan_d = (GAN_LOSSES[losses.gan_loss] if disc is not None else (None, None))
+        # every loss column from the first row on (a CSV's columns are fixed by its header): the GAN
+        # terms stay empty until the discriminator warm-up ends
+        self.columns = ["rec", "quant", *(["grad_diff"] if losses.gradient_weight > 0 else []),
+                        *(["lpips"] if parts.perceptual is not None else []),
+                        *(["gan_g", "gan_w", "gan_d"] if disc is not None else []),
+                        *(["lecam"] if parts.lecam is not None else []),
+                        *(["r1"] if disc is not None and losses.r1_weight > 0 else []),
+                        *(["grad_norm"] if cfg.optim.grad_clip else [])]
+        self.guard, self.d_guard = NonFiniteGuard(), NonFiniteGuard()
+        # FSDP2 keeps the requires_grad a parameter had at its first all-gather, so D cannot be frozen for the
+        # generator step: the gradients that step leaves in D are set aside instead
+        self.d_grads_aside = disc is not None and sharding is not None and sharding.kind == "fsdp2"
+
+    def __call__(self, step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
+        losses, parts = self.cfg.loss, self.parts
         gan_scale = losses.gan_weight * gan_warmup_weight(step, losses.gan_start_step, losses.gan_warmup_steps)
-        raw.quantizer.set_step(step)  # LFQ's annealed entropy weight (logged as q_entropy_weight)
+        parts.raw.quantizer.set_step(step)  # LFQ's annealed entropy weight (logged as q_entropy_weight)
         terms: dict[str, Any] = {}
-        for _ in range(loop.grad_accum):
+        for _ in range(self.cfg.loop.grad_accum):
             real = next_batch()["video"]  # (B, 3, T, H, W)
-
             # one micro-batch: the generator (tokenizer) step, then the discriminator step
-            with accelerator.accumulate(*[m for m in (tokenizer, disc) if m is not None]), accelerator.autocast():
-                out = tokenizer(real)
-                rec = reconstruction_loss(out.recon.float(), real.float(), losses.reconstruction)
-                nll = losses.reconstruction_weight * rec  # VQGAN's "nll": the reconstruction terms
-                terms = {"rec": rec, "quant": out.quant.loss}
-                if losses.gradient_weight > 0:
-                    terms["grad_diff"] = gradient_difference_loss(out.recon.float(), real.float())
-                    nll = nll + losses.gradient_weight * terms["grad_diff"]
-                if perceptual is not None:
-                    terms["lpips"] = perceptual(out.recon.float(), real.float())
-                    nll = nll + losses.perceptual_weight * terms["lpips"]
-                total = nll + out.quant.loss
-                if disc is not None and gan_scale > 0:
-                    raw_disc.requires_grad_(d_grads_aside)  # the generator step must not train D (FSDP2: see below)
-                    g_loss = gan_g(raw_disc(out.recon).float())
-                    raw_disc.requires_grad_(True)
-                    weight = (
-                        adaptive_generator_weight(nll, g_loss, raw.last_layer_weight())
-                        if losses.adaptive_gan_weight else torch.ones((), device=g_loss.device)
-                    )
-                    terms["gan_g"], terms["gan_w"] = g_loss, weight
-                    total = total + gan_scale * weight * g_loss
-                terms.update({f"q_{k}": v for k, v in out.quant.metrics.items()})
-                if not guard.ok(accelerator, total, step):
-                    opt_g.zero_grad(set_to_none=True)
+            models = [m for m in (parts.tokenizer, parts.disc) if m is not None]
+            with self.accelerator.accumulate(*models), self.accelerator.autocast():
+                out, total, terms = self.generator_loss(real, gan_scale)
+                if not self.guard.ok(self.accelerator, total, step):
+                    parts.opt_g.zero_grad(set_to_none=True)
                     continue
-                with sharding.gradients_set_aside(raw_disc) if d_grads_aside else nullcontext():
-                    norm = apply_gradients(accelerator, opt_g, total, tokenizer.parameters(), cfg.optim.grad_clip,
-                                           engine=engine_g)
+                aside = self.sharding.gradients_set_aside(parts.raw_disc) if self.d_grads_aside else nullcontext()
+                with aside:
+                    norm = apply_gradients(self.accelerator, parts.opt_g, total, parts.tokenizer.parameters(),
+                                           self.cfg.optim.grad_clip, engine=self.engine_g)
                 if norm is not None:
                     terms["grad_norm"] = norm
-
-                if disc is not None and gan_scale > 0:
-                    lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
-                    real_in = real.detach().requires_grad_(lazy_r1)
-                    # one forward for real and fake: a DDP module runs once per backward
-                    logits = disc(torch.cat([real_in, out.recon.detach().to(real_in.dtype)])).float()
-                    real_logits, fake_logits = logits.chunk(2)
-                    d_loss = gan_d(real_logits, fake_logits)
-                    terms["gan_d"] = d_loss
-                    if lecam is not None:
-                        terms["lecam"] = lecam(real_logits, fake_logits)
-                        d_loss = d_loss + losses.lecam_weight * terms["lecam"]
-                    if lazy_r1:
-                        terms["r1"] = r1_penalty(real_logits, real_in)
-                        d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
-                        if sharding:  # R1's autograd.grad let FSDP2 free D's gathered weights; the backward needs them
-                            sharding.regather(raw_disc)
-                    if d_guard.ok(accelerator, d_loss, step):  # R1 / LeCAM can overflow where G's loss did not
-                        apply_gradients(accelerator, opt_d, d_loss, disc.parameters(), cfg.disc_optim.grad_clip,
-                                        engine=engine_d)
-                    else:
-                        opt_d.zero_grad(set_to_none=True)
+                if parts.disc is not None and gan_scale > 0:
+                    self.discriminator_step(real, out, step, terms)
         return terms
 
-    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def generator_loss(self, real: torch.Tensor, gan_scale: float) -> tuple[Any, torch.Tensor, dict[str, Any]]:
+        """The tokenizer's output, its total loss and the loss terms on clips `real` (B, 3, T, H, W)."""
+        losses, parts = self.cfg.loss, self.parts
+        out = parts.tokenizer(real)
+        rec = reconstruction_loss(out.recon.float(), real.float(), losses.reconstruction)
+        nll = losses.reconstruction_weight * rec  # VQGAN's "nll": the reconstruction terms
+        terms = {"rec": rec, "quant": out.quant.loss}
+        if losses.gradient_weight > 0:
+            terms["grad_diff"] = gradient_difference_loss(out.recon.float(), real.float())
+            nll = nll + losses.gradient_weight * terms["grad_diff"]
+        if parts.perceptual is not None:
+            terms["lpips"] = parts.perceptual(out.recon.float(), real.float())
+            nll = nll + losses.perceptual_weight * terms["lpips"]
+        total = nll + out.quant.loss
+        if parts.disc is not None and gan_scale > 0:
+            parts.raw_disc.requires_grad_(self.d_grads_aside)  # the generator step must not train D (FSDP2: above)
+            g_loss = self.gan_g(parts.raw_disc(out.recon).float())
+            parts.raw_disc.requires_grad_(True)
+            weight = (
+                adaptive_generator_weight(nll, g_loss, parts.raw.last_layer_weight())
+                if losses.adaptive_gan_weight else torch.ones((), device=g_loss.device)
+            )
+            terms["gan_g"], terms["gan_w"] = g_loss, weight
+            total = total + gan_scale * weight * g_loss
+        terms.update({f"q_{k}": v for k, v in out.quant.metrics.items()})
+        return out, total, terms
+
+    def discriminator_step(self, real: torch.Tensor, out: Any, step: int, terms: dict[str, Any]) -> None:
+        """D on real and reconstructed clips: the GAN loss, LeCAM and the lazy R1 penalty; its terms into `terms`."""
+        losses, parts = self.cfg.loss, self.parts
+        lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
+        real_in = real.detach().requires_grad_(lazy_r1)
+        # one forward for real and fake: a DDP module runs once per backward
+        logits = parts.disc(torch.cat([real_in, out.recon.detach().to(real_in.dtype)])).float()
+        real_logits, fake_logits = logits.chunk(2)
+        d_loss = self.gan_d(real_logits, fake_logits)
+        terms["gan_d"] = d_loss
+        if parts.lecam is not None:
+            terms["lecam"] = parts.lecam(real_logits, fake_logits)
+            d_loss = d_loss + losses.lecam_weight * terms["lecam"]
+        if lazy_r1:
+            terms["r1"] = r1_penalty(real_logits, real_in)
+            d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
+            if self.sharding:  # R1's autograd.grad let FSDP2 free D's gathered weights; the backward needs them
+                self.sharding.regather(parts.raw_disc)
+        if self.d_guard.ok(self.accelerator, d_loss, step):  # R1 / LeCAM can overflow where G's loss did not
+            apply_gradients(self.accelerator, parts.opt_d, d_loss, parts.disc.parameters(),
+                            self.cfg.disc_optim.grad_clip, engine=self.engine_d)
+        else:
+            parts.opt_d.zero_grad(set_to_none=True)
+
+    def log_row(self, terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
         quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
         shown = {k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics}
-        return {**{k: metrics.get(k, "") for k in columns}, **quantizer}, shown
-
-    def shown_model() -> Tokenizer:
-        """The weights validation and the release see: the EMA's (else the model's); a plain copy under
-        a sharded engine."""
-        return sharding.eval_copy if sharding else ema if ema is not None else raw
-
-    def validate_at(step: int) -> dict[str, float]:
-        gif = run_dir / "samples" / f"step-{step:08d}.gif"
-        metrics, shown = validate(shown_model(), val_set, loop, gif, cfg.fps)
-        log_preview(accelerator, "val/reconstruction", shown, step, cfg.fps)
-        return metrics
-
-    schedules = {"opt_g": (opt_g, cfg.optim), **({"opt_d": (opt_d, cfg.disc_optim)} if opt_d is not None else {})}
-    val_metrics = TrainingLoop(loop, accelerator, run_dir, start, "train-tokenizer", quiet).run(
-        loader, schedules, step_fn, log_row, validate_at, lambda: modules_for_save(modules, raw, raw_disc),
-        ema=ema, raw=raw, sharding=sharding)
-
-    # ---------------------------------------------------------------- release weights
-    if sharding:
-        sharding.refresh_eval_copy(ema if ema is not None else raw)
-    if main:
-        shown_model().save_pretrained(run_dir / "tokenizer")
-        if not quiet:
-            print(f"saved {run_dir / 'tokenizer'} ({'raw' if ema is None else 'EMA'} weights)")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return val_metrics
+        return {**{k: metrics.get(k, "") for k in self.columns}, **quantizer}, shown
 
 
 def speed_options(tokenizer: Tokenizer, loop: LoopConfig, channels_last: bool = False) -> None:

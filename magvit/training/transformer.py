@@ -193,7 +193,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     check_config(cfg)
     if cfg.tokens is None:
         check_tokenizer(cfg.tokenizer)  # a tokenizer not trained yet: one line naming the command that makes it
-    loop, losses = cfg.loop, cfg.loss
+    loop = cfg.loop
     run_dir = Path(cfg.run_dir)
     accelerator = make_accelerator(loop.mixed_precision, loop.grad_accum, loop.log_with, run_dir)
     main, device = accelerator.is_main_process, accelerator.device
@@ -216,58 +216,12 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     # a sharded engine loads the optimizer state once prepare has shared it out (below)
     start = restore(run_dir, previous, modules, {} if sharding else {"opt": optimizer}, accelerator, quiet)
 
-    if sharding:
-        model, optimizer = sharding.prepare("opt", model, optimizer, loop.batch_size, cfg.optim.grad_clip)
-        if previous is not None:
-            sharding.load_optimizers(previous)
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    loader = prepare_loader(accelerator, loader)
-    if ema is not None:
-        ema.to(device)
-    raw = accelerator.unwrap_model(model)
-    if sharding and ema is not None:
-        sharding.shard_ema(ema, raw)
-    engine = deepspeed_engine(model)
-    raw.checkpoint_activations(loop.checkpointing)
-    if loop.compile:  # after the EMA copy: the EMA stays a plain module
-        compile_forward(raw, "the transformer")
+    model, optimizer, loader, raw = prepare_model(model, optimizer, ema, loader, cfg, accelerator, sharding, previous)
     names = list(cfg.tasks)
-    weights = torch.tensor([float(cfg.tasks[n]) for n in names], dtype=torch.float64)
     start_trackers(accelerator, cfg, run_dir, start.step)
-    guard = NonFiniteGuard()
+    step_fn = TransformerStep(cfg, source, model, raw, optimizer, accelerator)
 
-    # ---------------------------------------------------------------- one step (the loop: training.loop)
-    def step_fn(step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
-        task = draw_task(names, weights, loop.seed, step)
-        terms: dict[str, Any] = {}
-        for micro in range(loop.grad_accum):
-            batch = next_batch()
-            gen = step_generator(loop.seed, step, micro, accelerator.process_index, device=device)
-            tokens, labels, cond = source.batch(batch, task)  # (B, t, h, w), (B,), the task's condition
-            inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule,
-                                          conditioning=raw.config.conditioning)
-            cls = class_ids(raw, labels, cond.use_class, losses.class_dropout, gen)
-            prompt = torch.full_like(labels, raw.vocab.task(task))
-            prefix = prefix_tokens(cond.tokens, cond.latent_mask) if raw.config.conditioning == "prefix" else None
-            with accelerator.accumulate(model), accelerator.autocast():
-                logits = model(inputs, prompt, cls, prefix)  # (B, t, h, w, k, V)
-                total, terms = commit_loss(logits, tokens, kinds, losses)
-                terms["loss"] = total
-                if not guard.ok(accelerator, total, step):
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                norm = apply_gradients(accelerator, optimizer, total, model.parameters(), cfg.optim.grad_clip,
-                                       engine=engine)
-                if norm is not None:
-                    terms["grad_norm"] = norm
-        return {"task": task, **terms}
-
-    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v)
-                   for k, v in terms.items() if k != "task"}
-        return {"task": terms["task"], **metrics}, {"task": terms["task"], "mask": f"{metrics['mask']:.3f}"}
-
+    # ---------------------------------------------------------------- the loop (training.loop)
     def shown_model():
         """The weights validation and the release see: the EMA's (else the model's); a plain copy under
         a sharded engine."""
@@ -283,7 +237,7 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
         return metrics
 
     training = TrainingLoop(loop, accelerator, run_dir, start, "train", quiet)
-    val_metrics = training.run(loader, {"opt": (optimizer, cfg.optim)}, step_fn, log_row, validate,
+    val_metrics = training.run(loader, {"opt": (optimizer, cfg.optim)}, step_fn, step_fn.log_row, validate,
                                lambda: {"transformer": raw, **({"ema": ema} if ema else {})}, ema=ema, raw=raw,
                                sharding=sharding)
     step = training.step
@@ -300,6 +254,76 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return val_metrics
+
+
+def prepare_model(model: Any, optimizer: torch.optim.Optimizer, ema: Any, loader: Any, cfg: TransformerTrainConfig,
+                  accelerator: Any, sharding: Sharding | None, previous: Any) -> tuple[Any, Any, Any, Any]:
+    """The model, optimizer and loader wrapped for this process (DDP, FSDP2 or DeepSpeed), the EMA moved
+    (sharded like the model under FSDP2), and the plain model with its speed options."""
+    loop = cfg.loop
+    if sharding:
+        model, optimizer = sharding.prepare("opt", model, optimizer, loop.batch_size, cfg.optim.grad_clip)
+        if previous is not None:
+            sharding.load_optimizers(previous)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    loader = prepare_loader(accelerator, loader)
+    if ema is not None:
+        ema.to(accelerator.device)
+    raw = accelerator.unwrap_model(model)
+    if sharding and ema is not None:
+        sharding.shard_ema(ema, raw)
+    raw.checkpoint_activations(loop.checkpointing)
+    if loop.compile:  # after the EMA copy: the EMA stays a plain module
+        compile_forward(raw, "the transformer")
+    return model, optimizer, loader, raw
+
+
+class TransformerStep:
+    """One optimizer step (`TrainingLoop.run`'s step): draw the step's task, COMMIT-mask each micro-batch's
+    tokens, the mask + refine + reconstruction loss, the gradients; `log_row` turns its terms into the
+    logs' row."""
+
+    def __init__(self, cfg: TransformerTrainConfig, source: TokenSource, model: Any, raw: Any,
+                 optimizer: torch.optim.Optimizer, accelerator: Any):
+        self.cfg, self.source, self.model, self.raw = cfg, source, model, raw
+        self.optimizer, self.accelerator = optimizer, accelerator
+        self.engine = deepspeed_engine(model)
+        self.names = list(cfg.tasks)
+        self.weights = torch.tensor([float(cfg.tasks[n]) for n in self.names], dtype=torch.float64)
+        self.guard = NonFiniteGuard()
+
+    def __call__(self, step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
+        loop, losses, raw, accelerator = self.cfg.loop, self.cfg.loss, self.raw, self.accelerator
+        task = draw_task(self.names, self.weights, loop.seed, step)
+        terms: dict[str, Any] = {}
+        for micro in range(loop.grad_accum):
+            batch = next_batch()
+            gen = step_generator(loop.seed, step, micro, accelerator.process_index, device=accelerator.device)
+            tokens, labels, cond = self.source.batch(batch, task)  # (B, t, h, w), (B,), the task's condition
+            inputs, kinds = commit_inputs(tokens, cond, raw.vocab.mask, gen, schedule=losses.schedule,
+                                          conditioning=raw.config.conditioning)
+            cls = class_ids(raw, labels, cond.use_class, losses.class_dropout, gen)
+            prompt = torch.full_like(labels, raw.vocab.task(task))
+            prefix = prefix_tokens(cond.tokens, cond.latent_mask) if raw.config.conditioning == "prefix" else None
+            with accelerator.accumulate(self.model), accelerator.autocast():
+                logits = self.model(inputs, prompt, cls, prefix)  # (B, t, h, w, k, V)
+                total, terms = commit_loss(logits, tokens, kinds, losses)
+                terms["loss"] = total
+                if not self.guard.ok(accelerator, total, step):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    continue
+                norm = apply_gradients(accelerator, self.optimizer, total, self.model.parameters(),
+                                       self.cfg.optim.grad_clip, engine=self.engine)
+                if norm is not None:
+                    terms["grad_norm"] = norm
+        return {"task": task, **terms}
+
+    @staticmethod
+    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v)
+                   for k, v in terms.items() if k != "task"}
+        return {"task": terms["task"], **metrics}, {"task": terms["task"], "mask": f"{metrics['mask']:.3f}"}
 
 
 def model_info(cfg: TransformerTrainConfig, source: TokenSource, step: int, ema: bool) -> ModelInfo:
