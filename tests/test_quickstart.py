@@ -42,7 +42,9 @@ def reduced_run(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("quickstart")
     monkeypatch_module.setenv("MAGVIT_CACHE", str(out / "cache"))  # the digit classifier is trained here
     overrides = {
-        "tokenizer.loop.steps": 250, "tokenizer.loop.val_every": 250, "transformer.loop.steps": 150,
+        # 120 / 80 steps (one thread): tokenizer 19.1 dB against the black canvas's 13.7, masked CE 0.29 of the
+        # unigram entropy (250 / 150 steps: 20.2 dB, 0.33), in 43 s instead of 75 s
+        "tokenizer.loop.steps": 120, "tokenizer.loop.val_every": 120, "transformer.loop.steps": 80,
         "report.samples_per_class": 1, "report.eval_clips": 8, "report.decode.steps": 6,
         "report.classifier": {"clips": 300, "epochs": 1},
     }
