@@ -11,6 +11,8 @@ the commands that run it (each also runs from such a YAML and writes its resolve
     bench_decode       BenchDecodeConfig       `magvit bench decode`
     bench_train        BenchTrainConfig        `magvit bench train`
     bench_quality      BenchQualityConfig      `magvit bench quality`
+    plot               PlotConfig              `magvit plot`
+    demo               DemoConfig              `magvit demo`
     eval               EvalConfig              `magvit eval`
 
 This module sits above every module that defines a kind (it imports them all) and below the CLI:
@@ -27,7 +29,9 @@ from typing import Any
 from magvit.bench.configs import BenchDecodeConfig, BenchQualityConfig, BenchTokenizersConfig, BenchTrainConfig
 from magvit.config import CONFIG_KINDS, ConfigError, load_as, read_yaml
 from magvit.data import DataConfig
+from magvit.demo.session import DemoConfig
 from magvit.evaluation.protocols import EvalConfig
+from magvit.plots import PlotConfig
 from magvit.quickstart import QuickstartConfig
 from magvit.reproduce.config import StudyConfig
 from magvit.sampling import SampleConfig
@@ -48,6 +52,8 @@ KINDS: tuple[tuple[str, type, str, tuple[str, ...]], ...] = (
     ("bench_decode", BenchDecodeConfig, "MaskGIT decoding against autoregressive", ("bench decode",)),
     ("bench_train", BenchTrainConfig, "training throughput and memory", ("bench train",)),
     ("bench_quality", BenchQualityConfig, "generation quality on moving digits", ("bench quality",)),
+    ("plot", PlotConfig, "a run's curves", ("plot",)),
+    ("demo", DemoConfig, "the web demo", ("demo",)),
     ("eval", EvalConfig, "a paper's evaluation protocol", ("eval",)),
 )
 for _name, _cls, _help, _commands in KINDS:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from magvit.config import option
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_path, check_outputs
 
@@ -100,6 +102,16 @@ def draw_curve(ax, key: str, steps: Sequence[float], values: Sequence[float]) ->
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlotConfig:
+    """`kind: plot`: `magvit plot` (a run folder's curves)."""
+
+    kind: str = "plot"
+    run_dir: str = option(help="a run folder of train-tokenizer or train (its train.csv and val.csv)", cli=False)
+    out: str | None = option(None, "the PNG to write (default RUN_DIR/curves.png, redrawn each time; an --out that "
+                             "exists is replaced only with --overwrite)")
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:

@@ -211,7 +211,7 @@ def test_extract_tokens_replaces_a_token_cache_only_with_overwrite_and_never_ano
 
 def test_every_command_but_config_show_runs_a_config_kind_and_every_flag_is_a_field():
     """kinds.KINDS names the commands of each kind: together they are every command (but `config show`,
-    `plot` and `demo`, which take no settings worth a file), and a command's flags made from a config
+    which shows any kind), and a command's flags made from a config
     set exactly the key they are named after, with the field's help and default in --help."""
     import dataclasses
     import typing
@@ -223,8 +223,9 @@ def test_every_command_but_config_show_runs_a_config_kind_and_every_flag_is_a_fi
 
     named = {command for *_, commands in KINDS for command in commands}
     every = {" ".join(filter(None, key)) for key in COMMANDS}
-    assert every - named == {"config show", "plot", "demo"} and named <= every
-    flagged = [(kind, cls) for kind, cls, _, _ in KINDS if kind == "sample" or kind.startswith("bench_")]
+    assert every - named == {"config show"} and named <= every
+    flagged = [(kind, cls) for kind, cls, _, _ in KINDS
+               if kind in ("sample", "plot", "demo", "eval") or kind.startswith("bench_")]
     for kind, cls in flagged:
         parser = argparse.ArgumentParser()
         dests = add_config_flags(parser, cls, types_={"grid": str, "box": str})

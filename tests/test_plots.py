@@ -57,3 +57,17 @@ def test_plot_draws_a_run_with_one_validation(tmp_path, capsys):
     assert main(["plot", str(run)]) == 0
     with Image.open(run / "curves.png") as image:
         assert image.format == "PNG" and image.size[0] > 400
+
+
+def test_plot_runs_from_a_plot_config_and_flags_win(tmp_path):
+    """`kind: plot`: `magvit plot CONFIG.yaml` draws the run its `run_dir` names; --out overrides the file's."""
+    from magvit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.csv").write_text("step,loss\n1,2.0\n2,1.5\n3,1.2\n")
+    config = tmp_path / "plot.yaml"
+    config.write_text(f"kind: plot\nrun_dir: {run}\nout: {tmp_path / 'a.png'}\n")
+    assert main(["plot", str(config)]) == 0 and (tmp_path / "a.png").is_file()
+    assert main(["plot", str(config), "--out", str(tmp_path / "b.png")]) == 0 and (tmp_path / "b.png").is_file()
+    assert main(["plot", str(config)]) == 2  # a.png exists: --overwrite

@@ -101,20 +101,20 @@ for _name, (_, _, _help) in _COMMANDS.items():
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    from magvit import shipped
+    from magvit.demo.session import DemoConfig
 
-    p.add_argument("--checkpoint", default="digits-video", help="the model shown first: a model folder, a run "
-                   f"folder, a shipped name ({names(shipped.names('checkpoints'))}; the page can switch between "
-                   "these) or a Hugging Face Hub id owner/name (default digits-video)")
-    p.add_argument("--port", type=int, default=7860, help="port to serve the page on (default 7860)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
-                   "only; 0.0.0.0 serves every network the machine is on)")
-    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda or cuda:N")
+    config_arg(p, "demo", "its keys are the flags' names")
+    p.set_defaults(dests=add_config_flags(p, DemoConfig))
+    overrides_arg(p)
 
 
 @command("demo", "try a model on a web page (Gradio, the [demo] extra): every sampling command, its settings.yaml")
 @arguments(_demo_args)
 def demo(args: argparse.Namespace) -> None:
+    from magvit.config import parse_overrides, resolve
     from magvit.demo import launch
+    from magvit.demo.session import DemoConfig
 
-    launch(args.checkpoint, port=args.port, host=args.host, device=args.device)
+    config, overrides = split_config(args.config, args.overrides)
+    cfg = resolve(DemoConfig, config, parse_overrides(overrides), given(args, args.dests))
+    launch(cfg.checkpoint, port=cfg.port, host=cfg.host, device=cfg.device)

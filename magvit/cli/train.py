@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import DTYPE_NAMES, dtype_arg, overrides_arg, overwrite_arg
+from magvit.cli.flags import DTYPE_NAMES, add_config_flags, dtype_arg, given, overrides_arg, overwrite_arg
 
 
 def _training_speed_args(p: argparse.ArgumentParser) -> None:
@@ -91,15 +91,22 @@ def extract_tokens(args: argparse.Namespace) -> None:
 
 
 def _plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a run folder of train-tokenizer or train (its train.csv and val.csv)")
-    p.add_argument("--out", default=None, help="the PNG to write (default RUN_DIR/curves.png, redrawn each time; "
-                   "an --out that exists is replaced only with --overwrite)")
+    from magvit.plots import PlotConfig
+
+    p.add_argument("run_dir", help="a run folder of train-tokenizer or train (its train.csv and val.csv), or a "
+                   "`kind: plot` YAML")
+    p.set_defaults(dests=add_config_flags(p, PlotConfig))
     overwrite_arg(p)
+    overrides_arg(p)
 
 
 @command("plot", "draw a training run's loss and metric curves (train.csv, val.csv) as one PNG")
 @arguments(_plot_args)
 def plot(args: argparse.Namespace) -> None:
-    from magvit.plots import plot_run
+    from magvit.config import parse_overrides, resolve
+    from magvit.plots import PlotConfig, plot_run
 
-    print(f"wrote {plot_run(args.run_dir, args.out, overwrite=args.overwrite)}")
+    config = args.run_dir if args.run_dir.endswith((".yaml", ".yml")) else None
+    flags = given(args, args.dests) | ({} if config else {"run_dir": args.run_dir})
+    cfg = resolve(PlotConfig, config, parse_overrides(args.overrides), flags)
+    print(f"wrote {plot_run(cfg.run_dir, cfg.out, overwrite=args.overwrite)}")

@@ -6,16 +6,32 @@ from __future__ import annotations
 
 import functools
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from magvit import shipped
+from magvit.config import option
 from magvit.decode import DecodeConfig
 from magvit.errors import MagvitError, first_line
 from magvit.pipeline import FAMILIES, MagvitPipeline
 from magvit.sampling import SampleConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """`kind: demo`: what `magvit demo` serves, and where."""
+
+    kind: str = "demo"
+    checkpoint: str = option("digits-video", "the model shown first: a model folder, a run folder, a shipped name "
+                             "(the page can switch between the shipped ones) or a Hugging Face Hub id owner/name")
+    port: int = option(7860, "port to serve the page on")
+    host: str = option("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0 serves every "
+                       "network the machine is on)")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda or cuda:N")
+
 
 INSTALL = 'pip install -e ".[demo]" (from a wheel: pip install "magvit[demo]")'
 OUT = "samples"  # the `out` the page's settings name: the command line's default
