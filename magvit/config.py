@@ -303,16 +303,31 @@ def load_as(cls: type[T], path: str | Path, overrides: Sequence[str] | Mapping[s
 
 
 def resolve(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-            flags: Mapping[str, Any] | None = None) -> T:
+            flags: Mapping[str, Any] | None = None, how: Mapping[str, str] | None = None) -> T:
     """A config from a YAML (optional: else the dataclass's defaults) < `key=value` overrides (parsed,
-    dotted) < command-line flags (dotted keys; None = not given), validated as `load_as` does."""
+    dotted) < command-line flags (dotted keys; None = not given), validated as `load_as` does. A
+    required key given nowhere is one line saying how to give it: `how[key]`, else its flag (an
+    `option` field's) or `key=...`."""
     expected = next(f.default for f in dataclasses.fields(cls) if f.name == "kind")
     raw = read_yaml(path) if path is not None else {"kind": expected}
     source = str(path) if path is not None else "command line"
     if raw.get("kind", expected) != expected:
         raise ConfigError(f"{source}: key 'kind': this command takes a '{expected}' config, got '{raw.get('kind')}'")
     given = {**(overrides or {}), **{k: v for k, v in (flags or {}).items() if v is not None}}
-    return from_dict(cls, apply_overrides({**raw, "kind": expected}, given, source), source, overrides=list(given))
+    raw = apply_overrides({**raw, "kind": expected}, given, source)
+    for field in dataclasses.fields(cls):
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if required and field.name not in raw:
+            raise ConfigError(f"{source}: no {field.name}: pass {(how or {}).get(field.name) or _how(field)}")
+    return from_dict(cls, raw, source, overrides=list(given))
+
+
+def _how(field: dataclasses.Field) -> str:
+    """How a key is given on the command line: its flag (an `option` field's) or `key=...`."""
+    if not field.metadata.get("cli"):
+        return f"{field.name}=..."
+    flag = (field.metadata["flags"] or (f"--{field.name.replace('_', '-')}",))[0]
+    return f"{flag} {field.metadata['metavar'] or field.name.upper()} (or {field.name}=...)"
 
 
 def to_dict(cfg: Any) -> Any:

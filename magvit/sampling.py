@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from magvit.config import apply_overrides, find_config, from_dict, option, read_yaml, save_config
+from magvit.config import find_config, option, resolve, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, ensure_folder
@@ -77,15 +77,8 @@ class SampleConfig:
 def sample_settings(command: str, config: str | None = None, overrides: Mapping[str, Any] | None = None,
                     flags: Mapping[str, Any] | None = None) -> SampleConfig:
     """YAML (optional) < `key=value` overrides < command-line flags (dotted keys; None = not given)."""
-    raw = read_yaml(config) if config else {"kind": "sample"}
     source = str(config) if config else "command line"
-    if raw.get("kind", "sample") != "sample":
-        raise MagvitError(f"{source}: key 'kind': this command takes a 'sample' config, got '{raw.get('kind')}'")
-    given = {**(overrides or {}), **{k: v for k, v in (flags or {}).items() if v is not None}}
-    raw = apply_overrides({"kind": "sample", **raw}, given, source)
-    if "checkpoint" not in raw:
-        raise MagvitError(f"{source}: no checkpoint: pass --checkpoint DIR (or checkpoint=DIR)")
-    cfg = from_dict(SampleConfig, raw, source, overrides=list(given))
+    cfg = resolve(SampleConfig, config, overrides, flags, how={"checkpoint": "--checkpoint DIR (or checkpoint=DIR)"})
     task = cfg.task
     if task is not None and task not in FAMILIES[command]:
         TASKS[task]  # an unknown name: one line listing the tasks

@@ -106,3 +106,19 @@ def test_load_as_needs_no_kinds_table(tmp_path):
     assert load_as(data_config, _write(tmp_path, GOOD), ["dataset.frames=3"]).dataset.frames == 3
     with pytest.raises(ConfigError, match="takes a 'data' config, got 'sample'"):
         load_as(data_config, _write(tmp_path, "kind: sample\ncheckpoint: x\n"))
+
+
+def test_resolve_names_how_to_give_a_missing_required_key(tmp_path):
+    """A required key given nowhere (no YAML, or a YAML without it, and no flag or override) is one line
+    saying how to give it: its flag for an `option` field, `key=...` otherwise, or the caller's words."""
+    from magvit.bench.configs import BenchDecodeConfig
+    from magvit.config import resolve
+    from magvit.sampling import SampleConfig
+
+    with pytest.raises(ConfigError, match=r"^command line: no grid: pass --grid T,H,W \(or grid=\.\.\.\)$"):
+        resolve(BenchDecodeConfig)
+    path = _write(tmp_path, "kind: sample\nnum: 2\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: no checkpoint: pass --checkpoint DIR$"):
+        resolve(SampleConfig, path, how={"checkpoint": "--checkpoint DIR"})
+    assert resolve(SampleConfig, path, {"checkpoint": "digits-video"}).num == 2
+    assert resolve(BenchDecodeConfig, None, None, {"grid": (1, 4, 4), "steps": None}).steps == 12  # None: not given

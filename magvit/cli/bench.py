@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import add_config_flags, config_arg, given, overrides_arg, overwrite_arg, require, split_config
+from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
 from magvit.errors import MagvitError
 
 
@@ -26,19 +26,11 @@ def _bench_args(kind: str) -> Callable[[argparse.ArgumentParser], None]:
 
 
 def _settings(args: argparse.Namespace, kind: str) -> Any:
-    """The benchmark's config: its YAML < key=value < flags."""
-    from magvit.config import parse_overrides, resolve
+    """The benchmark's config: its YAML < key=value < flags (--grid given as T,H,W text)."""
+    from magvit.bench.decode import parse_grid
     from magvit.kinds import CONFIG_KINDS
 
-    cls = CONFIG_KINDS[kind].config
-    from magvit.bench.decode import parse_grid
-
-    config, overrides = split_config(args.config, args.overrides)
-    parsed, flags = parse_overrides(overrides), given(args, args.dests)
-    if "grid" in flags:
-        flags["grid"] = parse_grid(flags["grid"])
-    require(cls, config, parsed, flags)
-    return resolve(cls, config, parsed, flags)
+    return command_settings(CONFIG_KINDS[kind].config, args, parse={"grid": parse_grid})[0]
 
 
 def _setup(cfg: Any, tables: tuple[str, ...], overwrite: bool) -> None:

@@ -5,12 +5,10 @@ paper's number."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from typing import Any
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import add_config_flags, config_arg, given, overrides_arg, overwrite_arg, split_config
-from magvit.errors import MagvitError
+from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -22,17 +20,6 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     overrides_arg(p)
 
 
-def _require(config: str | None, overrides: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
-    """Without a YAML: the model, the tasks and the data section must be given (one line each)."""
-    if config is not None:
-        return
-    keys = {*overrides, *flags}
-    for key, how in (("checkpoint", "--checkpoint DIR"), ("tasks", "--tasks TASK"),
-                     ("data", "data.name=NAME data.root=DIR data.split=SPLIT")):
-        if not any(k == key or k.startswith(f"{key}.") for k in keys):
-            raise MagvitError(f"no {key}: pass {how} (or a config file: configs/eval/*.yaml)")
-
-
 def _typed(value: Any) -> str:
     """A flag's value as the key=value override that sets the same key."""
     return f"[{', '.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
@@ -42,13 +29,12 @@ def _typed(value: Any) -> str:
          "report.json and report.md, ours beside the paper's number")
 @arguments(_eval_args)
 def eval_command(args: argparse.Namespace) -> None:
-    from magvit.config import parse_overrides, resolve
     from magvit.evaluation.protocols import EvalConfig, evaluate, markdown
 
-    config, overrides = split_config(args.config, args.overrides)
-    parsed, flags = parse_overrides(overrides), given(args, args.dests)
-    _require(config, parsed, flags)
-    cfg = resolve(EvalConfig, config, parsed, flags)
+    given_elsewhere = " (or a config file: configs/eval/*.yaml)"
+    how = {"checkpoint": f"--checkpoint DIR{given_elsewhere}", "tasks": f"--tasks TASK{given_elsewhere}",
+           "data": f"data.name=NAME data.root=DIR data.split=SPLIT{given_elsewhere}"}
+    cfg, config, overrides, flags = command_settings(EvalConfig, args, how=how)
     argv = ["eval", *([config] if config else []), *overrides, *(f"{k}={_typed(v)}" for k, v in flags.items())]
     report = evaluate(cfg, overwrite=args.overwrite, source=config, argv=argv)
     print(markdown(report))

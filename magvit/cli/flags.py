@@ -18,8 +18,6 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Union
 
-from magvit.errors import MagvitError
-
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # magvit.runtime.DTYPES, spelled here so that --help imports no torch
 
 
@@ -132,15 +130,21 @@ def given(args: argparse.Namespace, dests: Mapping[str, str]) -> dict[str, Any]:
     return {key: values[dest] for dest, key in dests.items() if values.get(dest) is not None}
 
 
-def require(cls: type, config: str | None, overrides: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
-    """Without a YAML, a required field not given is one line naming its flag."""
-    if config is not None:
-        return
-    for field in dataclasses.fields(cls):
-        missing = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if missing and field.name not in overrides and field.name not in flags and field.name != "kind":
-            flag = (field.metadata.get("flags") or (f"--{field.name.replace('_', '-')}",))[0]
-            raise MagvitError(f"no {field.name}: pass {flag} (or a config file, or {field.name}=...)")
+def command_settings(
+    cls: type, args: argparse.Namespace, *, how: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None, parse: Mapping[str, Callable[[str], Any]] | None = None,
+) -> tuple[Any, str | None, list[str], dict]:
+    """A command's settings: its YAML (`args.config`) < key=value < its flags (`add_config_flags`' dests,
+    then `extra`; `parse[key]` turns a flag's text into the value), resolved as `magvit.config.resolve`
+    does. Returns (the config, the YAML read or None, the overrides as typed, the flags given)."""
+    from magvit.config import parse_overrides, resolve
+
+    config, overrides = split_config(args.config, args.overrides)
+    flags = {**given(args, args.dests), **(extra or {})}
+    for key, turn in (parse or {}).items():
+        if key in flags:
+            flags[key] = turn(flags[key])
+    return resolve(cls, config, parse_overrides(overrides), flags, how), config, overrides, flags
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,16 @@ import argparse
 from collections.abc import Callable
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import add_config_flags, config_arg, given, names, overrides_arg, overwrite_arg, split_config
+from magvit.cli.flags import (
+    add_config_flags,
+    command_settings,
+    config_arg,
+    given,
+    names,
+    overrides_arg,
+    overwrite_arg,
+    split_config,
+)
 from magvit.errors import MagvitError
 
 # the SampleConfig keys every sampling command takes as flags, in --help order
@@ -111,10 +120,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 @command("demo", "try a model on a web page (Gradio, the [demo] extra): every sampling command, its settings.yaml")
 @arguments(_demo_args)
 def demo(args: argparse.Namespace) -> None:
-    from magvit.config import parse_overrides, resolve
     from magvit.demo import launch
     from magvit.demo.session import DemoConfig
 
-    config, overrides = split_config(args.config, args.overrides)
-    cfg = resolve(DemoConfig, config, parse_overrides(overrides), given(args, args.dests))
+    cfg = command_settings(DemoConfig, args)[0]
     launch(cfg.checkpoint, port=cfg.port, host=cfg.host, device=cfg.device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import DTYPE_NAMES, add_config_flags, dtype_arg, given, overrides_arg, overwrite_arg
+from magvit.cli.flags import DTYPE_NAMES, add_config_flags, command_settings, dtype_arg, overrides_arg, overwrite_arg
 
 
 def _training_speed_args(p: argparse.ArgumentParser) -> None:
@@ -103,10 +103,8 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 @command("plot", "draw a training run's loss and metric curves (train.csv, val.csv) as one PNG")
 @arguments(_plot_args)
 def plot(args: argparse.Namespace) -> None:
-    from magvit.config import parse_overrides, resolve
     from magvit.plots import PlotConfig, plot_run
 
-    config = args.run_dir if args.run_dir.endswith((".yaml", ".yml")) else None
-    flags = given(args, args.dests) | ({} if config else {"run_dir": args.run_dir})
-    cfg = resolve(PlotConfig, config, parse_overrides(args.overrides), flags)
+    args.config = args.run_dir if args.run_dir.endswith((".yaml", ".yml")) else None  # a `kind: plot` YAML
+    cfg = command_settings(PlotConfig, args, extra={} if args.config else {"run_dir": args.run_dir})[0]
     print(f"wrote {plot_run(cfg.run_dir, cfg.out, overwrite=args.overwrite)}")
