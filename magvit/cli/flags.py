@@ -68,7 +68,7 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any
         item = args[0]
         if typing.get_origin(item) is Literal:
             kwargs["choices"], item = typing.get_args(item), str
-        kwargs["type"] = _item(item, flags[0])
+        kwargs["type"] = word(item, flags[0])
     elif tp in (int, float, str):
         kwargs["type"] = tp
     else:
@@ -78,18 +78,18 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any
     parser.add_argument(*flags, **kwargs)
 
 
-def _item(tp: type, flag: str) -> Callable[[str], Any]:
-    """A value of a flag that takes every word up to the next flag: a key=value override there is one
-    line saying where it goes, not "invalid int value"."""
+def word(tp: type, flag: str, what: str | None = None, instead: str = "") -> Callable[[str], Any]:
+    """A value of a flag that takes every word up to the next flag (`what` it is, default "a number" or
+    the type's name): a key=value override there is one line saying where it goes (`instead`: another
+    way), not "invalid int value"."""
+    what = what or ("a number" if tp in (int, float) else tp.__name__)
 
     def parse(text: str) -> Any:
-        if "=" in text:
-            raise argparse.ArgumentTypeError(f"{text!r}: put key=value overrides before {flag}")
         try:
             return tp(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'a number' if tp in (int, float) else tp.__name__}") \
-                from None
+            where = f" (put key=value overrides before {flag}{instead})" if "=" in text else ""
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}{where}") from None
 
     parse.__name__ = tp.__name__
     return parse

@@ -20,6 +20,7 @@ from magvit.cli.flags import (
     overrides_arg,
     overwrite_arg,
     split_config,
+    word,
 )
 from magvit.errors import MagvitError
 
@@ -41,20 +42,11 @@ _COMMANDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
 }
 
 
-def _class_id(text: str) -> int:
-    """A value of --classes, which takes every word up to the next flag: a key=value override there is
-    one line saying where it goes, not "invalid int value"."""
-    try:
-        return int(text)
-    except ValueError:
-        where = " (put key=value overrides before --classes, or use --class C)" if "=" in text else ""
-        raise argparse.ArgumentTypeError(f"{text!r} is not a class number{where}") from None
-
-
 def _input_args(p: argparse.ArgumentParser, inputs: tuple[str, ...]) -> None:
     """The inputs, which differ per command: the one `input` key read from --video or --image."""
     if "classes" in inputs:
-        p.add_argument("--classes", dest="classes", type=_class_id, nargs="+", action="extend", metavar="C",
+        class_id = word(int, "--classes", "a class number", ", or use --class C")
+        p.add_argument("--classes", dest="classes", type=class_id, nargs="+", action="extend", metavar="C",
                        help="classes of the samples, cycled (Python: classes=[...]; default 0, 1, 2, ...)")
         p.add_argument("--class", dest="classes", type=int, action="append", metavar="C",
                        help="one class; repeat for several (the same as --classes)")
