@@ -242,3 +242,14 @@ def test_every_command_but_config_show_runs_a_config_kind_and_every_flag_is_a_fi
     help = " ".join(build_parser(only=("bench", "quality"))._subparsers._group_actions[0].choices["bench"]
                     ._subparsers._group_actions[0].choices["quality"].format_help().split())
     assert "--sweep-steps [N ...] steps of the sweep (default 4 8 12 16)" in help
+
+
+@pytest.mark.parametrize("argv", [["bench", "train", "--tokenizers", "causal3d:tiny", "steps=2"],
+                                  ["generate", "--checkpoint", "digits-video", "--classes", "1", "steps=2"]])
+def test_an_override_after_a_flag_of_several_words_is_one_line(argv, capsys):
+    """A flag that takes every word up to the next flag (--tokenizers, --classes, made by flags.word)
+    does not swallow a key=value: one line saying where to put it, exit 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and f"put key=value overrides before {argv[-3]}" in err

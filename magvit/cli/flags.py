@@ -80,16 +80,17 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any
 
 def word(tp: type, flag: str, what: str | None = None, instead: str = "") -> Callable[[str], Any]:
     """A value of a flag that takes every word up to the next flag (`what` it is, default "a number" or
-    the type's name): a key=value override there is one line saying where it goes (`instead`: another
+    "a value of it"): a key=value override there is one line saying where it goes (`instead`: another
     way), not "invalid int value"."""
-    what = what or ("a number" if tp in (int, float) else tp.__name__)
+    what = what or ("a number" if tp in (int, float) else "a value of it")
 
     def parse(text: str) -> Any:
+        if "=" in text:  # never a name, path or number these flags take: an override in the wrong place
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (put key=value overrides before {flag}{instead})")
         try:
             return tp(text)
         except ValueError:
-            where = f" (put key=value overrides before {flag}{instead})" if "=" in text else ""
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}{where}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
 
     parse.__name__ = tp.__name__
     return parse
