@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -41,6 +41,7 @@ from magvit.evaluation.digits import DigitClassifier, Recipe
 from magvit.fileio import atomic_write_text
 from magvit.pipeline import MagvitPipeline
 from magvit.release import load_model_folder, write_model_card
+from magvit.runtime import Dtype
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
 
@@ -63,7 +64,7 @@ class ReportConfig:
     seed: int = 0
     fps: float = 6.0
     classifier: Recipe = Recipe()  # the digit classifier that scores the samples (trained once, cached)
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # precision of sampling and the tokenizer (the classifier: fp32)
+    dtype: Dtype = "fp32"  # precision of sampling and the tokenizer (the classifier: fp32)
 
 
 @dataclass(frozen=True, kw_only=True)

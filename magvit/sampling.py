@@ -31,6 +31,7 @@ from magvit.fileio import check_outputs, ensure_folder
 from magvit.inputs import describe_frames
 from magvit.media import OUTPUT_SUFFIXES
 from magvit.pipeline import FAMILIES, MagvitPipeline, Samples, sample_count, save_videos
+from magvit.runtime import Dtype
 from magvit.tasks import TASKS
 
 FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: samples.png alone
@@ -68,7 +69,7 @@ class SampleConfig:
     fps: float | None = option(None, "frames per second of the MP4/GIF (default: the model's)")
     device: str = option("auto", "auto (cuda if available, else cpu, as MagvitPipeline.from_pretrained), cpu, "
                          "cuda or cuda:N")
-    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "autocast precision of the forward passes "
+    dtype: Dtype = option("fp32", "autocast precision of the forward passes "
                                                     "(magvit.runtime)")
     compile: bool = option(False, "torch.compile the tokenizer and the decode step (eager, with one warning, "
                            "where compiling fails; sets decode.compile)")

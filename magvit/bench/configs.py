@@ -2,7 +2,7 @@
 
 Each field is declared once (magvit.config.option): the YAML key, the flag and its help with the
 default come from here; the resolved settings are written next to the tables (`<out>/<table>.settings.yaml`)
-so that a table can be re-made with `magvit bench NAME <that file>`. No torch here: `--help` stays fast.
+so that a table can be re-made with `magvit bench NAME <that file>`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from magvit.config import option
-
-DTYPES = Literal["fp32", "bf16", "fp16"]
+from magvit.runtime import Dtype
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +46,7 @@ class BenchTokenizersConfig(BenchCommon):
     compile: bool = option(False, "also time each tokenizer compiled (torch.compile), next to the eager figures")
     channels_last: bool = option(False, "conv weights channels-last (3D: channels_last_3d); slower on CPU, see "
                                  "BENCHMARKS.md")
-    dtype: DTYPES = option("fp32", "precision of the forward passes: fp32 (TF32 on CUDA), bf16 or fp16 (autocast)")
+    dtype: Dtype = option("fp32", "precision of the forward passes: fp32 (TF32 on CUDA), bf16 or fp16 (autocast)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +65,7 @@ class BenchDecodeConfig(BenchCommon):
     fast_paths: tuple[Literal["compiled", "cuda-graph", "compiled+cuda-graph"], ...] | None = option(
         None, "decode-loop paths timed beside eager: compiled, cuda-graph, compiled+cuda-graph (default: compiled, "
         "and on CUDA all three; give none for eager only)", metavar="PATH")
-    dtype: DTYPES = option("fp32", "precision of the forward passes: fp32 (TF32 on CUDA), bf16 or fp16 (autocast)")
+    dtype: Dtype = option("fp32", "precision of the forward passes: fp32 (TF32 on CUDA), bf16 or fp16 (autocast)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +82,7 @@ class BenchTrainConfig(BenchCommon):
     size: int = option(128, "tokenizer clip height and width")
     grid: tuple[int, int, int] = option((5, 16, 16), "transformer token grid T,H,W (default 5,16,16)", metavar="T,H,W")
     codebook_size: int = option(1024, "transformer codes per token")
-    dtype: tuple[DTYPES, ...] = option(("fp32",), "precisions, a row each: fp32 (TF32 on CUDA), bf16, fp16 (CUDA) "
+    dtype: tuple[Dtype, ...] = option(("fp32",), "precisions, a row each: fp32 (TF32 on CUDA), bf16, fp16 (CUDA) "
                                        "(default fp32)", metavar="DTYPE")
     compile: Literal["off", "on", "both"] = option("off", "torch.compile the model: off, on, or both rows")
     checkpointing: Literal["off", "on", "both"] = option("off", "activation checkpointing per block: off, on, or "
@@ -109,5 +108,5 @@ class BenchQualityConfig(BenchCommon):
     sweep_steps: tuple[int, ...] = option((4, 8, 12, 16), "steps of the sweep", metavar="N")
     batch_size: int = option(50, "clips per decode call")
     seed: int = option(0, "random seed of the clips, the conditions and the samples")
-    dtype: DTYPES = option("fp32", "precision of the model (the digit classifier stays fp32)")
+    dtype: Dtype = option("fp32", "precision of the model (the digit classifier stays fp32)")
     compile: bool = option(False, "torch.compile the tokenizer and the decode step")

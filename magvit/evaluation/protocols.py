@@ -43,6 +43,7 @@ from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, check_outputs, ensure_folder
 from magvit.metrics import feature_statistics, frechet_distance, inception_score, region_psnr, ssim
 from magvit.pipeline import MagvitPipeline
+from magvit.runtime import Dtype
 from magvit.tasks import TASKS
 
 Metric = Literal["fvd", "fid", "is", "psnr", "ssim"]
@@ -88,7 +89,7 @@ class EvalConfig:
     workers: int = option(0, "processes reading the clips (0: the main one)")
     seed: int = option(0, "random seed of the samples")
     device: str = option("auto", "auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "autocast precision of the model (the feature "
+    dtype: Dtype = option("fp32", "autocast precision of the model (the feature "
                                                     "extractors stay fp32)")
     out: str = option("runs/eval", "folder for report.json, report.md and settings.yaml")
     paper: Paper = Paper()
