@@ -19,9 +19,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, Union
 
 import yaml
 
@@ -36,8 +36,12 @@ T = TypeVar("T")
 CONFIG_KINDS: Registry[Any] = Registry("config kind")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (),
-           metavar: str | None = None, names: str | None = None, cli: bool = True) -> Any:
+# `option` and `registry_field` return a dataclasses.Field, typed (as dataclasses.field is) as the value
+# it stands for, so that `steps: int = option(12, ...)` type-checks; without a default T is left open.
+
+
+def option(default: T | dataclasses._MISSING_TYPE = dataclasses.MISSING, help: str = "", *,
+           flags: tuple[str, ...] = (), metavar: str | None = None, names: str | None = None, cli: bool = True) -> T:
     """A config field that is also a command-line flag (magvit.cli.flags): its help, shown with the
     default; `flags` names the flag (default `--the-field-name`) and its aliases; `names` the registry
     (or mapping) whose names the help lists, as "module:attribute", read when the flag is built;
@@ -46,11 +50,32 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[s
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def registry_field(registry: Registry, default: Any = dataclasses.MISSING) -> Any:
+def registry_field(registry: Registry, default: T | dataclasses._MISSING_TYPE = dataclasses.MISSING) -> T:
     """A dataclass field whose value is the config of one entry of `registry`, picked by `name`."""
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata={"registry": registry})
     return dataclasses.field(default_factory=lambda: default, metadata={"registry": registry})
+
+
+class RegisteredConfig(Protocol):
+    """A registered config: a dataclass with the `name` of its registry entry (the type of a registry
+    field, whose entries are open: `quantizer`, `data`, ...)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def name(self) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetConfig:
+    """A registered config with named presets: `preset: NAME` in its section fills every key the section
+    does not set from `PRESETS[NAME]` (see `_build_registered`). A subclass gives `name` its default, fills
+    its own PRESETS below its model and declares its fields after these two."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # preset name -> field values
+    name: str
+    preset: str = "base"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +89,7 @@ class _Invalid(Exception):
         self.key, self.message = key, message
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
@@ -127,7 +152,7 @@ def _validate(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"config field {key!r} has a type the loader does not handle: {tp!r}")
 
 
-def _build_dataclass(cls: type, data: Any, key: str) -> Any:
+def _build_dataclass(cls: type[T], data: object, key: str) -> T:
     where = f"'{key}'" if key else "the top level"
     if not isinstance(data, dict):
         raise _Invalid(key, f"must be a mapping of keys for {cls.__name__}, got {data!r}")
@@ -155,7 +180,7 @@ def _build_dataclass(cls: type, data: Any, key: str) -> Any:
     return cls(**kwargs)
 
 
-def _build_registered(registry: Registry, data: Any, key: str) -> Any:
+def _build_registered(registry: Registry, data: object, key: str) -> RegisteredConfig:
     if dataclasses.is_dataclass(data):  # a default that is already built
         return data
     if not isinstance(data, dict) or "name" not in data:
@@ -212,7 +237,7 @@ def check_values(values: Mapping[str, Any], types: Mapping[str, Any], source: st
         raise ConfigError(f"{source}: argument '{e.key}': {e.message}") from None
 
 
-def build_registered(registry: Registry, data: Mapping[str, Any], source: str = "<config>") -> Any:
+def build_registered(registry: Registry, data: Mapping[str, Any], source: str = "<config>") -> RegisteredConfig:
     """Validate `{name: ..., **options}` against the config dataclass of `registry[name]`."""
     try:
         return _build_registered(registry, dict(data), "")
@@ -330,22 +355,23 @@ def _how(field: dataclasses.Field) -> str:
     return f"{flag} {field.metadata['metavar'] or field.name.upper()} (or {field.name}=...)"
 
 
-def to_dict(cfg: Any) -> Any:
-    """A frozen config -> plain dicts/lists/scalars (YAML- and JSON-safe)."""
+def to_dict(cfg: object, leaf: Callable[[object], object] = lambda value: value) -> object:
+    """A frozen config (or any nest of dataclasses, mappings, lists and tuples) -> plain dicts, lists and
+    scalars (YAML- and JSON-safe); `leaf` maps every other value (magvit.bench.report: NaN -> None)."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        return {f.name: to_dict(getattr(cfg, f.name), leaf) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, Mapping):
-        return {k: to_dict(v) for k, v in cfg.items()}
+        return {k: to_dict(v, leaf) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
-    return cfg
+        return [to_dict(v, leaf) for v in cfg]
+    return leaf(cfg)
 
 
-def to_yaml(cfg: Any) -> str:
+def to_yaml(cfg: object) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
-def save_config(cfg: Any, run_dir: str | Path, name: str = "config.yaml") -> Path:
+def save_config(cfg: object, run_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config into a run folder (atomically); it reloads with `load_config`."""
     path = Path(run_dir) / name
     atomic_write_text(path, to_yaml(cfg))

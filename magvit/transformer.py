@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from magvit.config import build_registered
+from magvit.config import PresetConfig, build_registered
 from magvit.errors import MagvitError
 from magvit.registry import Registry
 from magvit.runtime import run_block
@@ -37,8 +37,7 @@ FORMAT, VERSION = "magvit-transformer", 1
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # filled at the bottom of this file
+class TransformerConfig(PresetConfig):
     name: str = "masked"
     preset: str = "tiny"
     layers: int = 2
@@ -182,9 +181,16 @@ def masked_token_loss(logits: Tensor, targets: Tensor, weight: Tensor, label_smo
 # Building blocks
 
 
+class KVCache(Protocol):
+    """One layer's keys and values so far, in autoregressive decoding (magvit.autoregressive.LayerCache)."""
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new keys/values (B, heads, L, d); return all of them so far (B, heads, past + L, d)."""
+        ...
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention through SDPA. `cache` (autoregressive decoding) is an object whose
-    `append(k, v)` stores the new keys/values and returns all of them so far."""
+    """Multi-head self-attention through SDPA, with a `KVCache` in autoregressive decoding."""
 
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
@@ -192,7 +198,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: Tensor, causal: bool = False, cache: Any = None) -> Tensor:
+    def forward(self, x: Tensor, causal: bool = False, cache: KVCache | None = None) -> Tensor:
         """x (B, L, C) -> (B, L, C)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if cache is not None:
@@ -216,7 +222,7 @@ class Block(nn.Module):
         self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, causal: bool = False, cache: Any = None) -> Tensor:
+    def forward(self, x: Tensor, causal: bool = False, cache: KVCache | None = None) -> Tensor:
         x = x + self.drop(self.attn(self.norm1(x), causal, cache))
         return x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(self.norm2(x))))))
 
@@ -307,7 +313,7 @@ class TransformerBase(nn.Module):
         specials = self.embed((ids - size).clamp(min=0) + k * v)
         return torch.where(special.unsqueeze(-1), specials, codes)
 
-    def run_blocks(self, x: Tensor, caches: list[Any] | None = None) -> Tensor:
+    def run_blocks(self, x: Tensor, caches: list[KVCache] | None = None) -> Tensor:
         """x (B, L, C) -> normalised features (B, L, C)."""
         for i, block in enumerate(self.blocks):
             x = run_block(block, x, self.causal, None if caches is None else caches[i],
@@ -397,7 +403,7 @@ TransformerConfig.PRESETS = {
 }
 
 
-def build_transformer(preset: str = "tiny", **overrides: Any) -> TransformerBase:
+def build_transformer(preset: str = "tiny", **overrides: object) -> TransformerBase:
     """`build_transformer("magvit_b", codebook_size=1024, num_classes=101)`; keys validated like a
     config. `name="autoregressive"` builds the autoregressive baseline of the same preset (registered
     by magvit.autoregressive, which defines it)."""

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from magvit.config import to_dict
 from magvit.fileio import atomic_write_text
 from magvit.runtime import environment  # noqa: F401  (re-exported: the bench modules take it from here)
 
@@ -48,7 +50,7 @@ def _cpu_details(env: dict[str, str]) -> str:
     return threads + (f", load average {env['load']}" if "load" in env else "")
 
 
-def format_value(value: Any, digits: int = 3) -> str:
+def format_value(value: object, digits: int = 3) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, bool):
@@ -146,7 +148,7 @@ def write_table(table: Table, out: str | Path | None) -> list[Path]:
         return []
     out = Path(out)
     paths = [out / f"{table.name}.{ext}" for ext in ("json", "csv", "md")]
-    text = json.dumps(_finite(to_json(table)), indent=2, allow_nan=False, default=_json_default)
+    text = json.dumps(to_dict(to_json(table), leaf=_json_value), indent=2, allow_nan=False)
     atomic_write_text(paths[0], text + "\n")
     atomic_write_text(paths[1], render_csv(table))
     atomic_write_text(paths[2], render_markdown(table))
@@ -157,20 +159,11 @@ def write_table(table: Table, out: str | Path | None) -> list[Path]:
     return paths
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities become None: JSON has no spelling for them."""
+def _json_value(value: object) -> object:
+    """A cell as JSON holds it: a one-element tensor or a NumPy scalar as its Python number, and NaN and
+    infinities as None (JSON has no spelling for them); anything else json.dumps cannot write fails there."""
+    if isinstance(value, np.generic) or isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
     return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,15 +1,24 @@
-"""`magvit bench tokenizers | decode | train | quality`: each from its config kind (magvit.bench.configs)
-or flags made from that config's fields; the resolved settings land next to the tables."""
-
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from magvit.cli.base import arguments, command
 from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
 from magvit.errors import MagvitError
+
+if TYPE_CHECKING:
+    import torch
+
+    from magvit.bench.configs import (
+        BenchCommon,
+        BenchDecodeConfig,
+        BenchQualityConfig,
+        BenchTokenizersConfig,
+        BenchTrainConfig,
+    )
+    from magvit.bench.report import Table
 
 
 def _bench_args(kind: str) -> Callable[[argparse.ArgumentParser], None]:
@@ -25,7 +34,7 @@ def _bench_args(kind: str) -> Callable[[argparse.ArgumentParser], None]:
     return add
 
 
-def _settings(args: argparse.Namespace, kind: str) -> Any:
+def _settings(args: argparse.Namespace, kind: str) -> BenchCommon:
     """The benchmark's config: its YAML < key=value < flags (--grid given as T,H,W text)."""
     from magvit.bench.decode import parse_grid
     from magvit.kinds import CONFIG_KINDS
@@ -33,7 +42,7 @@ def _settings(args: argparse.Namespace, kind: str) -> Any:
     return command_settings(CONFIG_KINDS[kind].config, args, parse={"grid": parse_grid})[0]
 
 
-def _setup(cfg: Any, tables: tuple[str, ...], overwrite: bool) -> None:
+def _setup(cfg: BenchCommon, tables: tuple[str, ...], overwrite: bool) -> None:
     """Before a benchmark runs: its thread count, and an --out folder it can write into where none of
     its `tables` (<name>.json / .csv / .md / .png / .settings.yaml) exists yet, unless --overwrite; the
     resolved settings are written there first (`magvit bench NAME <that file>` re-makes the table)."""
@@ -58,73 +67,70 @@ def _setup(cfg: Any, tables: tuple[str, ...], overwrite: bool) -> None:
     atomic_write_text(out / f"{tables[0]}.settings.yaml", to_yaml(cfg))
 
 
-def _write(tables: list, out: str | None) -> None:
-    from magvit.bench import write_table
+def _bench(name: str, help: str, tables: tuple[str, ...] | None = None) -> Callable[[Callable], Callable]:
+    """Register `magvit bench NAME` (config kind `bench_NAME`) from a function (its settings, the device
+    they name) -> its tables: flags from the config's fields, the settings resolved and checked by
+    `_setup`, then the tables printed and written (`tables`: their names, default NAME)."""
+    kind = f"bench_{name}"
 
-    for table in tables:
-        write_table(table, out)
+    def wrap(measure: Callable[..., list[Table]]) -> Callable[[argparse.Namespace], None]:
+        @command(name, help, group="bench")
+        @arguments(_bench_args(kind))
+        def run(args: argparse.Namespace) -> None:
+            from magvit.bench import write_table
+            from magvit.bench.measure import resolve_device
+
+            cfg = _settings(args, kind)
+            _setup(cfg, tables or (name,), args.overwrite)
+            for table in measure(cfg, resolve_device(cfg.device)):
+                write_table(table, cfg.out)
+
+        return run
+
+    return wrap
 
 
-@command("tokenizers", "compare tokenizers on the same clips: quality, compression, speed, memory", group="bench")
-@arguments(_bench_args("bench_tokenizers"))
-def bench_tokenizers(args: argparse.Namespace) -> None:
-    from magvit.bench.measure import resolve_device
+@_bench("tokenizers", "compare tokenizers on the same clips: quality, compression, speed, memory")
+def bench_tokenizers(cfg: BenchTokenizersConfig, device: torch.device) -> list[Table]:
     from magvit.bench.tokenizers import bench_tokenizers
 
-    cfg = _settings(args, "bench_tokenizers")
-    _setup(cfg, ("tokenizers",), args.overwrite)
-    _write([bench_tokenizers(
-        list(cfg.tokenizers), cfg.data, frames=cfg.frames, size=cfg.size, device=resolve_device(cfg.device),
-        dtype=cfg.dtype, batch_size=cfg.batch_size, num_clips=cfg.num_clips, i3d=cfg.i3d,
-        inception=cfg.inception, warmup=cfg.warmup, repeats=cfg.repeats, compile=cfg.compile,
-        layout=cfg.channels_last,
-    )], cfg.out)
+    return [bench_tokenizers(
+        list(cfg.tokenizers), cfg.data, frames=cfg.frames, size=cfg.size, device=device, dtype=cfg.dtype,
+        batch_size=cfg.batch_size, num_clips=cfg.num_clips, i3d=cfg.i3d, inception=cfg.inception, warmup=cfg.warmup,
+        repeats=cfg.repeats, compile=cfg.compile, layout=cfg.channels_last,
+    )]
 
 
-@command("decode", "MaskGIT decoding latency and throughput (eager, compiled, CUDA graph) against an "
-         "autoregressive KV-cache baseline", group="bench")
-@arguments(_bench_args("bench_decode"))
-def bench_decode(args: argparse.Namespace) -> None:
+@_bench("decode", "MaskGIT decoding latency and throughput (eager, compiled, CUDA graph) against an "
+        "autoregressive KV-cache baseline")
+def bench_decode(cfg: BenchDecodeConfig, device: torch.device) -> list[Table]:
     from magvit.bench.decode import bench_decode
-    from magvit.bench.measure import resolve_device
 
-    cfg = _settings(args, "bench_decode")
-    _setup(cfg, ("decode",), args.overwrite)
-    _write([bench_decode(
-        cfg.preset, cfg.grid, steps=cfg.steps, batches=cfg.batch, device=resolve_device(cfg.device),
-        dtype=cfg.dtype, codebook_size=cfg.codebook_size, schedule=cfg.schedule, warmup=cfg.warmup,
-        repeats=cfg.repeats, fast_paths=cfg.fast_paths,
-    )], cfg.out)
+    return [bench_decode(
+        cfg.preset, cfg.grid, steps=cfg.steps, batches=cfg.batch, device=device, dtype=cfg.dtype,
+        codebook_size=cfg.codebook_size, schedule=cfg.schedule, warmup=cfg.warmup, repeats=cfg.repeats,
+        fast_paths=cfg.fast_paths,
+    )]
 
 
-@command("train", "training throughput, peak memory and MFU of tokenizer and transformer presets", group="bench")
-@arguments(_bench_args("bench_train"))
-def bench_train(args: argparse.Namespace) -> None:
-    from magvit.bench.measure import resolve_device
+@_bench("train", "training throughput, peak memory and MFU of tokenizer and transformer presets")
+def bench_train(cfg: BenchTrainConfig, device: torch.device) -> list[Table]:
     from magvit.bench.train import bench_train
 
-    cfg = _settings(args, "bench_train")
-    _setup(cfg, ("train",), args.overwrite)
-    _write([bench_train(
+    return [bench_train(
         list(cfg.tokenizers), list(cfg.transformers), batch=cfg.batch, frames=cfg.frames, size=cfg.size,
-        grid=cfg.grid, codebook_size=cfg.codebook_size, device=resolve_device(cfg.device), dtypes=cfg.dtype,
-        compile=cfg.compile, checkpointing=cfg.checkpointing, warmup=cfg.warmup, repeats=cfg.repeats,
-        peak_tflops=cfg.peak_tflops,
-    )], cfg.out)
+        grid=cfg.grid, codebook_size=cfg.codebook_size, device=device, dtypes=cfg.dtype, compile=cfg.compile,
+        checkpointing=cfg.checkpointing, warmup=cfg.warmup, repeats=cfg.repeats, peak_tflops=cfg.peak_tflops,
+    )]
 
 
-@command("quality", "generation quality on moving digits: class accuracy, Frechet distance, frame prediction, "
-         "schedule x steps sweep", group="bench")
-@arguments(_bench_args("bench_quality"))
-def bench_quality(args: argparse.Namespace) -> None:
-    from magvit.bench.measure import resolve_device
+@_bench("quality", "generation quality on moving digits: class accuracy, Frechet distance, frame prediction, "
+        "schedule x steps sweep", tables=("quality", "quality_fp_latent_frames", "quality_sweep"))
+def bench_quality(cfg: BenchQualityConfig, device: torch.device) -> list[Table]:
     from magvit.bench.quality import bench_quality
 
-    cfg = _settings(args, "bench_quality")
-    _setup(cfg, ("quality", "quality_fp_latent_frames", "quality_sweep"), args.overwrite)
-    _write(bench_quality(
+    return bench_quality(
         cfg.checkpoint, cache_dir=cfg.cache_dir, num=cfg.num, steps=cfg.steps, schedule=cfg.schedule,
-        sweep_schedules=cfg.sweep_schedules, sweep_steps=cfg.sweep_steps, device=resolve_device(cfg.device),
-        batch_size=cfg.batch_size, seed=cfg.seed, temperature=cfg.temperature, guidance=cfg.guidance,
-        dtype=cfg.dtype, compile=cfg.compile,
-    ), cfg.out)
+        sweep_schedules=cfg.sweep_schedules, sweep_steps=cfg.sweep_steps, device=device, batch_size=cfg.batch_size,
+        seed=cfg.seed, temperature=cfg.temperature, guidance=cfg.guidance, dtype=cfg.dtype, compile=cfg.compile,
+    )

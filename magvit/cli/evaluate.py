@@ -5,7 +5,6 @@ paper's number."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from magvit.cli.base import arguments, command
 from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
@@ -20,7 +19,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     overrides_arg(p)
 
 
-def _typed(value: Any) -> str:
+def _typed(value: object) -> str:
     """A flag's value as the key=value override that sets the same key."""
     return f"[{', '.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
 

@@ -16,7 +16,9 @@ import importlib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
+
+T = TypeVar("T")
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # magvit.runtime.DTYPES, spelled here so that --help imports no torch
 
@@ -48,7 +50,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, only: Sequen
     return added
 
 
-def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any, key: str,
+def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: object, key: str,
               parse: Callable[[str], Any] | None, help: str | None) -> None:
     meta = field.metadata
     flags = meta["flags"] or (f"--{field.name.replace('_', '-')}",)
@@ -78,13 +80,13 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any
     parser.add_argument(*flags, **kwargs)
 
 
-def word(tp: type, flag: str, what: str | None = None, instead: str = "") -> Callable[[str], Any]:
+def word(tp: type[T], flag: str, what: str | None = None, instead: str = "") -> Callable[[str], T]:
     """A value of a flag that takes every word up to the next flag (`what` it is, default "a number" or
     "a value of it"): a key=value override there is one line saying where it goes (`instead`: another
     way), not "invalid int value"."""
     what = what or ("a number" if tp in (int, float) else "a value of it")
 
-    def parse(text: str) -> Any:
+    def parse(text: str) -> T:
         if "=" in text:  # never a name, path or number these flags take: an override in the wrong place
             raise argparse.ArgumentTypeError(f"{text!r} is not {what} (put key=value overrides before {flag}{instead})")
         try:
@@ -96,7 +98,7 @@ def word(tp: type, flag: str, what: str | None = None, instead: str = "") -> Cal
     return parse
 
 
-def _optional_arm(tp: Any) -> Any:
+def _optional_arm(tp: object) -> object:
     """`X | None` -> X."""
     if typing.get_origin(tp) in (Union, types.UnionType):
         arms = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -111,7 +113,7 @@ def _help(field: dataclasses.Field) -> str:
     help, default = field.metadata["help"], field.default
     if field.metadata["names"]:  # "module:attribute": a registry or mapping, imported now (not at --help)
         module, _, attribute = field.metadata["names"].partition(":")
-        found: Any = importlib.import_module(module)
+        found: object = importlib.import_module(module)
         for part in attribute.split("."):
             found = getattr(found, part)
         help = f"{help}: {names(found.names() if hasattr(found, 'names') else found)}"
@@ -152,10 +154,11 @@ def command_settings(
 # Flags that are not config keys
 
 
-def config_arg(p: argparse.ArgumentParser, kind: str, where: str) -> None:
-    """The optional YAML a command also runs from (flags and key=value override it)."""
-    p.add_argument("config", nargs="?", default=None,
-                   help=f"a `kind: {kind}` YAML ({where}); flags and key=value override it")
+def config_arg(p: argparse.ArgumentParser, kind: str, where: str, required: bool = False) -> None:
+    """The YAML a command runs from: the one it needs (`required`), or one it also runs from (then flags
+    and key=value override it)."""
+    also = "" if required else "; flags and key=value override it"
+    p.add_argument("config", nargs=None if required else "?", help=f"a `kind: {kind}` YAML ({where}){also}")
 
 
 def split_config(config: str | None, overrides: Sequence[str]) -> tuple[str | None, list[str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import DTYPE_NAMES, names, overrides_arg
+from magvit.cli.flags import DTYPE_NAMES, config_arg, names, overrides_arg
 from magvit.cli.train import mixed_precision
 from magvit.errors import MagvitError
 
@@ -35,7 +35,7 @@ def quickstart(args: argparse.Namespace) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="a `kind: quickstart` YAML (configs/quickstart.yaml)")
+    config_arg(p, "quickstart", "configs/quickstart.yaml", required=True)
     overrides_arg(p)
 
 

@@ -4,17 +4,32 @@ from their YAML (`kind: train_tokenizer` / `kind: train_transformer`) and their 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import DTYPE_NAMES, add_config_flags, command_settings, dtype_arg, overrides_arg, overwrite_arg
+from magvit.cli.flags import (
+    DTYPE_NAMES,
+    add_config_flags,
+    command_settings,
+    config_arg,
+    dtype_arg,
+    overrides_arg,
+    overwrite_arg,
+)
 
 
-def _training_speed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
-    p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
-                   help="mixed precision (sets loop.mixed_precision: fp32 = no; default: the config's)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (sets loop.compile=true)")
-    overrides_arg(p)
+def _training_args(kind: str, where: str) -> Callable[[argparse.ArgumentParser], None]:
+    """A training command's arguments: its YAML, --resume, --dtype, --compile and key=value overrides."""
+
+    def add(p: argparse.ArgumentParser) -> None:
+        config_arg(p, kind, where, required=True)
+        p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+        p.add_argument("--dtype", default=None, choices=DTYPE_NAMES,
+                       help="mixed precision (sets loop.mixed_precision: fp32 = no; default: the config's)")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model (sets loop.compile=true)")
+        overrides_arg(p)
+
+    return add
 
 
 def mixed_precision(dtype: str | None, *sections: str) -> list[str]:
@@ -30,13 +45,8 @@ def training_overrides(args: argparse.Namespace) -> list[str]:
     return [*mixed_precision(args.dtype), *(["loop.compile=true"] if args.compile else []), *args.overrides]
 
 
-def _train_tokenizer_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="a `kind: train_tokenizer` YAML (see configs/tokenizer/)")
-    _training_speed_args(p)
-
-
 @command("train-tokenizer", "train a tokenizer (VQGAN, 3D-VQ, causal LFQ) with accelerate")
-@arguments(_train_tokenizer_args)
+@arguments(_training_args("train_tokenizer", "see configs/tokenizer/"))
 def train_tokenizer(args: argparse.Namespace) -> None:
     from magvit.kinds import load_config
     from magvit.training.tokenizer import train_tokenizer
@@ -44,13 +54,8 @@ def train_tokenizer(args: argparse.Namespace) -> None:
     train_tokenizer(load_config(args.config, training_overrides(args), expect="train_tokenizer"), resume=args.resume)
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="a `kind: train_transformer` YAML (see configs/train/)")
-    _training_speed_args(p)
-
-
 @command("train", "train a masked transformer (MaskGIT MVTM, MAGVIT COMMIT, multi-task) with accelerate")
-@arguments(_train_args)
+@arguments(_training_args("train_transformer", "see configs/train/"))
 def train(args: argparse.Namespace) -> None:
     from magvit.kinds import load_config
     from magvit.training.transformer import train_transformer
@@ -60,7 +65,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _extract_tokens_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="a `kind: train_transformer` YAML: its tokenizer, data and tasks are used")
+    config_arg(p, "train_transformer", "its tokenizer, data and tasks are used", required=True)
     p.add_argument("--out", default=None, help="the cache folder (default: the config's `tokens`)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a token cache that exists there (a folder that is not a token cache never is)")

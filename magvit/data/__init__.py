@@ -1,10 +1,7 @@
 """Data: datasets yielding `{"video": (3, T, H, W) in [-1, 1], "label": int}` and their loaders."""
 
-from dataclasses import dataclass
-
-from magvit.config import registry_field
 from magvit.data.bair import BAIR, BAIRConfig
-from magvit.data.base import DATASETS, ClipDataset, build_dataset, resize_crop
+from magvit.data.base import DATASETS, ClipDataset, DataConfig, build_dataset, resize_crop
 from magvit.data.bundled import BundledClips, BundledClipsConfig
 from magvit.data.files import FileDataset, ImageClips, VideoClips
 from magvit.data.folders import ImageFolder, ImageFolderConfig, VideoFolder, VideoFolderConfig
@@ -15,15 +12,6 @@ from magvit.data.moving_digits import MovingDigits, MovingDigitsConfig
 from magvit.data.shards import ShardsConfig, ShardStream, write_shards
 from magvit.data.ssv2 import SSv2, SSv2Config
 from magvit.data.ucf101 import UCF101, UCF101Config
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """`kind: data`: a dataset (`magvit data preview`). How a training run loads it (batch size,
-    workers, seed) is that run's `loop` section."""
-
-    kind: str = "data"
-    dataset: object = registry_field(DATASETS)
 
 __all__ = [
     "BAIR", "BAIRConfig", "BundledClips", "BundledClipsConfig", "ClipDataset", "DATASETS", "DataConfig", "EpochSampler",

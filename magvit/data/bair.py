@@ -18,24 +18,18 @@ from typing import Literal
 import numpy as np
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, VideoClips
+from magvit.data.files import Entry, VideoClips, VideoFilesConfig, dataset_folder
 from magvit.errors import MagvitError
 from magvit.media import VideoReader, VideoReadError, open_video
 
 
 @dataclass(frozen=True)
-class BAIRConfig:
+class BAIRConfig(VideoFilesConfig):
+    """Clips as MAGVIT (section 4.1) predicts them: 16 frames (of the 30) at 64x64, 1 frame given."""
+
     name: str = "bair"
     root: str = "data/bair"
     split: Literal["train", "test"] = "train"
-    # MAGVIT section 4.1: BAIR frame prediction on 16-frame clips (of the 30) at 64x64, 1 frame given
-    frames: int = 16
-    stride: int = 1
-    size: int = 64
-    random_clip: bool = True
-    random_crop: bool = False
-    flip: bool = False
-    seed: int = 0
     probe: bool = True  # cheap here: a folder is listed, an array's header read (magvit.data.files)
 
 
@@ -76,9 +70,7 @@ class BAIR(VideoClips):
         random_crop: bool = BAIRConfig.random_crop, flip: bool = BAIRConfig.flip, seed: int = BAIRConfig.seed,
         probe: bool = BAIRConfig.probe,
     ):
-        if split not in ("train", "test"):
-            raise MagvitError(f"BAIR splits are train and test, got {split!r}")
-        videos = Path(root).expanduser() / split
+        videos = dataset_folder(root, "BAIR", split, ("train", "test")) / split
         if not videos.is_dir():
             raise MagvitError(f"{videos}: BAIR {split} folder not found")
         found = sorted((p for p in videos.iterdir() if p.is_dir() or p.suffix.lower() == ".npy"), key=_natural)

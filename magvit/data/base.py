@@ -12,19 +12,28 @@ the data it would have seen.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from magvit.config import RegisteredConfig, registry_field
 from magvit.registry import Registry
 
 DATASETS: Registry[Dataset] = Registry("dataset")
 
 
-def build_dataset(cfg: Any) -> Dataset:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """`kind: data`: a dataset (`magvit data preview`). How a training run loads it (batch size,
+    workers, seed) is that run's `loop` section."""
+
+    kind: str = "data"
+    dataset: RegisteredConfig = registry_field(DATASETS)
+
+
+def build_dataset(cfg: RegisteredConfig) -> Dataset:
     """Build the dataset a registered config dataclass describes (its `name` picks the entry)."""
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
     return DATASETS[cfg.name].build(**kwargs)

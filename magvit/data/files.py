@@ -20,6 +20,7 @@ import stat
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,41 @@ from magvit.errors import MagvitError
 from magvit.media import VideoReader, VideoReadError, open_video
 
 Entry = tuple[Path, int | None]  # a file (or folder of frames) and its label (None: unlabelled)
+
+
+@dataclass(frozen=True)
+class ImageFilesConfig:
+    """The keys of every dataset of image files (`ImageClips`): which one and where its files are, then how
+    a sample is cut from a file. A dataset's config gives `name` and `root` their defaults, changes the
+    defaults it needs and adds its own keys after these."""
+
+    name: str
+    root: str = ""
+    size: int = 64  # side of the square frames
+    random_crop: bool = False  # the largest square at a random offset, else the centred one
+    flip: bool = False  # a random horizontal flip
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VideoFilesConfig(ImageFilesConfig):
+    """The keys of every dataset of video files (`VideoClips`): those of image files, then which frames
+    make a clip."""
+
+    frames: int = 16
+    stride: int = 1  # source frames from one clip frame to the next
+    random_clip: bool = True  # a random start, else the middle clip
+
+
+def dataset_folder(root: str | Path, what: str, split: str, splits: Sequence[str]) -> Path:
+    """`root` (`~` expanded) of the dataset `what`, once `split` is one of its `splits` and `root` is a
+    folder; else one MagvitError line."""
+    if split not in splits:
+        raise MagvitError(f"{what} splits are {', '.join(splits[:-1])} and {splits[-1]}, got {split!r}")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise MagvitError(f"{root}: {what} folder not found")
+    return base
 
 
 def official_file(path: Path, what: str) -> Path:

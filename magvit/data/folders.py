@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, ImageClips, VideoClips
+from magvit.data.files import Entry, ImageClips, ImageFilesConfig, VideoClips, VideoFilesConfig
 from magvit.errors import MagvitError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".webp")  # a still WebP: "too short"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def _scan(root: str, extensions: tuple[str, ...], kind: str) -> tuple[Path, list[Path], list[str]]:
-    """Files under `root` with one of `extensions`, sorted; class names if all sit in sub-folders."""
+def _scan(root: str, extensions: tuple[str, ...], kind: str) -> tuple[Path, list[Entry], list[str]]:
+    """The files under `root` with one of `extensions`, sorted, each with the index of its class folder;
+    the class names are the sub-folders when every file sits in one (else the files have no label)."""
     base = Path(root).expanduser()
     if not base.is_dir():
         raise MagvitError(f"{root}: {kind} folder not found")
@@ -30,26 +31,13 @@ def _scan(root: str, extensions: tuple[str, ...], kind: str) -> tuple[Path, list
         raise MagvitError(f"{root}: no {kind} files ({', '.join(extensions)}) under this folder")
     in_subfolders = all(len(p.relative_to(base).parts) > 1 for p in files)
     classes = sorted({p.relative_to(base).parts[0] for p in files}) if in_subfolders else []
-    return base, files, classes
-
-
-def _entries(files: list[Path], base: Path, classes: list[str]) -> list[Entry]:
-    """Each file with the index of its class folder (None when the files are not in class folders)."""
-    return [(p, classes.index(p.relative_to(base).parts[0]) if classes else None) for p in files]
+    return base, [(p, classes.index(p.relative_to(base).parts[0]) if classes else None) for p in files], classes
 
 
 @dataclass(frozen=True)
-class VideoFolderConfig:
+class VideoFolderConfig(VideoFilesConfig):
     name: str = "video_folder"
-    root: str = ""
-    frames: int = 16
-    size: int = 64
-    stride: int = 1
-    random_clip: bool = True
-    random_crop: bool = False
-    flip: bool = False
     extensions: tuple[str, ...] = VIDEO_EXTENSIONS
-    seed: int = 0
 
 
 @DATASETS.register("video_folder", VideoFolderConfig)
@@ -64,20 +52,14 @@ class VideoFolder(VideoClips):
         random_crop: bool = False, flip: bool = False, extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
         seed: int = 0,
     ):
-        base, files, self.classes = _scan(root, tuple(e.lower() for e in extensions), self.kind)
-        super().__init__(base, _entries(files, base, self.classes), frames, size, stride, random_clip, random_crop,
-                         flip, seed)
+        base, entries, self.classes = _scan(root, tuple(e.lower() for e in extensions), self.kind)
+        super().__init__(base, entries, frames, size, stride, random_clip, random_crop, flip, seed)
 
 
 @dataclass(frozen=True)
-class ImageFolderConfig:
+class ImageFolderConfig(ImageFilesConfig):
     name: str = "image_folder"
-    root: str = ""
-    size: int = 64
-    random_crop: bool = False
-    flip: bool = False
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS
-    seed: int = 0
 
 
 @DATASETS.register("image_folder", ImageFolderConfig)
@@ -88,5 +70,5 @@ class ImageFolder(ImageClips):
         self, root: str, size: int, random_crop: bool = False, flip: bool = False,
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS, seed: int = 0,
     ):
-        base, files, self.classes = _scan(root, tuple(e.lower() for e in extensions), self.kind)
-        super().__init__(base, _entries(files, base, self.classes), size, random_crop, flip, seed)
+        base, entries, self.classes = _scan(root, tuple(e.lower() for e in extensions), self.kind)
+        super().__init__(base, entries, size, random_crop, flip, seed)

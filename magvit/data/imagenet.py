@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, ImageClips
+from magvit.data.files import Entry, ImageClips, ImageFilesConfig, dataset_folder
 from magvit.data.folders import IMAGE_EXTENSIONS
 from magvit.errors import MagvitError
 
@@ -28,15 +28,13 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 
 
 @dataclass(frozen=True)
-class ImageNetConfig:
+class ImageNetConfig(ImageFilesConfig):
+    """Images as MaskGIT (section 4.1) takes them: 256x256, the short side resized and the centre cropped."""
+
     name: str = "imagenet"
     root: str = "data/imagenet"
-    split: Literal["train", "val"] = "train"
-    # MaskGIT section 4.1: ImageNet 256x256, the short side resized and the centre cropped
     size: int = 256
-    random_crop: bool = False
-    flip: bool = False
-    seed: int = 0
+    split: Literal["train", "val"] = "train"
     probe: bool = False  # 1.28M images: a bad one is skipped when read (magvit.data.files)
 
 
@@ -64,9 +62,7 @@ class ImageNet(ImageClips):
         random_crop: bool = ImageNetConfig.random_crop, flip: bool = ImageNetConfig.flip,
         seed: int = ImageNetConfig.seed, probe: bool = ImageNetConfig.probe,
     ):
-        if split not in ("train", "val"):
-            raise MagvitError(f"ImageNet splits are train and val, got {split!r}")
-        base = Path(root).expanduser()
+        base = dataset_folder(root, "ImageNet", split, ("train", "val"))
         images = base / split
         if not images.is_dir():
             raise MagvitError(f"{images}: ImageNet {split} folder not found")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, VideoClips, official_file, usual_dir
+from magvit.data.files import Entry, VideoClips, VideoFilesConfig, dataset_folder, official_file, usual_dir
 from magvit.data.folders import VIDEO_EXTENSIONS
 from magvit.errors import MagvitError
 
@@ -33,19 +33,13 @@ REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
 
 
 @dataclass(frozen=True)
-class Kinetics600Config:
+class Kinetics600Config(VideoFilesConfig):
+    """Clips as MAGVIT (section 4.1) predicts them: 16 frames at 64x64, 5 given and 11 predicted."""
+
     name: str = "kinetics600"
     root: str = "data/kinetics600"
     split: Literal["train", "val", "test"] = "train"
     annotations: str = ""  # the CSVs' folder; default: root/annotations if it exists, else root
-    # MAGVIT section 4.1: K600 frame prediction on 16-frame clips at 64x64 (5 given, 11 predicted)
-    frames: int = 16
-    stride: int = 1
-    size: int = 64
-    random_clip: bool = True
-    random_crop: bool = False
-    flip: bool = False
-    seed: int = 0
     probe: bool = False  # ~400k clips: a bad one is skipped when read (magvit.data.files)
 
 
@@ -93,11 +87,7 @@ class Kinetics600(VideoClips):
         random_clip: bool = Kinetics600Config.random_clip, random_crop: bool = Kinetics600Config.random_crop,
         flip: bool = Kinetics600Config.flip, seed: int = Kinetics600Config.seed, probe: bool = Kinetics600Config.probe,
     ):
-        if split not in ANNOTATIONS:
-            raise MagvitError(f"Kinetics-600 splits are {', '.join(ANNOTATIONS)}, got {split!r}")
-        base = Path(root).expanduser()
-        if not base.is_dir():
-            raise MagvitError(f"{root}: Kinetics-600 folder not found")
+        base = dataset_folder(root, "Kinetics-600", split, tuple(ANNOTATIONS))
         folder = usual_dir(base, annotations, ("annotations",))
         train_file, split_file = _annotation_file(folder, "train"), _annotation_file(folder, split)
         train_rows = read_annotations(train_file, "train")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from magvit.data.base import resize_crop
 from magvit.errors import MagvitError
@@ -55,7 +56,7 @@ def decode_mp4(data: bytes) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def video_samples(dataset: Any, encode: str, fps: float) -> Iterator[tuple[str, Members]]:
+def video_samples(dataset: Dataset, encode: str, fps: float) -> Iterator[tuple[str, Members]]:
     """(key, members) of every sample of a map-style dataset, in its order; `encode`: mp4 | frames."""
     from magvit.media import to_uint8
 

@@ -45,15 +45,19 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from magvit.data.base import DATASETS
 from magvit.data.shard_io import Members, decode_sample, read_tar, video_samples, write_tar
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, check_outputs, ensure_folder, read_json
+
+if TYPE_CHECKING:
+    from magvit.config import RegisteredConfig
+    from magvit.data.base import DataConfig
 
 FORMAT, VERSION = "magvit-shards", 1
 ENCODINGS = ("mp4", "frames")
@@ -63,15 +67,13 @@ ENCODINGS = ("mp4", "frames")
 # Writing
 
 
-def write_shards(source: Any, out: str | os.PathLike, samples_per_shard: int = 256, encode: str = "mp4",
-                 overwrite: bool = False, fps: float | None = None, quiet: bool = True) -> Path:
+def write_shards(source: Dataset | RegisteredConfig | DataConfig, out: str | os.PathLike, samples_per_shard: int = 256,
+                 encode: str = "mp4", overwrite: bool = False, fps: float | None = None, quiet: bool = True) -> Path:
     """Write `source` as shards of `samples_per_shard` samples into `out` (see the module docstring).
 
     `source`: a dataset (len and [i]), a registered dataset config or a `kind: data` config (a token
     cache: magvit.training.tokens.shard_token_cache). `encode`: mp4 | frames. An existing `out` is
     replaced only with `overwrite`, and only when it is a shard folder, once the new one is complete."""
-    from torch.utils.data import Dataset
-
     from magvit.config import to_dict
     from magvit.data.base import build_dataset
 

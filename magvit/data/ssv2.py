@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, VideoClips, official_file, usual_dir
+from magvit.data.files import Entry, VideoClips, VideoFilesConfig, dataset_folder, official_file, usual_dir
 from magvit.errors import MagvitError
 
 VIDEO_DIRS = ("20bn-something-something-v2", "videos")
@@ -29,20 +29,16 @@ LABEL_DIRS = ("labels",)
 
 
 @dataclass(frozen=True)
-class SSv2Config:
+class SSv2Config(VideoFilesConfig):
+    """Clips as MAGVIT's multi-task benchmark (section 4.1) takes them: 16 frames at 128x128. Keep `flip`
+    off: a flip turns "left to right" classes into their opposites."""
+
     name: str = "ssv2"
     root: str = "data/ssv2"
+    size: int = 128
     split: Literal["train", "validation"] = "train"
     videos_dir: str = ""  # default: the first of VIDEO_DIRS under root, else root
     labels_dir: str = ""  # default: root/labels if it exists, else root
-    # MAGVIT section 4.1: the multi-task benchmark on SSv2 uses 16-frame clips at 128x128
-    frames: int = 16
-    stride: int = 1
-    size: int = 128
-    random_clip: bool = True
-    random_crop: bool = False
-    flip: bool = False  # off: a flip turns "left to right" classes into their opposites
-    seed: int = 0
     probe: bool = False  # ~190k clips: a bad one is skipped when read (magvit.data.files)
 
 
@@ -94,11 +90,7 @@ class SSv2(VideoClips):
         random_crop: bool = SSv2Config.random_crop, flip: bool = SSv2Config.flip, seed: int = SSv2Config.seed,
         probe: bool = SSv2Config.probe,
     ):
-        if split not in ("train", "validation"):
-            raise MagvitError(f"Something-Something v2 splits are train and validation, got {split!r}")
-        base = Path(root).expanduser()
-        if not base.is_dir():
-            raise MagvitError(f"{root}: Something-Something v2 folder not found")
+        base = dataset_folder(root, "Something-Something v2", split, ("train", "validation"))
         videos = usual_dir(base, videos_dir, VIDEO_DIRS)
         self.classes, clips = read_labels(usual_dir(base, labels_dir, LABEL_DIRS), split)
         self.split = split

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from magvit.data.base import DATASETS
-from magvit.data.files import Entry, VideoClips, official_file, usual_dir
+from magvit.data.files import Entry, VideoClips, VideoFilesConfig, dataset_folder, official_file, usual_dir
 from magvit.errors import MagvitError
 
 VIDEO_DIRS = ("UCF-101", "UCF101")  # what UCF101.rar unpacks to
@@ -28,20 +28,16 @@ SPLIT_DIRS = ("ucfTrainTestlist", "UCF-101/ucfTrainTestlist")  # what UCF101Trai
 
 
 @dataclass(frozen=True)
-class UCF101Config:
+class UCF101Config(VideoFilesConfig):
+    """Clips as MAGVIT (section 4.1) generates them: 16 frames at 128x128 (MAGVIT-v2's causal tokenizer:
+    frames=17)."""
+
     name: str = "ucf101"
     root: str = "data/ucf101"
+    size: int = 128
     split: Literal["train", "test"] = "train"
     fold: int = 1  # the official fold, 1-3 (trainlist0N.txt / testlist0N.txt)
     splits_dir: str = ""  # default: the first of SPLIT_DIRS under root, else root
-    # MAGVIT section 4.1: 16-frame clips at 128x128 for UCF-101 (MAGVIT-v2's causal tokenizer: frames=17)
-    frames: int = 16
-    stride: int = 1
-    size: int = 128
-    random_clip: bool = True
-    random_crop: bool = False
-    flip: bool = False
-    seed: int = 0
     probe: bool = True  # open all 13k clips once when built (magvit.data.files); about a minute
 
 
@@ -88,11 +84,7 @@ class UCF101(VideoClips):
     ):
         if fold not in (1, 2, 3):
             raise MagvitError(f"UCF-101 has folds 1, 2 and 3, got fold {fold}")
-        if split not in ("train", "test"):
-            raise MagvitError(f"UCF-101 splits are train and test, got {split!r}")
-        base = Path(root).expanduser()
-        if not base.is_dir():
-            raise MagvitError(f"{root}: UCF-101 folder not found")
+        base = dataset_folder(root, "UCF-101", split, ("train", "test"))
         videos, lists = usual_dir(base, "", VIDEO_DIRS), usual_dir(base, splits_dir, SPLIT_DIRS)
         self.classes = read_class_index(lists / "classInd.txt")
         self.split, self.fold = split, fold

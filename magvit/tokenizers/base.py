@@ -13,21 +13,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from magvit.config import build_registered
+from magvit.config import PresetConfig, RegisteredConfig, build_registered, registry_field
 from magvit.errors import MagvitError
 from magvit.registry import Registry
 from magvit.tokenizers.blocks import ConvSpec, Decoder, Encoder, Norm, ResBlock
-from magvit.tokenizers.quantizers import Quantizer, QuantizerOutput, build_quantizer
+from magvit.tokenizers.quantizers import QUANTIZERS, Quantizer, QuantizerOutput, VQConfig, build_quantizer
 from magvit.weights import load_weights_folder, resolve_folder, save_weights_folder
 
 TOKENIZERS: Registry[Tokenizer] = Registry("tokenizer")
 
 FORMAT, VERSION = "magvit-tokenizer", 1
+
+
+@dataclass(frozen=True)
+class ConvTokenizerConfig(PresetConfig):
+    """The keys of every tokenizer's config (vqgan2d, vq3d, causal3d): the `ConvSpec` widths and the
+    quantizer, MaskGIT's and MAGVIT's VQ with 1024 codes of dim 256 unless a tokenizer changes it."""
+
+    channels: int = 128  # width of the first stage
+    multipliers: tuple[int, ...] = (1, 2, 2, 4)  # stage i is channels * multipliers[i] wide; 2^(len - 1) downsampling
+    num_res_blocks: int = 2
+    quantizer: RegisteredConfig = registry_field(QUANTIZERS, default=VQConfig(codebook_size=1024, dim=256))
+
+
+@dataclass(frozen=True)
+class Conv3dTokenizerConfig(ConvTokenizerConfig):
+    """A 3D tokenizer's keys: also where its downsamplings halve time."""
+
+    # "early" (MAGVIT, section 3.1: the first two), "late" (MAGVIT-v2, section 3.2: the last two) or one
+    # flag per downsampling, True where time is halved
+    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "late"
 
 
 @dataclass
@@ -81,7 +101,7 @@ def temporal_flags(name: str, placement: str | tuple[bool, ...], downsamplings: 
     return flags
 
 
-def _check_architecture(config: Any) -> None:
+def _check_architecture(config: ConvTokenizerConfig) -> None:
     name = config.name
     if (
         config.channels < 1
@@ -96,20 +116,24 @@ def _check_architecture(config: Any) -> None:
 
 
 class Tokenizer(nn.Module):
-    """Encoder -> quantizer -> decoder. Subclasses pass their `ConvSpec` fields (3D ones their
-    config's `temporal_downsample` as it is: a placement name or flags); everything else is
-    shared."""
+    """Encoder -> quantizer -> decoder, their `ConvSpec` read from the config: 3D for a
+    `Conv3dTokenizerConfig` (its `temporal_downsample`, a placement name or flags, made one flag per
+    downsampling), else 2D. A subclass passes the `ConvSpec` choices that make it (`causal`,
+    `downsample`, `upsample`, `adaptive_norm`) as `layout`; everything else is shared."""
 
-    def __init__(self, config: Any, **spec: Any):
+    def __init__(self, config: ConvTokenizerConfig, **layout: bool | str):
         super().__init__()
         self.config = config
         _check_architecture(config)
-        if "temporal_downsample" in spec:  # 3D: a placement name or flags -> one flag per downsampling
-            spec["temporal_downsample"] = temporal_flags(
-                config.name, spec["temporal_downsample"], len(config.multipliers) - 1
-            )
+        temporal: tuple[bool, ...] = ()
+        if isinstance(config, Conv3dTokenizerConfig):
+            temporal = temporal_flags(config.name, config.temporal_downsample, len(config.multipliers) - 1)
         self.quantizer: Quantizer = build_quantizer(config.quantizer)
-        self.spec = ConvSpec(latent_dim=self.quantizer.dim, **spec)
+        self.spec = ConvSpec(
+            nd=3 if isinstance(config, Conv3dTokenizerConfig) else 2, channels=config.channels,
+            multipliers=tuple(config.multipliers), num_res_blocks=config.num_res_blocks,
+            latent_dim=self.quantizer.dim, temporal_downsample=temporal, **layout,
+        )
         self.encoder = Encoder(self.spec)
         self.decoder = Decoder(self.spec)
         self.init_weights()
@@ -225,7 +249,7 @@ class Tokenizer(nn.Module):
         return load_weights_folder(directory, TOKENIZERS, FORMAT, VERSION, "tokenizer", device, kind=cls)
 
 
-def build_tokenizer(name: str, preset: str = "tiny", **overrides: Any) -> Tokenizer:
+def build_tokenizer(name: str, preset: str = "tiny", **overrides: object) -> Tokenizer:
     """`build_tokenizer("vq3d", "base", quantizer={"name": "fsq"})`; keys validated like a config."""
     config = build_registered(
         TOKENIZERS, {"name": name, "preset": preset, **overrides}, source="build_tokenizer"

@@ -17,24 +17,16 @@ of them make 4j, wherever they sit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
 
-from magvit.config import registry_field
-from magvit.tokenizers.base import TOKENIZERS, Tokenizer
+from magvit.config import RegisteredConfig, registry_field
+from magvit.tokenizers.base import TOKENIZERS, Conv3dTokenizerConfig, Tokenizer
 from magvit.tokenizers.quantizers import QUANTIZERS, LFQConfig
 
 
 @dataclass(frozen=True)
-class Causal3dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # filled at the bottom of this file
+class Causal3dConfig(Conv3dTokenizerConfig):
     name: str = "causal3d"
-    preset: str = "base"
-    channels: int = 128
-    multipliers: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    # "late" (MAGVIT-v2), "early" (MAGVIT) or one flag per downsampling, True where time is halved
-    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "late"
-    quantizer: Any = registry_field(QUANTIZERS, default=LFQConfig(bits=18))
+    quantizer: RegisteredConfig = registry_field(QUANTIZERS, default=LFQConfig(bits=18))
 
 
 @TOKENIZERS.register("causal3d", Causal3dConfig)
@@ -42,19 +34,7 @@ class Causal3d(Tokenizer):
     """MAGVIT-v2's causal tokenizer: (B, 3, 1 + r k, H, W) -> ids (B, 1 + k, H / f, W / f), r = 2^n_t."""
 
     def __init__(self, config: Causal3dConfig):
-        super().__init__(
-            config,
-            nd=3,
-            channels=config.channels,
-            multipliers=tuple(config.multipliers),
-            num_res_blocks=config.num_res_blocks,
-            temporal_downsample=config.temporal_downsample,
-            causal=True,
-            downsample="conv",
-            upsample="depth_to_space",
-            adaptive_norm=True,
-        )
-
+        super().__init__(config, causal=True, downsample="conv", upsample="depth_to_space", adaptive_norm=True)
 
 
 Causal3dConfig.PRESETS = {

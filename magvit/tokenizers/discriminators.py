@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from magvit.config import PresetConfig, RegisteredConfig
 from magvit.errors import MagvitError
 from magvit.registry import Registry
 from magvit.tokenizers.blocks import group_norm
@@ -45,23 +45,18 @@ def _check_clip(name: str, video: Tensor, min_side: int) -> None:
 
 
 @dataclass(frozen=True)
-class PatchGAN2dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # filled at the bottom of this file
+class PatchGAN2dConfig(PresetConfig):
     name: str = "patchgan2d"
-    preset: str = "base"
     channels: int = 64
     num_layers: int = 3  # stride-2 convs: a 70x70 receptive field at 3 (pix2pix)
     max_multiplier: int = 8  # widths channels * min(2^i, max_multiplier)
 
 
 @dataclass(frozen=True)
-class PatchGAN3dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+class PatchGAN3dConfig(PatchGAN2dConfig):
+    """The 2D PatchGAN's keys, and how many of its stride-2 convs also halve time."""
+
     name: str = "patchgan3d"
-    preset: str = "base"
-    channels: int = 64
-    num_layers: int = 3
-    max_multiplier: int = 8
     temporal_downsample: int = 2  # the first this many stride-2 convs also halve time
 
 
@@ -127,10 +122,8 @@ DISCRIMINATORS.register("patchgan3d", PatchGAN3dConfig, help="3D PatchGAN over s
 
 
 @dataclass(frozen=True)
-class StyleGAN3dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+class StyleGAN3dConfig(PresetConfig):
     name: str = "stylegan3d"
-    preset: str = "base"
     channels: int = 64
     multipliers: tuple[int, ...] = (2, 4, 4, 4, 4)  # one downsampling res block each: 128x128 -> 4x4
     blur: bool = True  # blur-pool (StyleGAN2 [1, 3, 3, 1] filter) or plain 2x average pooling
@@ -223,7 +216,7 @@ DISCRIMINATORS.register("stylegan3d", StyleGAN3dConfig, help="StyleGAN-style res
 )
 
 
-def build_discriminator(cfg: Any) -> nn.Module:
+def build_discriminator(cfg: RegisteredConfig) -> nn.Module:
     """Build the discriminator a registered config dataclass describes (its `name` picks the entry)."""
     return DISCRIMINATORS[cfg.name].build(cfg)
 
@@ -233,9 +226,9 @@ PatchGAN2dConfig.PRESETS = {
     "tiny": dict(channels=8, num_layers=2, max_multiplier=4),
     "base": dict(channels=64, num_layers=3, max_multiplier=8),
 }
+# the same sizes, time halved by the first two stride-2 convs
 PatchGAN3dConfig.PRESETS = {
-    "tiny": dict(channels=8, num_layers=2, max_multiplier=4, temporal_downsample=2),
-    "base": dict(channels=64, num_layers=3, max_multiplier=8, temporal_downsample=2),
+    name: dict(sizes, temporal_downsample=2) for name, sizes in PatchGAN2dConfig.PRESETS.items()
 }
 StyleGAN3dConfig.PRESETS = {
     "tiny": dict(channels=8, multipliers=(2, 4, 4), blur=True),

@@ -14,29 +14,21 @@ scratch, B on UCF-101), so a static clip is first tokenized exactly like its fra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from magvit.config import registry_field
 from magvit.errors import MagvitError
-from magvit.tokenizers.base import TOKENIZERS, Tokenizer
-from magvit.tokenizers.quantizers import QUANTIZERS, VQConfig
-from magvit.tokenizers.vqgan2d import VQGAN2d
+from magvit.tokenizers.base import TOKENIZERS, Conv3dTokenizerConfig, Tokenizer
+from magvit.tokenizers.vqgan2d import VQGAN2d, VQGAN2dConfig
 
 
 @dataclass(frozen=True)
-class VQ3dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # filled at the bottom of this file
+class VQ3dConfig(Conv3dTokenizerConfig):
     name: str = "vq3d"
-    preset: str = "base"
     channels: int = 64
-    multipliers: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 2
-    # "early" (MAGVIT's first two stages), "late" (MAGVIT-v2's last two) or one flag per downsampling
-    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "early"
-    quantizer: Any = registry_field(QUANTIZERS, default=VQConfig(codebook_size=1024, dim=256))
+    temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "early"  # MAGVIT's first two stages
 
 
 def inflate_kernel(kernel_2d: Tensor, frames: int, mode: Literal["central", "average"]) -> Tensor:
@@ -51,16 +43,6 @@ def inflate_kernel(kernel_2d: Tensor, frames: int, mode: Literal["central", "ave
 @TOKENIZERS.register("vq3d", VQ3dConfig)
 class VQ3d(Tokenizer):
     """MAGVIT's 3D-VQ: (B, 3, T, H, W) -> ids (B, T / 2^n_t, H / f, W / f)."""
-
-    def __init__(self, config: VQ3dConfig):
-        super().__init__(
-            config,
-            nd=3,
-            channels=config.channels,
-            multipliers=tuple(config.multipliers),
-            num_res_blocks=config.num_res_blocks,
-            temporal_downsample=config.temporal_downsample,
-        )
 
     @torch.no_grad()
     def inflate_from(self, tokenizer_2d: VQGAN2d, mode: Literal["central", "average"] = "central") -> VQ3d:
@@ -102,29 +84,12 @@ class VQ3d(Tokenizer):
         return self
 
 
+# Each the vqgan2d preset it inflates from (the same architecture and quantizer), with time halved too
 VQ3dConfig.PRESETS = {
-    # CPU tests: 16x32x32 -> 4x8x8; architecture of vqgan2d 'tiny'
-    "tiny": dict(
-        channels=16,
-        multipliers=(1, 2, 2),
-        num_res_blocks=1,
-        temporal_downsample=(True, True),
-        quantizer=dict(name="vq", codebook_size=256, dim=16, init="data"),
-    ),
+    # CPU tests: 16x32x32 -> 4x8x8
+    "tiny": dict(VQGAN2dConfig.PRESETS["tiny"], temporal_downsample=(True, True)),
     # MAGVIT-B (41M): 16x128x128 -> 4x16x16
-    "base": dict(
-        channels=64,
-        multipliers=(1, 2, 2, 4),
-        num_res_blocks=2,
-        temporal_downsample="early",
-        quantizer=dict(name="vq", codebook_size=1024, dim=256),
-    ),
+    "base": dict(VQGAN2dConfig.PRESETS["magvit_base"], temporal_downsample="early"),
     # MAGVIT-L (158M)
-    "large": dict(
-        channels=128,
-        multipliers=(1, 2, 2, 4),
-        num_res_blocks=2,
-        temporal_downsample="early",
-        quantizer=dict(name="vq", codebook_size=1024, dim=256),
-    ),
+    "large": dict(VQGAN2dConfig.PRESETS["magvit_large"], temporal_downsample="early"),
 }

@@ -11,36 +11,19 @@ architecture (`magvit_base` -> vq3d `base`, `magvit_large` -> `large`, `tiny` ->
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
-from magvit.config import registry_field
-from magvit.tokenizers.base import TOKENIZERS, Tokenizer
-from magvit.tokenizers.quantizers import QUANTIZERS, VQConfig
+from magvit.tokenizers.base import TOKENIZERS, ConvTokenizerConfig, Tokenizer
 
 
 @dataclass(frozen=True)
-class VQGAN2dConfig:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]  # filled at the bottom of this file
+class VQGAN2dConfig(ConvTokenizerConfig):
     name: str = "vqgan2d"
-    preset: str = "base"
-    channels: int = 128
-    multipliers: tuple[int, ...] = (1, 1, 2, 2, 4)  # downsampling 2^(len - 1)
-    num_res_blocks: int = 2
-    quantizer: Any = registry_field(QUANTIZERS, default=VQConfig(codebook_size=1024, dim=256))
+    multipliers: tuple[int, ...] = (1, 1, 2, 2, 4)  # MaskGIT: 16x downsampling
 
 
 @TOKENIZERS.register("vqgan2d", VQGAN2dConfig)
 class VQGAN2d(Tokenizer):
     """MaskGIT's 2D VQGAN; video frame by frame: (B, 3, T, H, W) -> ids (B, T, H/f, W/f)."""
-
-    def __init__(self, config: VQGAN2dConfig):
-        super().__init__(
-            config,
-            nd=2,
-            channels=config.channels,
-            multipliers=tuple(config.multipliers),
-            num_res_blocks=config.num_res_blocks,
-        )
 
 
 VQGAN2dConfig.PRESETS = {
