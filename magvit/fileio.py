@@ -8,9 +8,12 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeAlias
 
 from magvit.errors import MagvitError
+
+# a value as JSON holds it: what `read_json` returns, narrowed by the caller before use
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 
 
 def ensure_folder(folder: str | os.PathLike) -> Path:
@@ -80,7 +83,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike) -> JSON:
     """Parse a JSON file; malformed JSON is one MagvitError line naming the file and the place."""
     path = Path(path)
     try:

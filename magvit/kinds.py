@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from magvit.bench.configs import BenchDecodeConfig, BenchQualityConfig, BenchTokenizersConfig, BenchTrainConfig
 from magvit.config import CONFIG_KINDS, ConfigError, load_as, read_yaml
@@ -38,10 +37,15 @@ from magvit.sampling import SampleConfig
 from magvit.training.tokenizer import TokenizerTrainConfig
 from magvit.training.transformer import TransformerTrainConfig
 
+# what `load_config` returns: the config dataclass of one of the kinds below
+KindConfig = (DataConfig | TokenizerTrainConfig | TransformerTrainConfig | SampleConfig | QuickstartConfig | StudyConfig
+              | BenchTokenizersConfig | BenchDecodeConfig | BenchTrainConfig | BenchQualityConfig | PlotConfig
+              | DemoConfig | EvalConfig)
+
 SAMPLING = ("generate", "predict", "interpolate", "inpaint", "outpaint", "edit")
 
 # kind -> (its config dataclass, what it is, the commands that run it)
-KINDS: tuple[tuple[str, type, str, tuple[str, ...]], ...] = (
+KINDS: tuple[tuple[str, type[KindConfig], str, tuple[str, ...]], ...] = (
     ("data", DataConfig, "a dataset", ("data preview", "data shard")),
     ("train_tokenizer", TokenizerTrainConfig, "train a tokenizer", ("train-tokenizer",)),
     ("train_transformer", TransformerTrainConfig, "train a masked transformer", ("train", "extract-tokens")),
@@ -60,7 +64,7 @@ for _name, _cls, _help, _commands in KINDS:
     CONFIG_KINDS.register(_name, _cls, help=_help)(_cls)
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | None = None) -> Any:
+def load_config(path: str | Path, overrides: Sequence[str] = (), expect: str | None = None) -> KindConfig:
     """Read a YAML config of any kind, apply `key=value` overrides, validate it against its kind's
     dataclass; `expect` names the kind a command takes."""
     source = str(path)

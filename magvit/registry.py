@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from magvit.errors import ConfigError
 
@@ -64,5 +64,5 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def build(self, name: str, *args: Any, **kwargs: Any) -> T:
+    def build(self, name: str, *args: object, **kwargs: object) -> T:
         return self[name].build(*args, **kwargs)

@@ -33,12 +33,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypedDict, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from magvit.errors import MagvitError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
 
 Dtype = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -107,16 +110,30 @@ def default_tf32() -> None:
 # ---------------------------------------------------------------------------------------------
 # torch.compile
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-class CompiledCall:
+
+class CompileOptions(TypedDict, total=False):
+    """The keyword arguments of `torch.compile` that `compile_forward` passes on."""
+
+    fullgraph: bool
+    dynamic: bool | None
+    backend: str | Callable[..., object]
+    mode: str | None
+    options: dict[str, str | int | bool | Callable[..., object]]
+    disable: bool
+
+
+class CompiledCall(Generic[P, R]):
     """`fn` through torch.compile; on a backend failure, one warning line and `fn` itself from then on.
 
     Inside a region that is itself being compiled (a compiled decode step calling a compiled model)
     `fn` is called directly, so the outer compilation traces through it."""
 
-    def __init__(self, fn: Callable, what: str, **options: Any):
+    def __init__(self, fn: Callable[P, R], what: str, **options: Unpack[CompileOptions]):
         self.eager, self.what = fn, what
-        self.compiled: Callable | None = None
+        self.compiled: Callable[P, R] | None = None
         try:
             self.compiled = torch.compile(fn, **options)
         except RuntimeError as e:  # torch.compile refuses at once (e.g. an unsupported Python)
@@ -130,7 +147,7 @@ class CompiledCall:
                       stacklevel=3)
         self.compiled = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.compiled is None or torch.compiler.is_compiling():
             return self.eager(*args, **kwargs)
         try:
@@ -140,13 +157,14 @@ class CompiledCall:
         return self.eager(*args, **kwargs)
 
 
-def compile_forward(module: nn.Module, what: str, **options: Any) -> nn.Module:
+def compile_forward(module: nn.Module, what: str, **options: Unpack[CompileOptions]) -> nn.Module:
     """Compile `module`'s forward in place (an instance attribute shadows the class's forward), keeping
     its parameters and state_dict keys; `what` names it in the fallback warning. Static shapes by
     default (`dynamic=False`): a new input shape compiles again, up to torch's recompile limit."""
     if is_compiled(module):
         return module
-    module.forward = CompiledCall(module.forward, what, **{"dynamic": False, **options})
+    options.setdefault("dynamic", False)
+    module.forward = CompiledCall(module.forward, what, **options)
     return module
 
 
@@ -184,7 +202,7 @@ def channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
-def run_block(block: nn.Module, *args: Any, checkpointing: bool = False) -> Tensor:
+def run_block(block: nn.Module, *args: object, checkpointing: bool = False) -> Tensor:
     """block(*args); with `checkpointing` while gradients are recorded, the block's activations are
     not kept but recomputed in the backward pass (torch.utils.checkpoint, non-reentrant: RNG state
     is restored, so dropout draws the same mask twice and gradients equal the plain ones)."""

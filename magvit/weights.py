@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, overload
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +23,8 @@ from magvit.config import build_registered, to_dict
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_path, atomic_write_text, read_json
 from magvit.registry import Registry
+
+M = TypeVar("M", bound=nn.Module)  # the model class a caller asks `load_weights_folder` for
 
 
 def save_weights_folder(model: nn.Module, directory: str | Path, fmt: str, version: int) -> Path:
@@ -65,8 +67,18 @@ def resolve_folder(name: str | Path, revision: str | None = None) -> Path:
     return Path(name).expanduser()
 
 
+@overload
 def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, version: int, what: str,
-                        map_location: str | torch.device = "cpu", kind: type | None = None) -> Any:
+                        map_location: str | torch.device = "cpu", *, kind: type[M]) -> M: ...
+
+
+@overload
+def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, version: int, what: str,
+                        map_location: str | torch.device = "cpu", kind: None = None) -> nn.Module: ...
+
+
+def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, version: int, what: str,
+                        map_location: str | torch.device = "cpu", kind: type[nn.Module] | None = None) -> nn.Module:
     """Rebuild the `registry` entry a `save_weights_folder` folder describes, with its weights; with
     `kind`, the folder must hold that class (or a subclass)."""
     directory = Path(directory)
@@ -75,11 +87,12 @@ def load_weights_folder(directory: str | Path, registry: Registry, fmt: str, ver
         if not path.is_file():
             raise MagvitError(f"{path}: not found; a {what} folder holds config.json and model.safetensors")
     meta = read_json(config_path)
-    if not isinstance(meta, dict) or meta.get("format") != fmt or not isinstance(meta.get("config"), dict):
+    raw = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != fmt or not isinstance(raw, dict):
         raise MagvitError(f"{config_path}: not a magvit {what} config (expected format '{fmt}' and a 'config' mapping)")
     if meta.get("version") != version:
         raise MagvitError(f"{config_path}: format version {meta.get('version')!r}, this magvit reads version {version}")
-    config = build_registered(registry, meta["config"], source=str(config_path))
+    config = build_registered(registry, raw, source=str(config_path))
     built = registry[config.name].build
     if kind is not None and not (isinstance(built, type) and issubclass(built, kind)):
         raise MagvitError(f"{directory}: holds a {config.name} {what}, not a {kind.__name__}")

@@ -109,7 +109,8 @@ class DecodeSweepRecipe:
     guidance: float = 2.0
 
 
-_SWEEP: dict[tuple, Any] = {}  # one Evaluator for every arm of a sweep: the model and real clips load once
+# (checkpoint, samples, batch size, seed) -> one Evaluator for every arm of a sweep: the model and real clips load once
+_SWEEP: dict[tuple[str, int, int, int], Evaluator] = {}
 
 
 @PROCEDURES.register("decode_sweep", DecodeSweepRecipe, help="decode a trained cg model with one schedule / steps")
@@ -167,7 +168,7 @@ class TokenizerThenTransformerRecipe:
     name: str = "tokenizer_then_transformer"
     tokenizer: TokenizerTrainConfig
     transformer: TransformerTrainConfig  # tasks must include cg (generation is scored class-conditionally)
-    quantizer: Any = registry_field(QUANTIZERS, default=None)  # replaces tokenizer.tokenizer.quantizer when set
+    quantizer: object | None = registry_field(QUANTIZERS, default=None)  # set: replaces tokenizer.tokenizer.quantizer
     samples: int = 200
     decode: DecodeConfig = DecodeConfig(steps=12, temperature=0.7, choice_temperature=4.5)
     guidance: float = 2.0

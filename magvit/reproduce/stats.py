@@ -88,7 +88,7 @@ def verdict(better: dict[str, Any], worse: dict[str, Any], higher_is_better: boo
 
 def summarise(study: StudyConfig, budget: str, seeds: tuple[int, ...], ran: list[Arm],
               results: dict[str, list[dict[str, Any]]], seconds: float) -> dict[str, Any]:
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm in ran:
         arms[arm.name] = {"set": to_dict(arm.set), "group": arm.group, "x": arm.x,
                           "metrics": {m.name: aggregate(results[arm.name], m.name) for m in study.metrics}}
@@ -144,7 +144,8 @@ def paired_verdict(diff: dict[str, Any], higher_is_better: bool) -> str:
     return "holds" if low > 0 else "contradicted" if high < 0 else "not resolved"
 
 
-def _as_number(value: Any) -> float:
+def _as_number(value: float | list[float] | dict[str, float | str]) -> float:
+    """One run's figure of a metric in any of its forms (a number, per-sample values, an interval)."""
     if isinstance(value, list):
         return float(np.mean(value))
     return float(value["value"]) if isinstance(value, dict) else float(value)

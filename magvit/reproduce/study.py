@@ -27,21 +27,28 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from magvit import shipped
 from magvit.config import apply_overrides, build_registered, from_dict, read_yaml, to_dict
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_write_text, ensure_folder, read_json
+from magvit.fileio import JSON, atomic_write_text, ensure_folder, read_json
 from magvit.registry import Registry
 from magvit.reproduce.config import BUDGETS, Arm, Budget, StudyConfig
 from magvit.reproduce.report import write_report
 from magvit.reproduce.stats import summarise
 
 # procedure name -> run(recipe, seed, context) -> {metric: number | [per-sample values] | {value, low, high}}
-PROCEDURES: Registry[Callable[..., dict[str, Any]]] = Registry("study procedure")
+PROCEDURES: Registry[dict[str, Any]] = Registry("study procedure")
+
+
+class Recipe(Protocol):
+    """What one run of a study does: the frozen dataclass of a `PROCEDURES` entry (magvit.reproduce.procedures)."""
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass
@@ -52,7 +59,7 @@ class Context:
     shared_root: Path
     quiet: bool = True
 
-    def shared(self, name: str, config: Any, build: Callable[[Path], Any]) -> Path:
+    def shared(self, name: str, config: object, build: Callable[[Path], object]) -> Path:
         """A folder `build(folder)` fills once per distinct `config` (e.g. the 2D VQGAN every arm inflates)."""
         folder = self.shared_root / f"{name}-{digest(config)}"
         done = folder / "done.json"
@@ -66,12 +73,12 @@ class Context:
         return folder
 
 
-def plain(config: Any) -> Any:
+def plain(config: object) -> JSON:
     """A config (dataclasses, tuples, ...) as JSON data: what a run's result is keyed by."""
     return json.loads(json.dumps(to_dict(config), default=str))
 
 
-def digest(config: Any) -> str:
+def digest(config: object) -> str:
     return hashlib.sha1(json.dumps(plain(config), sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -102,7 +109,7 @@ def load_study(name: str, overrides: Mapping[str, Any] | None = None) -> tuple[S
     return study, path
 
 
-def check_study(study: StudyConfig, source: Any) -> None:
+def check_study(study: StudyConfig, source: str | Path) -> None:
     """Cross-field checks, one line each; every arm's recipe is validated here, before any run."""
     names = [a.name for a in study.arms]
     if len(set(names)) != len(names) or not names:
@@ -128,7 +135,7 @@ def check_study(study: StudyConfig, source: Any) -> None:
             arm_recipe(study, arm, budget, source)
 
 
-def arm_recipe(study: StudyConfig, arm: Arm, budget: str, source: Any = "study") -> Any:
+def arm_recipe(study: StudyConfig, arm: Arm, budget: str, source: str | Path = "study") -> Recipe:
     """The typed recipe of one arm under one budget: recipe <- budget's keys <- arm's keys."""
     sets = {**study.budgets.get(budget, Budget()).set, **arm.set}
     raw = apply_overrides(dict(study.recipe), sets, f"{source} (arm {arm.name}, budget {budget})")
@@ -166,7 +173,7 @@ def run_study(study: StudyConfig, budget: str, out: str | Path, quiet: bool = Fa
         run_dir = out / "runs" / f"{arm.name}-{digest(recipe)}" / f"seed-{seed}"
         path = run_dir / "result.json"
         previous = read_json(path) if path.is_file() else None
-        if previous is not None and previous.get("key") == key:
+        if isinstance(previous, dict) and previous.get("key") == key:
             metrics = previous["metrics"]
         else:
             bar.set_postfix(arm=arm.name, seed=seed)

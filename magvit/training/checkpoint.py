@@ -18,7 +18,7 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,13 @@ from magvit.errors import MagvitError
 from magvit.weights import load_weights
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class StateSource(Protocol):
+    """What a checkpoint reads a model or an optimizer through: the module or optimizer itself, or under a
+    sharded engine its gathered full state (`sharding.Gathered`)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
 
 
 def save_state_dict(state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -45,7 +52,7 @@ def load_state_dict_into(module: nn.Module, path: Path) -> None:
     load_weights(module, state, str(path))
 
 
-def _optimizer_to_plain(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def _optimizer_to_plain(optimizer: StateSource) -> tuple[dict[str, torch.Tensor], dict]:
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, slots in sd["state"].items():
@@ -87,8 +94,8 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
 
 
 def save_checkpoint(
-    directory: Path, step: int, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-    state: dict, keep: int, scaler: Any = None,
+    directory: Path, step: int, modules: Mapping[str, StateSource], optimizers: Mapping[str, StateSource],
+    state: dict, keep: int, scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write `directory/step-XXXXXXXX` atomically and delete all but the newest `keep`. `scaler`: the
     run's GradScaler (fp16), whose loss scale and growth counter a resume must continue from. Modules and
@@ -137,7 +144,7 @@ def read_optimizer_state(path: Path, name: str) -> dict:
 
 def load_checkpoint(
     path: Path, modules: Mapping[str, nn.Module], optimizers: Mapping[str, torch.optim.Optimizer],
-    scaler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     """Restore modules, optimizers, RNG states and the fp16 grad scaler (when the run has one and the
     checkpoint holds its state) in place; return the saved `state.json` dict."""

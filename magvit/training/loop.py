@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from magvit.training.checkpoint import load_checkpoint, save_checkpoint
+from magvit.training.checkpoint import StateSource, load_checkpoint, save_checkpoint
 from magvit.training.common import (
     CsvLog,
     LoopConfig,
@@ -39,9 +39,13 @@ from magvit.training.common import (
 )
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
     from magvit.training.sharding import Sharding
 
-Terms = dict[str, "torch.Tensor | float"]  # one step's losses and scalars, as the recipe names them
+Terms = dict[str, "torch.Tensor | float | str"]  # one step's losses, scalars and task, as the recipe names them
+Batch = dict[str, "torch.Tensor"]  # one collated batch: the dataset's keys -> (B, ...) tensors
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Start:
 
 
 def restore(run_dir: Path, previous: Path | None, modules: Mapping[str, nn.Module],
-            optimizers: Mapping[str, torch.optim.Optimizer], accelerator: Any, quiet: bool = False) -> Start:
+            optimizers: Mapping[str, torch.optim.Optimizer], accelerator: Accelerator, quiet: bool = False) -> Start:
     """Load `previous` (a checkpoint folder, or None: a fresh run) into the unwrapped modules and the
     optimizers, before `accelerator.prepare`; cut the logs back to its step."""
     if previous is None:
@@ -72,7 +76,7 @@ class TrainingLoop:
     """Steps `start.step` .. `loop.steps`: per step, the learning rates, `step_fn`, EMA, then logging,
     validation and checkpoints at their cadence (the last step always validates and saves)."""
 
-    def __init__(self, loop: LoopConfig, accelerator: Any, run_dir: Path, start: Start, desc: str,
+    def __init__(self, loop: LoopConfig, accelerator: Accelerator, run_dir: Path, start: Start, desc: str,
                  quiet: bool = False):
         self.loop, self.accelerator, self.run_dir, self.quiet = loop, accelerator, run_dir, quiet
         self.main = accelerator.is_main_process
@@ -81,13 +85,13 @@ class TrainingLoop:
         self.train_log = CsvLog(run_dir / "train.csv", accelerator, "train")
         self.val_log = CsvLog(run_dir / "val.csv", accelerator, "val")
 
-    def next_batch(self, batches: Iterator[tuple[int, int, Any]]) -> Any:
+    def next_batch(self, batches: Iterator[tuple[int, int, Batch]]) -> Batch:
         """The next per-process batch; the loop keeps its place (epoch, index) for the checkpoint."""
         self.epoch, self.batch_index, batch = next(batches)
         return batch
 
-    def run(self, loader: Any, schedules: Mapping[str, tuple[torch.optim.Optimizer, OptimConfig]],
-            step_fn: Callable[[int, Callable[[], Any]], Terms],
+    def run(self, loader: DataLoader, schedules: Mapping[str, tuple[torch.optim.Optimizer, OptimConfig]],
+            step_fn: Callable[[int, Callable[[], Batch]], Terms],
             log_row: Callable[[Terms], tuple[dict[str, Any], dict[str, str]]],
             validate: Callable[[int], dict[str, float]],
             saved_modules: Callable[[], Mapping[str, nn.Module]],
@@ -135,9 +139,9 @@ class TrainingLoop:
                         tqdm.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
                 accelerator.wait_for_everyone()
             if step % loop.save_every == 0 or step == loop.steps:
-                modules, saved = saved_modules(), optimizers
-                if sharding:
-                    modules, saved = sharding.gathered(modules)
+                modules: Mapping[str, StateSource]
+                saved: Mapping[str, StateSource]
+                modules, saved = sharding.gathered(saved_modules()) if sharding else (saved_modules(), optimizers)
                 if self.main:
                     save_checkpoint(self.run_dir / "checkpoints", step, modules, saved,
                                     {"epoch": self.epoch, "next_batch": self.batch_index + 1}, keep=loop.keep_last,

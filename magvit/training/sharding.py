@@ -26,12 +26,15 @@ import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from magvit.errors import MagvitError
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 # the modules FSDP2 shards as one unit each under TRANSFORMER_BASED_WRAP (unless the accelerate config
 # names its own fsdp_transformer_layer_cls_to_wrap): the transformer's block, the tokenizer's res block,
@@ -52,16 +55,17 @@ class Gathered:
 class Sharding:
     """What a sharded engine needs besides `accelerator.prepare`; see the module docstring."""
 
-    def __init__(self, accelerator: Any, kind: str):
+    def __init__(self, accelerator: Accelerator, kind: str):
         self.accelerator, self.kind, self.main = accelerator, kind, accelerator.is_main_process
-        self.pairs: dict[str, tuple[nn.Module, Any]] = {}  # optimizer name -> (prepared model, its optimizer)
+        # optimizer name -> (prepared model, its optimizer)
+        self.pairs: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
         self.names: dict[str, list[str]] = {}  # optimizer name -> parameter names in the optimizer's order
         self.eval_copy: nn.Module | None = None  # the main process's plain copy for validation and release
         plugin = accelerator.state.fsdp_plugin if kind == "fsdp2" else None
         self.config_blocks = plugin.transformer_cls_names_to_wrap if plugin is not None else None
 
     @staticmethod
-    def of(accelerator: Any) -> Sharding | None:
+    def of(accelerator: Accelerator) -> Sharding | None:
         from accelerate.utils import DistributedType
 
         if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -76,7 +80,7 @@ class Sharding:
     # ------------------------------------------------------------------ setup
 
     def prepare(self, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int,
-                grad_clip: float | None) -> tuple[Any, Any]:
+                grad_clip: float | None) -> tuple[nn.Module, torch.optim.Optimizer]:
         """`accelerator.prepare(model, optimizer)`; the pair is kept under the optimizer's checkpoint name.
         The first model prepared also leaves a plain copy of itself on the main process (`eval_copy`)."""
         if self.eval_copy is None and self.main:
@@ -275,6 +279,6 @@ class Sharding:
         return [len(self.names[name])]  # both recipes build one parameter group per optimizer
 
 
-def _inner(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimizer inside accelerate's wrapper."""
+def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper (an `AcceleratedOptimizer`), or `optimizer` itself."""
     return getattr(optimizer, "optimizer", optimizer)

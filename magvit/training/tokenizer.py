@@ -8,11 +8,11 @@ that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantiz
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -20,7 +20,7 @@ from magvit import runtime
 from magvit.config import registry_field, save_config
 from magvit.data import DATASETS, build_dataloader, build_dataset
 from magvit.errors import MagvitError
-from magvit.tokenizers import TOKENIZERS, Tokenizer
+from magvit.tokenizers import TOKENIZERS, Tokenizer, TokenizerOutput
 from magvit.tokenizers.discriminators import DISCRIMINATORS, build_discriminator
 from magvit.tokenizers.losses import (
     GAN_LOSSES,
@@ -47,8 +47,12 @@ from magvit.training.common import (
     prepare_loader,
     start_trackers,
 )
-from magvit.training.loop import TrainingLoop, restore
+from magvit.training.loop import Batch, Terms, TrainingLoop, restore
 from magvit.training.sharding import Sharding
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
 
 
 
-def check_engine(cfg: TokenizerTrainConfig, accelerator: Any, sharding: Sharding | None) -> None:
+def check_engine(cfg: TokenizerTrainConfig, accelerator: Accelerator, sharding: Sharding | None) -> None:
     """What the recipe cannot run, in one line, before any work."""
     losses = cfg.loss
     if losses.gan_weight > 0 and cfg.discriminator is None:
@@ -164,18 +168,18 @@ class Parts:
     """What a tokenizer run trains and with what: built by `build_parts`, prepared in place by
     `prepare_parts` (`tokenizer` / `disc` become the wrapped modules, `raw` / `raw_disc` the plain ones)."""
 
-    tokenizer: Any
-    ema: Any
+    tokenizer: torch.nn.Module
+    ema: Tokenizer | None  # a copy of the tokenizer (common.make_ema)
     perceptual: Perceptual | None
-    disc: Any
+    disc: torch.nn.Module | None
     lecam: LeCAM | None
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer | None
-    train_set: Any
-    val_set: Any
-    loader: Any
-    raw: Any = None
-    raw_disc: Any = None
+    train_set: Dataset
+    val_set: Dataset
+    loader: DataLoader
+    raw: Tokenizer | None = None
+    raw_disc: torch.nn.Module | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
         optional = {"ema": self.ema, "disc": self.raw_disc or self.disc, "lecam": self.lecam}
@@ -210,8 +214,8 @@ def build_parts(cfg: TokenizerTrainConfig) -> Parts:
     return Parts(tokenizer, ema, perceptual, disc, lecam, opt_g, opt_d, train_set, val_set, loader)
 
 
-def prepare_parts(parts: Parts, cfg: TokenizerTrainConfig, accelerator: Any, sharding: Sharding | None,
-                  previous: Any) -> None:
+def prepare_parts(parts: Parts, cfg: TokenizerTrainConfig, accelerator: Accelerator, sharding: Sharding | None,
+                  previous: Path | None) -> None:
     """Wrap the models, optimizers and loader for this process (DDP, FSDP2 or DeepSpeed) and move the rest."""
     loop = cfg.loop
     if sharding:  # one model per prepare call; under DeepSpeed each is its own engine
@@ -241,7 +245,7 @@ class TokenizerStep:
     (tokenizer) step on reconstruction, quantizer, perceptual and GAN losses, then the discriminator
     step (GAN loss, LeCAM, lazy R1); `log_row` turns its terms into the logs' row."""
 
-    def __init__(self, cfg: TokenizerTrainConfig, parts: Parts, accelerator: Any, sharding: Sharding | None):
+    def __init__(self, cfg: TokenizerTrainConfig, parts: Parts, accelerator: Accelerator, sharding: Sharding | None):
         self.cfg, self.parts, self.accelerator, self.sharding = cfg, parts, accelerator, sharding
         losses, disc = cfg.loss, parts.disc
         self.engine_g, self.engine_d = deepspeed_engine(parts.tokenizer), deepspeed_engine(disc)
@@ -259,7 +263,7 @@ class TokenizerStep:
         # generator step: the gradients that step leaves in D are set aside instead
         self.d_grads_aside = disc is not None and sharding is not None and sharding.kind == "fsdp2"
 
-    def __call__(self, step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
+    def __call__(self, step: int, next_batch: Callable[[], Batch]) -> Terms:
         losses, parts = self.cfg.loss, self.parts
         gan_scale = losses.gan_weight * gan_warmup_weight(step, losses.gan_start_step, losses.gan_warmup_steps)
         parts.raw.quantizer.set_step(step)  # LFQ's annealed entropy weight (logged as q_entropy_weight)
@@ -283,7 +287,8 @@ class TokenizerStep:
                     self.discriminator_step(real, out, step, terms)
         return terms
 
-    def generator_loss(self, real: torch.Tensor, gan_scale: float) -> tuple[Any, torch.Tensor, dict[str, Any]]:
+    def generator_loss(self, real: torch.Tensor,
+                       gan_scale: float) -> tuple[TokenizerOutput, torch.Tensor, dict[str, Any]]:
         """The tokenizer's output, its total loss and the loss terms on clips `real` (B, 3, T, H, W)."""
         losses, parts = self.cfg.loss, self.parts
         out = parts.tokenizer(real)
@@ -310,7 +315,7 @@ class TokenizerStep:
         terms.update({f"q_{k}": v for k, v in out.quant.metrics.items()})
         return out, total, terms
 
-    def discriminator_step(self, real: torch.Tensor, out: Any, step: int, terms: dict[str, Any]) -> None:
+    def discriminator_step(self, real: torch.Tensor, out: TokenizerOutput, step: int, terms: dict[str, Any]) -> None:
         """D on real and reconstructed clips: the GAN loss, LeCAM and the lazy R1 penalty; its terms into `terms`."""
         losses, parts = self.cfg.loss, self.parts
         lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
@@ -334,7 +339,7 @@ class TokenizerStep:
         else:
             parts.opt_d.zero_grad(set_to_none=True)
 
-    def log_row(self, terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def log_row(self, terms: Terms) -> tuple[dict[str, Any], dict[str, str]]:
         metrics = {k: float(v.detach().float().mean()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
         quantizer = {k: v for k, v in metrics.items() if k.startswith("q_")}
         shown = {k: f"{metrics[k]:.4f}" for k in ("rec", "lpips", "gan_g", "gan_d") if k in metrics}
@@ -351,7 +356,8 @@ def speed_options(tokenizer: Tokenizer, loop: LoopConfig, channels_last: bool = 
         runtime.compile_tokenizer(tokenizer)
 
 
-def modules_for_save(modules, raw, raw_disc):
+def modules_for_save(modules: Mapping[str, torch.nn.Module], raw: Tokenizer,
+                     raw_disc: torch.nn.Module | None) -> dict[str, torch.nn.Module]:
     """The unwrapped modules (no DDP wrapper, no compile prefix) under their checkpoint names."""
     out = dict(modules)
     out["tokenizer"] = raw
@@ -361,7 +367,7 @@ def modules_for_save(modules, raw, raw_disc):
 
 
 @torch.no_grad()
-def validate(model: Tokenizer, dataset, loop: LoopConfig, gif_path: Path,
+def validate(model: Tokenizer, dataset: Dataset, loop: LoopConfig, gif_path: Path,
              fps: float) -> tuple[dict[str, float], torch.Tensor]:
     """PSNR, SSIM, codebook usage and perplexity on the first `val_batches` batches; a GIF of
     real clips (top row) over their reconstructions (bottom row), also returned (3, T, H', W')."""
