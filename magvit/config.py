@@ -95,7 +95,7 @@ def _type_name(tp: object) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _validate(value: Any, tp: Any, key: str) -> Any:
+def _validate(value: object, tp: object, key: str) -> object:  # tp: a type or a typing form
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
 
@@ -149,6 +149,10 @@ def _validate(value: Any, tp: Any, key: str) -> Any:
         if value is not None:
             raise _Invalid(key, f"must be null, got {value!r}")
         return None
+    if isinstance(tp, type) and tp.__module__ not in ("builtins", "typing"):  # a Python-only value (a Tensor mask)
+        if not isinstance(value, tp):
+            raise _Invalid(key, f"must be a {tp.__name__} (given from Python), got {type(value).__name__} {value!r}")
+        return value
     raise TypeError(f"config field {key!r} has a type the loader does not handle: {tp!r}")
 
 

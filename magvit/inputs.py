@@ -1,22 +1,55 @@
-"""What a user gives a sampling command, as the model's pixels: video files, folders of frames,
-images, `bundled:NAME` clips and tensors read as (B, 3, T, H, W) in [-1, 1], framed as the model's
-training clips (frames `stride` apart from `start`; the centre square resized, or resized to
-`crop_from` and centre-cropped); masks and boxes checked against the model's frame."""
+"""What a user gives a sampling command: the task and its inputs (`TaskInputs`, declared once), and
+the inputs as the model's pixels: video files, folders of frames, images, `bundled:NAME` clips and
+tensors read as (B, 3, T, H, W) in [-1, 1], framed as the model's training clips (frames `stride`
+apart from `start`; the centre square resized, or resized to `crop_from` and centre-cropped); masks
+and boxes checked against the model's frame."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from magvit.config import option
 from magvit.errors import MagvitError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 Input = str | Path | Tensor  # a video / image file, a folder of frames, bundled:NAME, or a tensor (read_input)
 
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInputs:
+    """What a sampling run starts from: the task, its input and the task's options, declared once.
+    `SampleConfig` (a sampling command's YAML keys and flags) is built on it and `MagvitPipeline.sample`
+    takes it; a path or a Tensor (`input`, `mask`) is Python's, a YAML or a flag gives a path."""
+
+    task: str | None = option(None, "the task to run (default: the command's first task the model was trained on "
+                              "that fits the inputs)")
+    prompt: str | None = option(None, "the task prompt the model runs with (default: the task's own, see "
+                                "pipeline.PROMPTS), a trained task among", names="magvit.tasks:TASKS")
+    classes: tuple[int, ...] = option((), "class of each sample, cycled (default 0, 1, 2, ...)", cli=False)
+    input: str | Path | Tensor | None = option(None, "the video or image a conditional task starts from (or "
+                                               "bundled:bikes, ...)", cli=False)
+    start: int = option(0, "the input's first frame read", metavar="FRAME")
+    stride: int | None = option(None, "read every STRIDE-th frame (default: the stride the model was trained at)")
+    cond_frames: int | None = option(None, "frames given (default: as trained)", metavar="K")
+    condition_rule: Literal["any", "all"] | None = option(None, "which token positions count as condition "
+                                                          "(magvit.tasks; default: the rule the model was trained "
+                                                          "with)", cli=False)
+    box: tuple[int, int, int, int] | None = option(None, "region top,left,height,width in pixels of the model's "
+                                                   "frame", metavar="T,L,H,W")
+    mask: str | Path | Tensor | None = option(None, "mask image, white = the region to generate (resized and "
+                                              "cropped like the input)", metavar="PNG")
+
+    def files(self) -> list[Path]:
+        """The files this run reads (input and mask; `bundled:` clips are not files): never written over."""
+        return [Path(p) for p in (self.input, self.mask) if isinstance(p, (str, Path))
+                and not str(p).startswith("bundled:")]
 
 
 

@@ -27,10 +27,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +37,10 @@ from torch import Tensor, nn
 from magvit.config import check_values
 from magvit.decode import DecodeConfig, check_decode_config, generate_video
 from magvit.errors import MagvitError
-from magvit.inputs import Input, check_box, read_input, read_mask
+from magvit.inputs import Input, TaskInputs, check_box, read_input, read_mask
 from magvit.release import ModelInfo, find_model_folder, load_model_folder, write_model_folder
 from magvit.runtime import autocast, compile_tokenizer, default_tf32, resolve_device, torch_dtype
-from magvit.tasks import TASKS, Condition, check_rule
+from magvit.tasks import TASKS, Condition, Task, TaskOptions, check_rule
 
 # command -> the tasks it runs, in order of preference when the caller names none
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -123,70 +122,62 @@ class MagvitPipeline:
 
     # -- the tasks ----------------------------------------------------------------------------------
 
-    def generate(self, classes: Sequence[int] | None = None, num: int | None = None, **kwargs: Any) -> Tensor:
+    def generate(self, classes: Sequence[int] | None = None, num: int | None = None, **kwargs: object) -> Tensor:
         """`num` samples (default: one per class given, else 1) of class-conditional generation (the
         classes cycled; default 0, 1, 2, ...) or unconditional generation."""
         return self.sample("generate", classes=classes, num=num, **kwargs).videos
 
-    def predict(self, video: Input, cond_frames: int | None = None, **kwargs: Any) -> Tensor:
+    def predict(self, video: Input, cond_frames: int | None = None, **kwargs: object) -> Tensor:
         """The frames after the first `cond_frames` (default: as trained) of `video`."""
         return self.sample("predict", input=video, cond_frames=cond_frames, **kwargs).videos
 
-    def interpolate(self, video: Input, **kwargs: Any) -> Tensor:
+    def interpolate(self, video: Input, **kwargs: object) -> Tensor:
         """The frames between the first and the last frame of `video`."""
         return self.sample("interpolate", input=video, **kwargs).videos
 
     def inpaint(self, video: Input, box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
-                **kwargs: Any) -> Tensor:
+                **kwargs: object) -> Tensor:
         """Regenerate a box (top, left, height, width in the model's pixels) or a mask (H, W; True or
         white = generate) of an image or video; with neither, the model's fixed central region (ipc)."""
         return self.sample("inpaint", input=video, box=box, mask=mask, **kwargs).videos
 
     def outpaint(self, video: Input, box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
-                 **kwargs: Any) -> Tensor:
+                 **kwargs: object) -> Tensor:
         """Keep a box (or all but a mask) and generate the rest; with neither, a fixed-region task (opc, ...)."""
         return self.sample("outpaint", input=video, box=box, mask=mask, **kwargs).videos
 
     def edit(self, image: Input, classes: Sequence[int] | None = None, box: Sequence[int] | None = None,
-             mask: str | Path | Tensor | None = None, **kwargs: Any) -> Tensor:
+             mask: str | Path | Tensor | None = None, **kwargs: object) -> Tensor:
         """Regenerate a box or mask of an image with a target class (MaskGIT section 4.3)."""
         return self.sample("edit", input=image, classes=classes, box=box, mask=mask, **kwargs).videos
 
     # -- the one code path --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, command: str, *, input: Input | None = None, task: str | None = None, prompt: str | None = None,
-               classes: Sequence[int] | None = None, num: int | None = None, batch_size: int = 16,
-               cond_frames: int | None = None, box: Sequence[int] | None = None,
-               mask: str | Path | Tensor | None = None, condition_rule: str | None = None, seed: int = 0,
-               start: int = 0, stride: int | None = None, decode: DecodeConfig | None = None,
-               progress: bool = False, on_step: Callable[[int, int], None] | None = None,
-               **decode_options: Any) -> Samples:
-        """Run one of the commands (`FAMILIES`): pick the task and prompt, build the condition from
-        `input` (its frames from `start`, `stride` apart: default the model's trained stride), decode
-        `num` samples per input clip (default: one per class given, else 1; the same default as the
-        command line's --num) in batches of `batch_size` with one generator seeded by `seed`. Every
+    def sample(self, command: str, inputs: TaskInputs | None = None, *, num: int | None = None,
+               batch_size: int = 16, seed: int = 0, decode: DecodeConfig | None = None, progress: bool = False,
+               on_step: Callable[[int, int], None] | None = None, **keywords: object) -> Samples:
+        """Run one of the commands (`FAMILIES`) on `inputs` (a `TaskInputs`, or the `SampleConfig` built on
+        it): pick the task and prompt, build the condition from the input (its frames from `start`,
+        `stride` apart: default the model's trained stride), decode `num` samples per input clip
+        (default: one per class given, else 1; the same default as the command line's --num) in batches
+        of `batch_size` with one generator seeded by `seed`. `keywords` set single fields: TaskInputs'
+        (`input=`, `cond_frames=`, `box=`, ...) or DecodeConfig's (`steps=`, `guidance=`, ...). Every
         argument is checked as the command line checks it: a wrong type or value is one MagvitError line.
         `on_step(done, total)` follows the decode steps of all batches (a progress bar: `magvit demo`)."""
         from tqdm.auto import tqdm
 
         if command not in FAMILIES:
             raise MagvitError(f"unknown sampling command {command!r} (one of: {', '.join(FAMILIES)})")
-        cfg = decode_config(decode, decode_options)
-        if isinstance(classes, (range, Tensor)):  # a range or a tensor of class ids: the list it holds
-            classes = classes.tolist() if torch.is_tensor(classes) else list(classes)
-        checked = check_arguments(dict(task=task, prompt=prompt, classes=classes, num=num, batch_size=batch_size,
-                                       cond_frames=cond_frames, box=box, condition_rule=condition_rule, seed=seed,
-                                       start=start, stride=stride))
-        classes, box = checked["classes"] or (), checked["box"]
-        num = sample_count(num, batch_size, classes)
+        inputs, cfg = task_inputs(inputs, keywords), decode_config(decode, keywords)
+        checked = check_values(dict(num=num, batch_size=batch_size, seed=seed), _SAMPLE_HINTS, "MagvitPipeline")
+        num = sample_count(checked["num"], checked["batch_size"], inputs.classes)
         check_decode_config(cfg)  # before any work: a bad schedule or temperature is one line
-        region = box is not None or mask is not None
-        task, prompt = self.pick_task(command, task, prompt, bool(classes), region)
-        cond, frames = self._condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
-                                       condition_rule=condition_rule, start=start, stride=stride)
+        region = inputs.box is not None or inputs.mask is not None
+        task, prompt = self.pick_task(command, inputs.task, inputs.prompt, bool(inputs.classes), region)
+        cond, frames = self._condition(task, inputs)
         total = cond.tokens.shape[0] * num
-        labels = self._classes(classes, total, TASKS.build(prompt).use_class, prompt)
+        labels = self._classes(inputs.classes, total, TASKS.build(prompt).use_class, prompt)
         with tqdm(total=total, desc=f"{command} ({task})", unit="sample", disable=not progress,
                   dynamic_ncols=True) as bar:
             # the condition of sample i is input clip i // num
@@ -200,7 +191,7 @@ class MagvitPipeline:
     def decode_batches(self, prompt: str, cfg: DecodeConfig, seed: int, total: int, batch_size: int, *,
                        condition: Callable[[int, int, int], Condition] | None = None, classes: Tensor | None = None,
                        on_step: Callable[[int, int], None] | None = None,
-                       done: Callable[[int], Any] | None = None) -> tuple[Tensor, Tensor]:
+                       done: Callable[[int], object] | None = None) -> tuple[Tensor, Tensor]:
         """The one decode path (`sample`, the evaluator behind every published score, the quickstart):
         `total` samples of task prompt `prompt` in batches of `batch_size`, with one generator seeded by
         `seed` across the batches. Batch k, samples [a, b), decodes `condition(k, a, b)` (None: cg /
@@ -266,46 +257,36 @@ class MagvitPipeline:
         return chosen, used
 
     @torch.no_grad()
-    def condition(self, task: str, input: Input | None = None, *, cond_frames: int | None = None,
-                  box: Sequence[int] | None = None, mask: str | Path | Tensor | None = None,
-                  condition_rule: str | None = None, start: int = 0, stride: int | None = None) -> Condition:
-        """The condition (batch = input clips) of `task` on `input`, with the options the task was
-        trained with, then these. A task with nothing given (cg, uncond) needs no input; a one-frame
-        input is an image for the tasks that work on one frame; a video must reach the last given frame
-        (frame prediction from a shorter input repeats its last frame). A video file is read from frame
-        `start`, `stride` frames apart (default: the stride the model was trained at) and framed as in
-        training (`trained_framing`)."""
-        return self._condition(task, input, cond_frames=cond_frames, box=box, mask=mask,
-                               condition_rule=condition_rule, start=start, stride=stride)[0]
+    def condition(self, task: str, inputs: TaskInputs | None = None) -> Condition:
+        """The condition (batch = input clips) of `task` on `inputs.input`, with the options the task was
+        trained with, then the ones `inputs` sets. A task with nothing given (cg, uncond) needs no input;
+        a one-frame input is an image for the tasks that work on one frame; a video must reach the last
+        given frame (frame prediction from a shorter input repeats its last frame). A video file is read
+        from frame `start`, `stride` frames apart (default: the stride the model was trained at) and
+        framed as in training (`trained_framing`)."""
+        return self._condition(task, task_inputs(inputs, {}))[0]
 
-    def _condition(self, task: str, input: Input | None, *, cond_frames: int | None, box: Sequence[int] | None,
-                   mask: str | Path | Tensor | None, condition_rule: str | None, start: int,
-                   stride: int | None) -> tuple[Condition, tuple[int, ...] | None]:
+    def _condition(self, task: str, inputs: TaskInputs) -> tuple[Condition, tuple[int, ...] | None]:
         """`condition` and the input's frames read (None when no file was read)."""
         frames, height, width = self.clip
-        self.inputs += [Path(p) for p in (input, mask) if isinstance(p, (str, Path))
-                        and not str(p).startswith("bundled:")]
-        rule = check_rule(condition_rule) if condition_rule is not None else self.info.condition_rule
-        options = self.info.options(task)
-        if cond_frames is not None:
-            options["cond_frames"] = cond_frames
-        if box is not None:
-            check_box(tuple(box), height, width)
-            options["box"] = tuple(box)
-        if mask is not None:
-            options["mask"] = read_mask(mask, (height, width))  # (H, W)
+        self.inputs += inputs.files()
+        rule = check_rule(inputs.condition_rule) if inputs.condition_rule is not None else self.info.condition_rule
+        if inputs.box is not None:
+            check_box(tuple(inputs.box), height, width)
+        mask = read_mask(inputs.mask, (height, width)) if inputs.mask is not None else None  # (H, W)
+        options = TaskOptions(cond_frames=inputs.cond_frames, box=inputs.box, mask=mask).over(self.info.options(task))
         built = TASKS.build(task)
-        given, _ = built.masks(self.tokenizer, 1, frames, height, width, rule, **options)  # (1, 1, T, H, W)
+        given, _ = built.masks(self.tokenizer, 1, frames, height, width, rule, options)  # (1, 1, T, H, W)
         read = None
         if not given.any():
             clip = torch.zeros(1, 3, frames, height, width)
-        elif input is None:
+        elif inputs.input is None:
             raise MagvitError(f"task {task} starts from a video or image: pass --video PATH / --image PATH "
                               "(input=PATH)")
         else:
-            clip, read = self._input_clip(input, built, options, given, start, stride)
+            clip, read = self._input_clip(inputs, built, options, given)
         with self.autocast():
-            return built.condition(clip.to(self.device), self.tokenizer, rule, **options), read
+            return built.condition(clip.to(self.device), self.tokenizer, rule, options), read
 
     def trained_framing(self) -> tuple[int, int | None]:
         """(stride, crop_from) of the model's training clips: frames `stride` apart; each frame's
@@ -314,17 +295,18 @@ class MagvitPipeline:
         data = dict(self.info.data or {})
         return int(data.get("stride") or 1), data.get("crop_from")
 
-    def _input_clip(self, input: Input, task: Any, options: dict[str, Any], given: Tensor, start: int,
-                    stride: int | None) -> tuple[Tensor, tuple[int, ...] | None]:
+    def _input_clip(self, inputs: TaskInputs, task: Task, options: TaskOptions,
+                    given: Tensor) -> tuple[Tensor, tuple[int, ...] | None]:
         """The input as (B, 3, T, H, W) at the model's size and the file's frames read: an image stays
         one frame for a task that works on one; a video is cut to the model's frames, or its last frame
         repeated up to them."""
         frames, height, width = self.clip
         trained_stride, crop_from = self.trained_framing()
-        clip, read = read_input(input, (height, width), max_frames=frames, start=start,
+        input, stride = inputs.input, inputs.stride
+        clip, read = read_input(input, (height, width), max_frames=frames, start=inputs.start,
                                 stride=trained_stride if stride is None else stride, crop_from=crop_from,
                                 explicit_stride=stride is not None)  # (B, 3, T', H, W)
-        if clip.shape[2] == 1 and task.min_latent_frames == 1 and "cond_frames" not in options:
+        if clip.shape[2] == 1 and task.min_latent_frames == 1 and options.cond_frames is None:
             return clip, read  # an image
         needed = int(given[0, 0].flatten(1).any(1).nonzero().max()) + 1  # up to the last frame with given pixels
         if clip.shape[2] < needed:
@@ -385,23 +367,39 @@ class MagvitPipeline:
         return directory
 
 
-def decode_config(decode: DecodeConfig | None, options: dict[str, Any]) -> DecodeConfig:
-    """`decode` (default DecodeConfig()) with keyword overrides; an unknown keyword, or a value of the
-    wrong type (`steps=2.5`), is one line, as the same key in a YAML is."""
-    fields = {f.name for f in dataclasses.fields(DecodeConfig)}
-    unknown = sorted(set(options) - fields)
+# the arguments of `sample` that are neither TaskInputs nor DecodeConfig fields, checked against its annotations
+_SAMPLE_HINTS = {k: v for k, v in typing.get_type_hints(MagvitPipeline.sample).items() if k in ("num", "batch_size",
+                                                                                                   "seed")}
+_INPUT_FIELDS = tuple(f.name for f in dataclasses.fields(TaskInputs))
+_DECODE_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeConfig))
+
+
+def task_inputs(inputs: TaskInputs | None, keywords: Mapping[str, object]) -> TaskInputs:
+    """`inputs` (default: none) with the TaskInputs fields among `keywords` set, checked as a config's keys
+    are (magvit.config.check_values: `cond_frames=2.5` is one line, not a TypeError deep inside); classes
+    may be a range or a tensor of class ids."""
+    if inputs is not None and not isinstance(inputs, TaskInputs):
+        raise MagvitError(f"inputs must be a TaskInputs (or a SampleConfig), got {type(inputs).__name__}")
+    values = {name: getattr(inputs or TaskInputs(), name) for name in _INPUT_FIELDS}
+    values.update({k: v for k, v in keywords.items() if k in _INPUT_FIELDS})
+    classes = values["classes"]
+    if isinstance(classes, (range, Tensor)):  # a range or a tensor of class ids: the list it holds
+        values["classes"] = classes.tolist() if isinstance(classes, Tensor) else list(classes)
+    elif classes is None:
+        values["classes"] = ()
+    return TaskInputs(**check_values(values, typing.get_type_hints(TaskInputs), "MagvitPipeline"))
+
+
+def decode_config(decode: DecodeConfig | None, keywords: Mapping[str, object]) -> DecodeConfig:
+    """`decode` (default DecodeConfig()) with the DecodeConfig fields among `keywords` set; a keyword of
+    neither record, or a value of the wrong type (`steps=2.5`), is one line, as the same key in a YAML is."""
+    unknown = sorted(set(keywords) - set(_DECODE_FIELDS) - set(_INPUT_FIELDS))
     if unknown:
-        raise MagvitError(f"unknown option {', '.join(unknown)}; decoding options: {', '.join(sorted(fields))}")
-    cfg = dataclasses.replace(decode or DecodeConfig(), **options)
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+        raise MagvitError(f"unknown option {', '.join(unknown)}; decoding options: {', '.join(sorted(_DECODE_FIELDS))}"
+                          f"; task inputs: {', '.join(_INPUT_FIELDS)}")
+    cfg = dataclasses.replace(decode or DecodeConfig(), **{k: v for k, v in keywords.items() if k in _DECODE_FIELDS})
+    values = {name: getattr(cfg, name) for name in _DECODE_FIELDS}
     return DecodeConfig(**check_values(values, typing.get_type_hints(DecodeConfig), "MagvitPipeline"))
-
-
-def check_arguments(values: dict[str, Any]) -> dict[str, Any]:
-    """Arguments of `MagvitPipeline.sample` checked against its annotations, as a config's keys are
-    (magvit.config.check_values: `num=2.5` is one line, not a TypeError deep inside)."""
-    hints = typing.get_type_hints(MagvitPipeline.sample)
-    return check_values(values, {name: hints[name] for name in values}, "MagvitPipeline")
 
 
 def sample_count(num: int | None, batch_size: int, classes: Sequence[int]) -> int:

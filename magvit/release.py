@@ -35,7 +35,7 @@ from magvit import shipped
 from magvit.config import from_dict, to_dict
 from magvit.errors import MagvitError
 from magvit.fileio import atomic_write_text, read_json
-from magvit.tasks import RULE_BEFORE_V2, check_rule
+from magvit.tasks import NO_OPTIONS, RULE_BEFORE_V2, TaskOptions, check_rule
 from magvit.weights import hub_snapshot, looks_like_hub_id
 
 FORMAT, VERSION = "magvit-model", 1
@@ -53,7 +53,7 @@ class ModelInfo:
     size: tuple[int, int]
     grid: tuple[int, int, int] | None = None  # the token grid (t, h, w) of one clip
     tokenizer: str = "tokenizer"  # the tokenizer folder: relative to the model folder, or absolute
-    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # as trained, e.g. fp: {cond_frames}
+    task_options: Mapping[str, TaskOptions] = field(default_factory=dict)  # as trained, e.g. fp: {cond_frames: 5}
     num_classes: int = 0
     class_names: tuple[str, ...] | None = None
     fps: float = 8.0
@@ -69,12 +69,12 @@ class ModelInfo:
         """(frames, height, width) of the clips the model was trained on."""
         return self.frames, self.size[0], self.size[1]
 
-    def options(self, task: str) -> dict[str, Any]:
-        """The options `task` was trained with (a fresh dict: callers add theirs)."""
-        return dict(self.task_options.get(task, {}))
+    def options(self, task: str) -> TaskOptions:
+        """The options `task` was trained with (a caller's own go over them: `TaskOptions.over`)."""
+        return self.task_options.get(task, NO_OPTIONS)
 
     @classmethod
-    def from_json(cls, raw: Any, source: str = INFO_FILE) -> ModelInfo:
+    def from_json(cls, raw: object, source: str = INFO_FILE) -> ModelInfo:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
             raise MagvitError(f"{source}: not a magvit model description of version {VERSION}")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
@@ -87,6 +87,7 @@ class ModelInfo:
     def to_json(self) -> dict[str, Any]:
         plain = to_dict(self)
         extra = plain.pop("extra")
+        plain["task_options"] = {task: to_dict(o.given()) for task, o in self.task_options.items()}  # the set ones
         return {"format": FORMAT, "version": VERSION, **plain, **extra}
 
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ from magvit.config import find_config, option, resolve, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, ensure_folder
-from magvit.inputs import describe_frames
+from magvit.inputs import TaskInputs, describe_frames
 from magvit.media import OUTPUT_SUFFIXES
 from magvit.pipeline import FAMILIES, MagvitPipeline, Samples, sample_count, save_videos
 from magvit.runtime import Dtype
@@ -38,39 +38,22 @@ FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: s
 
 
 @dataclass(frozen=True, kw_only=True)
-class SampleConfig:
-    """`kind: sample`: everything that decides a sampling result."""
+class SampleConfig(TaskInputs):
+    """`kind: sample`: everything that decides a sampling result: the task and its inputs (`TaskInputs`:
+    task, prompt, classes, input, start, stride, cond_frames, condition_rule, box, mask), then these."""
 
     kind: str = "sample"
     checkpoint: str = option(help="a model folder (<run_dir>/model), a run folder, a shipped name (digits-video, "
                              "real-clips) or a Hugging Face Hub id owner/name")
-    task: str | None = option(None, "the task to run (default: the command's first task the model was trained on "
-                              "that fits the inputs)")
-    prompt: str | None = option(None, "the task prompt the model runs with (default: the task's own, see "
-                                "pipeline.PROMPTS), a trained task among", names="magvit.tasks:TASKS")
-    classes: tuple[int, ...] = option((), "class of each sample, cycled (default 0, 1, 2, ...)", cli=False)
     num: int | None = option(None, "samples per input (default: one per class given, else 1)")
     batch_size: int = option(16, "samples per decode call")
     decode: DecodeConfig = DecodeConfig()
     seed: int = option(0, "random seed")
-    input: str | None = option(None, "the video or image a conditional task starts from (or bundled:bikes, ...)",
-                               cli=False)
-    start: int = option(0, "the input's first frame read", metavar="FRAME")
-    stride: int | None = option(None, "read every STRIDE-th frame (default: the stride the model was trained at)")
-    cond_frames: int | None = option(None, "frames given (default: as trained)", metavar="K")
-    condition_rule: Literal["any", "all"] | None = option(None, "which token positions count as condition "
-                                                          "(magvit.tasks; default: the rule the model was trained "
-                                                          "with)", cli=False)
-    box: tuple[int, int, int, int] | None = option(None, "region top,left,height,width in pixels of the model's "
-                                                   "frame", metavar="T,L,H,W")
-    mask: str | None = option(None, "mask image, white = the region to generate (resized and cropped like the "
-                              "input)", metavar="PNG")
     out: str = option("samples", "output folder, or one .mp4 / .gif / .avi / .webm / .mkv / .png / .jpg file")
     fps: float | None = option(None, "frames per second of the MP4/GIF (default: the model's)")
     device: str = option("auto", "auto (cuda if available, else cpu, as MagvitPipeline.from_pretrained), cpu, "
                          "cuda or cuda:N")
-    dtype: Dtype = option("fp32", "autocast precision of the forward passes "
-                                                    "(magvit.runtime)")
+    dtype: Dtype = option("fp32", "autocast precision of the forward passes (magvit.runtime)")
     compile: bool = option(False, "torch.compile the tokenizer and the decode step (eager, with one warning, "
                            "where compiling fails; sets decode.compile)")
 
@@ -113,12 +96,11 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite
     sample_count(cfg.num, cfg.batch_size, cfg.classes)  # the pipeline's own check, before any work
     # a shipped config's own input (configs/generate/digit.png) is found from any folder, as the config is
     cfg = dataclasses.replace(cfg, **{key: str(find_config(path)) for key in ("input", "mask")
-                                      if (path := getattr(cfg, key)) is not None and path.startswith("configs/")})
+                                      if isinstance(path := getattr(cfg, key), str) and path.startswith("configs/")})
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
     files, settings = output_files(cfg.out)  # a bad or taken --out: now, not at the end
     ensure_folder(settings.parent)
-    inputs = [p for p in (cfg.input, cfg.mask, source) if p is not None and not str(p).startswith("bundled:")]
-    check_outputs([*files, settings], inputs, overwrite)
+    check_outputs([*files, settings], [*cfg.files(), *([source] if source is not None else [])], overwrite)
     pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
     cfg, samples = sample_with(pipe, command, cfg, progress=not quiet)
     if samples.frames is not None and not quiet:
@@ -133,10 +115,8 @@ def sample_with(pipe: MagvitPipeline, command: str, cfg: SampleConfig, progress:
     `run_sampling` and `magvit demo`, which keeps its models loaded) -> (`cfg` as resolved: the task,
     prompt and num that ran; the samples). `on_step` is `MagvitPipeline.sample`'s."""
     decode = dataclasses.replace(cfg.decode, compile=True) if cfg.compile else cfg.decode
-    samples = pipe.sample(command, input=cfg.input, task=cfg.task, prompt=cfg.prompt, classes=cfg.classes,
-                          num=cfg.num, batch_size=cfg.batch_size, cond_frames=cfg.cond_frames, box=cfg.box,
-                          mask=cfg.mask, condition_rule=cfg.condition_rule, seed=cfg.seed, start=cfg.start,
-                          stride=cfg.stride, decode=decode, progress=progress, on_step=on_step)
+    samples = pipe.sample(command, cfg, num=cfg.num, batch_size=cfg.batch_size, seed=cfg.seed, decode=decode,
+                          progress=progress, on_step=on_step)
     return dataclasses.replace(cfg, task=samples.task, prompt=samples.prompt, num=samples.num), samples
 
 

@@ -18,7 +18,7 @@ from magvit.decode import (
 )
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES
-from magvit.tasks import TASKS, build_task
+from magvit.tasks import TASKS, TaskOptions, build_task
 from magvit.tokenizers import build_tokenizer
 from magvit.transformer import build_transformer
 
@@ -53,7 +53,7 @@ def model():
 def make_condition(task, batch=2):
     image = task in IMAGE_TASKS
     video = torch.rand(batch, 3, 1 if image else 9, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    return build_task(task).condition(video, StandIn(), **({"box": (4, 4, 8, 4)} if image else {}))
+    return build_task(task).condition(video, StandIn(), options=TaskOptions(box=(4, 4, 8, 4) if image else None))
 
 
 def classes_for(task):
@@ -203,7 +203,8 @@ def test_per_sample_user_masks(model):
     mask = torch.zeros(2, 16, 16, dtype=torch.bool)
     mask[0, :, :8] = True  # sample 0: the left half
     mask[1, :4, :4] = True  # sample 1: one token
-    cond = build_task("inpaint").condition(torch.rand(2, 3, 1, 16, 16) * 2 - 1, StandIn(), mask=mask)
+    cond = build_task("inpaint").condition(torch.rand(2, 3, 1, 16, 16) * 2 - 1, StandIn(),
+                                        options=TaskOptions(mask=mask))
     ids, trace = decode(model, cond, "inpaint", None, (1, 4, 4), 2, DecodeConfig(steps=4),
                         torch.Generator().manual_seed(0), trace=True)
     unknown = (~cond.latent_mask).flatten(1).sum(1).tolist()

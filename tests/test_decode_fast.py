@@ -19,7 +19,7 @@ from magvit.bench.decode import bench_decode
 from magvit.decode import DecodeConfig, GraphedStep, decode, decode_step, masked_counts
 from magvit.errors import MagvitError
 from magvit.schedules import MASK_SCHEDULES, mask_ratio
-from magvit.tasks import TASKS, build_task, prefix_tokens
+from magvit.tasks import TASKS, TaskOptions, build_task, prefix_tokens
 from magvit.transformer import build_transformer, merge_ids
 
 CODES = 64
@@ -184,7 +184,7 @@ def model():
 def condition(task, batch=2):
     image = task in ("edit", "inpaint", "outpaint")
     video = torch.rand(batch, 3, 1 if image else 9, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    return build_task(task).condition(video, StandIn(), **({"box": (4, 4, 8, 4)} if image else {}))
+    return build_task(task).condition(video, StandIn(), options=TaskOptions(box=(4, 4, 8, 4) if image else None))
 
 
 def case(task, **decode_options):

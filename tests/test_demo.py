@@ -23,6 +23,7 @@ import torch
 
 from magvit.cli import main
 from magvit.release import ModelInfo, write_model_folder
+from magvit.tasks import TaskOptions
 
 pytestmark = pytest.mark.slow  # a server and a browser per test
 
@@ -41,7 +42,7 @@ def model(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer("causal3d", "tiny")
-    info = ModelInfo(tasks=("fp", "fi", "ipc"), task_options={"fp": {"cond_frames": 5}}, grid=(3, 4, 4),
+    info = ModelInfo(tasks=("fp", "fi", "ipc"), task_options={"fp": TaskOptions(cond_frames=5)}, grid=(3, 4, 4),
                      frames=9, size=(16, 16), condition_rule="any")
     folder = tmp_path_factory.mktemp("demo-model") / "model"
     return write_model_folder(folder, build_transformer("tiny", codebook_size=tokenizer.codebook_size, grid=(3, 4, 4)),

@@ -64,6 +64,7 @@ def models(tmp_path_factory):
     """Untrained model folders: video (causal3d tiny, 9x16x16 -> 3x4x4, MAGVIT's ten tasks, 3 classes)
     and image (vqgan2d tiny, 1x16x16 -> 1x4x4, cg, 3 classes)."""
     from magvit.release import ModelInfo, write_model_folder
+    from magvit.tasks import TaskOptions
     from magvit.tokenizers import build_tokenizer
     from magvit.transformer import build_transformer
 
@@ -73,7 +74,8 @@ def models(tmp_path_factory):
                                                       ("image", "vqgan2d", 1, (1, 4, 4), ("cg",))):
         tokenizer = build_tokenizer(tokenizer_name, "tiny")
         model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=3, grid=grid)
-        info = ModelInfo(tasks=tasks, task_options={"fp": {"cond_frames": 1}, "cfp": {"cond_frames": 1}},
+        one = TaskOptions(cond_frames=1)
+        info = ModelInfo(tasks=tasks, task_options={"fp": one, "cfp": one},
                          num_classes=3, grid=grid, frames=frames, size=(16, 16), condition_rule="any")
         write_model_folder(root / name, model, tokenizer, info)
     return root

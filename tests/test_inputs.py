@@ -13,6 +13,7 @@ from magvit.data import resize_crop
 from magvit.errors import MagvitError
 from magvit.inputs import describe_frames, read_input
 from magvit.release import ModelInfo, write_model_folder
+from magvit.tasks import TaskOptions
 
 LEVELS = [10 * i + 20 for i in range(20)]  # frame i of the test sequences is a flat grey at LEVELS[i]
 
@@ -25,7 +26,7 @@ def _model(root, data=None):
     torch.manual_seed(0)
     tokenizer = build_tokenizer("causal3d", "tiny")
     model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=0, grid=(3, 4, 4))
-    info = ModelInfo(tasks=("fp", "fi", "ipc", "opc"), task_options={"fp": {"cond_frames": 5}}, grid=(3, 4, 4),
+    info = ModelInfo(tasks=("fp", "fi", "ipc", "opc"), task_options={"fp": TaskOptions(cond_frames=5)}, grid=(3, 4, 4),
                      frames=9, size=(16, 16), condition_rule="any", data=data)
     return write_model_folder(root, model, tokenizer, info)
 

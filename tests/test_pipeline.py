@@ -15,6 +15,7 @@ from magvit import MagvitPipeline
 from magvit.cli import main
 from magvit.errors import MagvitError
 from magvit.release import ModelInfo, read_info, write_model_folder
+from magvit.tasks import TaskOptions
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def folder(tmp_path_factory):
     torch.manual_seed(0)
     tokenizer = build_tokenizer("causal3d", "tiny")
     model = build_transformer("tiny", codebook_size=tokenizer.codebook_size, num_classes=10, grid=(3, 4, 4))
-    info = ModelInfo(tasks=("cg", "fp", "fi", "ipc"), task_options={"fp": {"cond_frames": 5}}, num_classes=10,
+    info = ModelInfo(tasks=("cg", "fp", "fi", "ipc"), task_options={"fp": TaskOptions(cond_frames=5)}, num_classes=10,
                      grid=(3, 4, 4), frames=9, size=(16, 16), fps=6.0, condition_rule="any")
     write_model_folder(root / "run" / "model", model, tokenizer, info)
     (root / "run" / "model" / "summary.json").write_text(json.dumps({"tokenizer_psnr": 12.5, "class_accuracy": 0.25}))
@@ -178,7 +179,7 @@ def test_model_info_reads_older_folders_and_keeps_unknown_keys(folder, tmp_path)
     (tmp_path / "old" / "magvit.json").write_text(json.dumps(raw))
     info = read_info(tmp_path / "old")
     assert info.condition_rule == "all" and info.grid is None and info.extra == {"future_key": {"a": 1}}
-    assert info.clip == (9, 16, 16) and info.options("fp") == {"cond_frames": 5}
+    assert info.clip == (9, 16, 16) and info.options("fp") == TaskOptions(cond_frames=5)
     assert info.to_json()["future_key"] == {"a": 1} and ModelInfo.from_json(info.to_json()) == info
     raw["frames"] = "nine"
     (tmp_path / "old" / "magvit.json").write_text(json.dumps(raw))
@@ -227,7 +228,7 @@ def test_a_tokenizer_the_transformer_was_not_trained_on_is_one_line(folder, tmp_
     (dict(schedule="bogus"), "unknown mask schedule 'bogus'"),
     (dict(guidance_schedule="steep"), "argument 'guidance_schedule': must be one of"),
     (dict(classes=3), "argument 'classes': must be a list, got int 3"),
-    (dict(classes=[1.5]), "argument 'classes': must be an integer, got float 1.5"),
+    (dict(classes=[1.5]), "argument 'classes[0]': must be an integer, got float 1.5"),
     (dict(task=7), "argument 'task': must be str, got int 7"),
 ])
 def test_python_arguments_are_checked_as_the_command_line_checks_them(pipe, kwargs, message):

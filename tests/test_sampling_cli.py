@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from magvit.cli import main
+from magvit.inputs import TaskInputs
 from magvit.kinds import load_config
 from magvit.pipeline import FAMILIES, PROMPTS
 from magvit.release import ModelInfo, write_model_folder
@@ -200,7 +201,7 @@ def test_condition_rule_comes_from_the_model_folder(files, tmp_path):
     for folder, rule, expected in [(files / "model", None, "any"), (tmp_path / "old", None, "all"),
                                    (tmp_path / "old", "any", "any")]:
         pipe = MagvitPipeline.from_pretrained(folder)
-        cond = pipe.condition("fp", files / "in.mp4", cond_frames=3, condition_rule=rule)
+        cond = pipe.condition("fp", TaskInputs(input=files / "in.mp4", cond_frames=3, condition_rule=rule))
         # causal3d 9 frames: frame 0 | 1-4 | 5-8; 3 frames given fill latent frame 0 and touch latent frame 1
         touched = cond.latent_mask[0].flatten(1).any(1).tolist()
         assert touched == ([True, True, False] if expected == "any" else [True, False, False]), (folder, expected)

@@ -82,7 +82,7 @@ def test_mp4_shards_are_within_codec_tolerance(tmp_path):
 
 def _token_cache(folder: Path) -> Path:
     """A tiny token cache as extract-tokens writes it: 5 samples in two files, labels with a -1."""
-    from magvit.training.tokens import TokenIndex
+    from magvit.training.token_cache import TokenIndex
 
     folder.mkdir()
     gen = torch.Generator().manual_seed(0)
@@ -100,7 +100,7 @@ def _token_cache(folder: Path) -> Path:
 
 
 def test_a_token_cache_streams_as_it_reads(tmp_path, capsys):
-    from magvit.training.tokens import TokenCache
+    from magvit.training.token_cache import TokenCache
 
     cache = _token_cache(tmp_path / "tokens")
     with pytest.raises(MagvitError, match="only the override split"):

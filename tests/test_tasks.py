@@ -9,7 +9,7 @@ import torch
 
 from magvit.errors import MagvitError
 from magvit.schedules import mask_ratio
-from magvit.tasks import TASKS, build_task, commit_inputs, layout_of, prefix_tokens
+from magvit.tasks import TASKS, TaskOptions, build_task, commit_inputs, layout_of, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN
 from magvit.tokenizers import build_tokenizer
 
@@ -105,7 +105,8 @@ def test_spatial_tasks_are_whole_tokens_so_both_rules_agree(tokenizers, tokenize
     ("causal3d", 17, 5, [0, 1]), ("causal3d", 17, 13, [0, 1, 2, 3]), ("vqgan2d", 5, 3, [0, 1, 2]),
 ])
 def test_frame_prediction_takes_any_number_of_frames(tokenizers, tokenizer, frames, k, latent):
-    pixel_mask, latent_mask = build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
+    pixel_mask, latent_mask = build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32,
+                                                     options=TaskOptions(cond_frames=k))
     assert latent_mask[0].flatten(1).any(1).nonzero().flatten().tolist() == latent
     assert torch.equal(latent_mask[0].flatten(1).all(1), latent_mask[0].flatten(1).any(1))  # whole latent frames
     assert pixel_mask[0, 0].flatten(1).all(1).tolist() == [True] * k + [False] * (frames - k)
@@ -123,14 +124,14 @@ def test_interpolation_gives_the_first_and_last_frame(tokenizers, tokenizer, fra
 
 def test_the_strict_rule_keeps_only_fully_given_blocks(tokenizers):
     tok = tokenizers["vq3d"]
-    _, strict = build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", cond_frames=6)
+    _, strict = build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", options=TaskOptions(cond_frames=6))
     assert strict[0].flatten(1).any(1).tolist() == [True, False, False, False]  # frames 4-5 do not fill block 1
-    _, magvit = build_task("fp").masks(tok, 1, 16, 32, 32, rule="any", cond_frames=6)
+    _, magvit = build_task("fp").masks(tok, 1, 16, 32, 32, rule="any", options=TaskOptions(cond_frames=6))
     assert magvit[0].flatten(1).any(1).tolist() == [True, True, False, False]
     default_pixels, default_strict = build_task("fp").masks(tok, 1, 16, 32, 32, rule="all")  # latent frame 0's frames
     assert default_pixels[0, 0].flatten(1).any(1).sum() == 4 and default_strict[0].flatten(1).any(1).sum() == 1
     with pytest.raises(MagvitError, match="with condition_rule=all the given pixels fill no whole token block"):
-        build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", cond_frames=1)
+        build_task("fp").masks(tok, 1, 16, 32, 32, rule="all", options=TaskOptions(cond_frames=1))
     with pytest.raises(MagvitError, match="with condition_rule=all .* use condition_rule=any"):
         build_task("fi").masks(tok, 1, 16, 32, 32, rule="all")
     with pytest.raises(MagvitError, match="condition_rule must be one of any, all"):
@@ -144,16 +145,16 @@ def test_the_strict_rule_keeps_only_fully_given_blocks(tokenizers):
 ])
 def test_impossible_cond_frames_is_one_clear_error(tokenizers, tokenizer, frames, k, match):
     with pytest.raises(MagvitError, match=f"task fp: .*{match}"):
-        build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, cond_frames=k)
+        build_task("fp").masks(tokenizers[tokenizer], 1, frames, 32, 32, options=TaskOptions(cond_frames=k))
     with pytest.raises(MagvitError, match="task fi needs a clip of at least 2 latent frames"):
         build_task("fi").masks(tokenizers["causal3d"], 1, 1, 32, 32)
     with pytest.raises(MagvitError, match="task opc takes no option cond_frames"):
-        build_task("opc").masks(tokenizers["causal3d"], 1, 17, 32, 32, cond_frames=5)
+        build_task("opc").masks(tokenizers["causal3d"], 1, 17, 32, 32, options=TaskOptions(cond_frames=5))
 
 
 def test_condition_encodes_the_padded_clip(tokenizers, digit_clips):
     tok = tokenizers["vq3d"]
-    cond = build_task("fp").condition(digit_clips, tok, cond_frames=4)  # Task.condition's rule: any
+    cond = build_task("fp").condition(digit_clips, tok, options=TaskOptions(cond_frames=4))  # rule: any
     assert torch.equal(cond.pixels[:, :, 4:], cond.pixels[:, :, 3:4].expand(-1, -1, 12, -1, -1))  # replicate last
     assert torch.equal(cond.pixels[:, :, :4], digit_clips[:, :, :4])
     assert torch.equal(cond.tokens, tok.encode(cond.pixels))
@@ -188,7 +189,7 @@ def test_zero_padding_and_dynamic_tasks(tokenizers):
 def test_image_tasks_with_box_or_mask(tokenizers):
     tok = tokenizers["vqgan2d"]  # 32x32 -> 8x8, 4 pixels per token
     image = torch.rand(2, 3, 1, 32, 32) * 2 - 1
-    edit = build_task("edit").condition(image, tok, box=(8, 8, 8, 12))
+    edit = build_task("edit").condition(image, tok, options=TaskOptions(box=(8, 8, 8, 12)))
     generated = torch.zeros(8, 8, dtype=torch.bool)
     generated[1:5, 1:6] = True  # box tokens rows 2..3, cols 2..4, grown by one token
     assert torch.equal(edit.latent_mask[0, 0], ~generated) and edit.use_class and not edit.refine
@@ -197,15 +198,15 @@ def test_image_tasks_with_box_or_mask(tokenizers):
     mask = torch.zeros(2, 32, 32, dtype=torch.bool)
     mask[0, :, :16] = True
     mask[1, :4, :4] = True
-    inpaint = build_task("inpaint").condition(image, tok, mask=mask)
+    inpaint = build_task("inpaint").condition(image, tok, options=TaskOptions(mask=mask))
     assert inpaint.latent_mask.sum((1, 2, 3)).tolist() == [8 * 8 - 8 * 5, 8 * 8 - 4]
     assert torch.equal(inpaint.pixel_mask[:, 0, 0], ~mask)
-    outpaint = build_task("outpaint").condition(image, tok, box=(8, 8, 16, 16))
+    outpaint = build_task("outpaint").condition(image, tok, options=TaskOptions(box=(8, 8, 16, 16)))
     assert outpaint.latent_mask[0, 0].sum() == 2 * 2  # the kept 4x4 tokens shrink by one on each side
     for bad, match in [(dict(), "exactly one of box"), (dict(box=(0, 0, 40, 8)), "must lie inside"),
                        (dict(mask=torch.zeros(32, 32, dtype=torch.bool)), "marks nothing")]:
         with pytest.raises(MagvitError, match=match):
-            build_task("inpaint").condition(image, tok, **bad)
+            build_task("inpaint").condition(image, tok, options=TaskOptions(**bad))
 
 
 @pytest.mark.parametrize("with_condition", [True, False])

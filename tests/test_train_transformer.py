@@ -251,7 +251,7 @@ def test_a_token_cache_index_is_typed(tmp_path):
     """index.json reads as a TokenIndex: a wrong type is one line naming the key; an older cache without
     condition_rule reads with the strict rule it was made with."""
     from magvit.errors import MagvitError
-    from magvit.training.tokens import read_index
+    from magvit.training.token_cache import read_index
 
     body = {"format": "magvit-tokens", "version": 1, "grid": [3, 4, 4], "clip": [9, 16, 16], "codebook_size": 64,
             "tasks": {"fp": {"use_class": False, "refine": True}},

@@ -99,11 +99,14 @@ def word(tp: type[T], flag: str, what: str | None = None, instead: str = "") -> 
 
 
 def _optional_arm(tp: object) -> object:
-    """`X | None` -> X."""
+    """`X | None` -> X; a union that takes a str (`str | Path | Tensor`: a path, or a tensor from Python) -> str,
+    what a flag gives."""
     if typing.get_origin(tp) in (Union, types.UnionType):
         arms = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(arms) == 1:
             return arms[0]
+        if str in arms:
+            return str
     return tp
 
 

@@ -169,7 +169,7 @@ def defaults(pipe: MagvitPipeline, name: str, command: str) -> dict[str, Any]:
     values = {f"decode.{key}": getattr(decode, key) for key in
               ("steps", "schedule", "temperature", "choice_temperature", "top_k", "top_p", "guidance",
                "guidance_schedule", "paste_back")}
-    trained = pipe.info.options("fp").get("cond_frames")
+    trained = pipe.info.options("fp").cond_frames
     box = cfg.box if cfg is not None else None
     values.update(seed=cfg.seed if cfg else 0, num=(cfg.num if cfg else None) or 4,
                   classes=list(cfg.classes) if cfg else [], box=",".join(map(str, box)) if box else "",

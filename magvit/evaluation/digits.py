@@ -21,7 +21,6 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +107,7 @@ class DigitClassifier(nn.Module):
 
 
 def moving_digit_clips(split: str, count: int, frames: int, size: int, seed: int,
-                       **options: Any) -> tuple[Tensor, Tensor]:
+                       **options: float | int) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits clips (N, 3, T, size, size) of `split` and their labels (N,); `options` are
     further MovingDigits arguments (speed, start, ...)."""
     from magvit.data import MovingDigits

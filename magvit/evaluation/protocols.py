@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from magvit.config import option, registry_field, to_dict, to_yaml
 from magvit.data import DATASETS, build_dataset
@@ -44,7 +45,7 @@ from magvit.fileio import atomic_write_text, check_outputs, ensure_folder
 from magvit.metrics import feature_statistics, frechet_distance, inception_score, region_psnr, ssim
 from magvit.pipeline import MagvitPipeline
 from magvit.runtime import Dtype
-from magvit.tasks import TASKS
+from magvit.tasks import TASKS, TaskOptions
 
 Metric = Literal["fvd", "fid", "is", "psnr", "ssim"]
 NAMES = {"fvd": "FVD", "fid": "FID", "is": "IS", "psnr": "PSNR dB", "ssim": "SSIM"}
@@ -180,7 +181,8 @@ def load_extractors(cfg: EvalConfig, device: torch.device) -> Extractors:
                       load_image_probabilities(cfg.inception, device) if "is" in wants else None)
 
 
-def clip_batches(dataset: Any, indices: list[int], batch_size: int, workers: int) -> Iterator[tuple[Tensor, Any]]:
+def clip_batches(dataset: Dataset, indices: list[int], batch_size: int,
+                 workers: int) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(clips (n, 3, T, H, W) in [-1, 1], labels (n,) or None) of `indices`, `batch_size` at a time."""
     from torch.utils.data import DataLoader, Subset
 
@@ -209,7 +211,7 @@ def features(ex: Extractors, clips: Tensor, device: torch.device, real: bool) ->
 
 
 @torch.no_grad()
-def score_task(pipe: MagvitPipeline, cfg: EvalConfig, task: str, dataset: Any, indices: list[int],
+def score_task(pipe: MagvitPipeline, cfg: EvalConfig, task: str, dataset: Dataset, indices: list[int],
                ex: Extractors, real_stats: dict[str, tuple]) -> dict[str, float | None]:
     """One task on the clips: {metric: score}. `real_stats` (the real clips' feature statistics) is filled
     by the first task and reused by the next ones."""
@@ -218,14 +220,13 @@ def score_task(pipe: MagvitPipeline, cfg: EvalConfig, task: str, dataset: Any, i
     from magvit.evaluation.scores import task_conditions
 
     built, device = TASKS.build(task), pipe.device
-    options = {}
-    if cfg.cond_frames is not None and "cond_frames" in built.options:
-        options["cond_frames"] = cfg.cond_frames  # the protocol's frames given (BAIR 1, Kinetics-600 5)
+    # the protocol's frames given (BAIR 1, Kinetics-600 5)
+    options = TaskOptions(cond_frames=cfg.cond_frames if "cond_frames" in built.options else None)
     real_feats, fake_feats, pixels = defaultdict(list), defaultdict(list), defaultdict(list)
     chunks = clip_batches(dataset, indices, cfg.batch_size, cfg.workers)
     for k, (real, labels) in enumerate(tqdm(chunks, total=-(-len(indices) // cfg.batch_size), desc=f"eval {task}",
                                             unit="batch", dynamic_ncols=True)):
-        cond = task_conditions(pipe, task, real, len(real), **options)[0]
+        cond = task_conditions(pipe, task, real, len(real), options)[0]
         classes = class_ids(pipe, task, labels, built.use_class)
         fake, _ = pipe.decode_batches(task, cfg.decode, batch_seed(cfg.seed, k), len(real), len(real),
                                       condition=lambda *_, c=cond: c, classes=classes)  # (n, 3, T, H, W)

@@ -35,7 +35,7 @@ from magvit.evaluation.digits import DigitClassifier, moving_digit_clips
 from magvit.metrics import feature_statistics, frechet_distance, psnr, region_psnr, ssim
 from magvit.pipeline import MagvitPipeline
 from magvit.release import ModelInfo
-from magvit.tasks import TASKS, Condition, layout_of
+from magvit.tasks import NO_OPTIONS, TASKS, Condition, TaskOptions, layout_of
 
 SCHEDULES = ("cosine", "square", "linear", "sqrt")
 STEPS = (4, 8, 12, 16)
@@ -97,7 +97,7 @@ def sample(release: MagvitPipeline, task: str, cfg: DecodeConfig, seed: int, bat
 
 @torch.no_grad()
 def task_conditions(release: MagvitPipeline, task: str, clips: Tensor, batch_size: int,
-                    **options: Any) -> list[Condition]:
+                    options: TaskOptions = NO_OPTIONS) -> list[Condition]:
     """One condition per decode call (`batch_size` clips each) of `task` on `clips` (N, 3, T, H, W), with the
     options the task was trained with (then `options`: a protocol's cond_frames) and the model's condition
     rule (the Evaluator, `magvit eval`)."""
@@ -105,11 +105,11 @@ def task_conditions(release: MagvitPipeline, task: str, clips: Tensor, batch_siz
     device = next(release.model.parameters()).device
     built = TASKS.build(task)
     with release.autocast():
-        return [built.condition(b.to(device), tokenizer, info.condition_rule, **{**info.options(task), **options})
+        return [built.condition(b.to(device), tokenizer, info.condition_rule, options.over(info.options(task)))
                 for b in batches(clips, batch_size)]
 
 
-def real_clips(frames: int, size: int, count: int, seed: int, **options: Any) -> tuple[Tensor, Tensor]:
+def real_clips(frames: int, size: int, count: int, seed: int, **options: float | int) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits test clips and labels; `options` (speed, start, ...) as the model was trained
     (see `digits_options`)."""
     return moving_digit_clips("test", count, frames, size, seed, **options)
@@ -150,7 +150,7 @@ def frame_change(clip: Tensor) -> Tensor:
     return (clip[:, 1:] - clip[:, :-1]).abs().mean()
 
 
-def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, Any]:
+def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, float | int]:
     """How the model's moving digits move (speed, start, size of the digit, how many), from the training
     data its model folder records (`ModelInfo`, or magvit.json as a dict); {} (the defaults) for other
     data or older folders."""

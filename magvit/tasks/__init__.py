@@ -6,12 +6,14 @@ with a user region, `magvit.tasks.image`)."""
 from magvit.tasks import image, video  # register the tasks
 from magvit.tasks.base import (
     CONDITION_RULES,
+    NO_OPTIONS,
     PADDINGS,
     RULE_BEFORE_V2,
     TASKS,
     Condition,
     Layout,
     Task,
+    TaskOptions,
     build_task,
     check_rule,
     commit_inputs,
@@ -23,12 +25,14 @@ from magvit.tasks.base import (
 
 __all__ = [
     "CONDITION_RULES",
+    "NO_OPTIONS",
     "PADDINGS",
     "RULE_BEFORE_V2",
     "TASKS",
     "Condition",
     "Layout",
     "Task",
+    "TaskOptions",
     "build_task",
     "check_rule",
     "commit_inputs",

@@ -26,9 +26,9 @@ masked condition position shows z~, a masked other position [MASK], the rest the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +101,9 @@ CONDITION_RULES = ("any", "all")  # see the module docstring
 RULE_BEFORE_V2 = "all"  # the rule of model folders and token caches that do not record one
 
 
-def rule_of(meta: dict[str, Any]) -> str:
+def rule_of(meta: Mapping[str, object]) -> str:
     """The condition rule a model folder / token cache was made with (older ones: the strict rule)."""
-    return check_rule(meta.get("condition_rule", RULE_BEFORE_V2))
+    return check_rule(str(meta.get("condition_rule", RULE_BEFORE_V2)))
 
 
 def check_rule(rule: str) -> str:
@@ -200,7 +200,27 @@ class Condition:
     refine: bool = True  # COMMIT: condition positions are refined; False: fixed from the start
 
 
-Region = Callable[[Layout, dict[str, Any]], Tensor]  # (layout, options) -> given pixels (1 | B, T, H, W) bool
+@dataclass(frozen=True)
+class TaskOptions:
+    """The options of a task's condition, typed and declared once (`Task.options` names the ones a
+    task takes; None = not given). A model's trained options (`task_options: {fp: {cond_frames: 5}}` of
+    a training config and of magvit.json) are this record; the caller's are laid over them (`over`)."""
+
+    cond_frames: int | None = None  # fp / cfp: the first K frames are given
+    box: tuple[int, int, int, int] | None = None  # (top, left, height, width) in the model's pixels
+    mask: Tensor | None = None  # (H, W) or (B, H, W) bool, True = generate (Python only: a file is read first)
+
+    def given(self) -> dict[str, object]:
+        """{name: value} of the options that are set (a record's JSON form: magvit.json, a token cache)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def over(self, base: TaskOptions) -> TaskOptions:
+        """`base` with the options set here replacing its own."""
+        return replace(base, **self.given())
+
+
+NO_OPTIONS = TaskOptions()
+Region = Callable[[Layout, TaskOptions], Tensor]  # (layout, options) -> given pixels (1 | B, T, H, W) bool
 
 
 @dataclass(frozen=True)
@@ -210,14 +230,14 @@ class Task:
     given: Region
     padding: str  # a PADDINGS name
     use_class: bool
-    options: tuple[str, ...] = ()  # the keyword options `condition` takes
+    options: tuple[str, ...] = ()  # the TaskOptions fields the task takes
     refine: bool = True  # False: condition tokens are fixed from the start (image editing)
     expand: int = 0  # grow the generated region by this many tokens
     min_latent_frames: int = 1
     rule: str | None = None  # a fixed condition rule (image editing: "all"); None: the caller's
 
     def masks(self, tokenizer: TokenGrid, batch: int, frames: int, height: int, width: int, rule: str = "any",
-              **options: Any) -> tuple[Tensor, Tensor]:
+              options: TaskOptions = NO_OPTIONS) -> tuple[Tensor, Tensor]:
         """-> pixel_mask (B, 1, T, H, W) bool (True = given), latent_mask (B, t, h, w) bool, on the CPU.
 
         `rule` (any | all) turns given pixels into condition positions; a task with a fixed rule
@@ -228,11 +248,10 @@ class Task:
         if layout.t < self.min_latent_frames:
             raise MagvitError(f"task {self.name} needs a clip of at least {self.min_latent_frames} latent frames; "
                               f"{frames} frame(s) give {layout.t} with this tokenizer")
-        options = {k: v for k, v in options.items() if v is not None}
-        if rule == "all" and "cond_frames" in self.options and "cond_frames" not in options:
+        if rule == "all" and "cond_frames" in self.options and options.cond_frames is None:
             # the strict rule's default: the frames of latent frame 0, the fewest that condition anything
-            options["cond_frames"] = layout.time_blocks[0][1]
-        unknown = sorted(set(options) - set(self.options))
+            options = replace(options, cond_frames=layout.time_blocks[0][1])
+        unknown = sorted(set(options.given()) - set(self.options))
         if unknown:
             takes = ", ".join(self.options) if self.options else "none"
             raise MagvitError(f"task {self.name} takes no option {', '.join(unknown)} (its options: {takes})")
@@ -255,12 +274,13 @@ class Task:
         return given.unsqueeze(1).clone(), latent
 
     @torch.no_grad()
-    def condition(self, video: Tensor, tokenizer: TokenGrid, rule: str = "any", **options: Any) -> Condition:
+    def condition(self, video: Tensor, tokenizer: TokenGrid, rule: str = "any",
+                  options: TaskOptions = NO_OPTIONS) -> Condition:
         """video (B, 3, T, H, W) in [-1, 1] (for cg / uncond only its shape matters) -> Condition."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise MagvitError(f"task {self.name} takes video (B, 3, T, H, W), got shape {tuple(video.shape)}")
         b, _, frames, height, width = video.shape
-        pixel_mask, latent_mask = self.masks(tokenizer, b, frames, height, width, rule, **options)
+        pixel_mask, latent_mask = self.masks(tokenizer, b, frames, height, width, rule, options)
         pixel_mask, latent_mask = pixel_mask.to(video.device), latent_mask.to(video.device)
         pixels = PADDINGS[self.padding].build(video, pixel_mask)
         if latent_mask.any():

@@ -12,16 +12,14 @@ reaches past a token's block), and the condition tokens are fixed from the first
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from magvit.errors import MagvitError
-from magvit.tasks.base import Layout, Task, register
+from magvit.tasks.base import Layout, Task, TaskOptions, register
 
 
-def _box(layout: Layout, box: Any) -> Tensor:
+def _box(layout: Layout, box: object) -> Tensor:
     """(top, left, height, width) pixels -> (1, T, H, W) bool, True inside the box."""
     if not isinstance(box, (tuple, list)) or len(box) != 4 or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in box
@@ -36,7 +34,7 @@ def _box(layout: Layout, box: Any) -> Tensor:
     return region
 
 
-def _mask(layout: Layout, mask: Any) -> Tensor:
+def _mask(layout: Layout, mask: object) -> Tensor:
     """(B, H, W) or (H, W) bool, True = generate -> (B, T, H, W) bool."""
     if not isinstance(mask, Tensor) or mask.ndim not in (2, 3) or tuple(mask.shape[-2:]) != (
         layout.height, layout.width
@@ -52,29 +50,29 @@ def _mask(layout: Layout, mask: Any) -> Tensor:
     return mask.unsqueeze(1).expand(-1, layout.frames, -1, -1)
 
 
-def _region(layout: Layout, options: dict[str, Any]) -> Tensor:
+def _region(layout: Layout, options: TaskOptions) -> Tensor:
     """The user region as given: box or mask, exactly one."""
-    if ("box" in options) == ("mask" in options):
+    if (options.box is None) == (options.mask is None):
         raise MagvitError("give exactly one of box=(top, left, height, width) or a mask")
-    return _box(layout, options["box"]) if "box" in options else _mask(layout, options["mask"])
+    return _box(layout, options.box) if options.box is not None else _mask(layout, options.mask)
 
 
-def outside_box(layout: Layout, options: dict[str, Any]) -> Tensor:
+def outside_box(layout: Layout, options: TaskOptions) -> Tensor:
     """Edit: everything but the box is given (a box is required)."""
-    if "box" not in options:
+    if options.box is None:
         raise MagvitError("needs box=(top, left, height, width), the region to regenerate")
-    return ~_box(layout, options["box"])
+    return ~_box(layout, options.box)
 
 
-def outside_region(layout: Layout, options: dict[str, Any]) -> Tensor:
+def outside_region(layout: Layout, options: TaskOptions) -> Tensor:
     """Inpaint: everything but the box / mask is given."""
     return ~_region(layout, options)
 
 
-def kept_region(layout: Layout, options: dict[str, Any]) -> Tensor:
+def kept_region(layout: Layout, options: TaskOptions) -> Tensor:
     """Outpaint: the box is kept; with a mask, everything but the mask is kept."""
-    if "box" in options and "mask" not in options:
-        return _box(layout, options["box"])
+    if options.box is not None and options.mask is None:
+        return _box(layout, options.box)
     return ~_region(layout, options)
 
 

@@ -27,16 +27,14 @@ frame i uses o_i), so that their latent masks are exactly the strip / box.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from magvit.errors import MagvitError
-from magvit.tasks.base import Layout, Task, register
+from magvit.tasks.base import NO_OPTIONS, Layout, Task, TaskOptions, register
 
 
-def _none(layout: Layout, options: dict[str, Any]) -> Tensor:
+def _none(layout: Layout, options: TaskOptions) -> Tensor:
     return torch.zeros(1, layout.frames, layout.height, layout.width, dtype=torch.bool)
 
 
@@ -49,7 +47,7 @@ def _central(n: int) -> tuple[int, int]:
 
 def _paint(layout: Layout, boxes: list[tuple[int, int, int, int]]) -> Tensor:
     """Token boxes (row0, row1, col0, col1), one per latent frame -> pixels (1, T, H, W) bool."""
-    given = _none(layout, {})
+    given = _none(layout, NO_OPTIONS)
     for (start, end), (r0, r1, c0, c1) in zip(layout.time_blocks, boxes):
         given[:, start:end, r0 * layout.fh : r1 * layout.fh, c0 * layout.fw : c1 * layout.fw] = True
     return given
@@ -61,47 +59,47 @@ def _offsets(layout: Layout, size: int) -> list[int]:
     return [round(i * travel / (layout.t - 1)) if layout.t > 1 else 0 for i in range(layout.t)]
 
 
-def first_frames(layout: Layout, options: dict[str, Any]) -> Tensor:
+def first_frames(layout: Layout, options: TaskOptions) -> Tensor:
     """The first `cond_frames` frames, 1 <= cond_frames < T (default 1: BAIR's protocol; under the
     strict condition rule the frames of latent frame 0, see `Task.masks`)."""
-    k = options.get("cond_frames", 1)
+    k = 1 if options.cond_frames is None else options.cond_frames
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < layout.frames:
         raise MagvitError(f"cond_frames must be a whole number of frames from 1 to {layout.frames - 1} for a "
                           f"{layout.frames}-frame clip, got {k!r}")
-    given = _none(layout, {})
+    given = _none(layout, NO_OPTIONS)
     given[:, :k] = True
     return given
 
 
-def end_frames(layout: Layout, options: dict[str, Any]) -> Tensor:
+def end_frames(layout: Layout, options: TaskOptions) -> Tensor:
     """The first and the last frame (MAGVIT's frame interpolation)."""
-    given = _none(layout, {})
+    given = _none(layout, NO_OPTIONS)
     given[:, [0, layout.frames - 1]] = True
     return given
 
 
-def central_box(layout: Layout, options: dict[str, Any]) -> Tensor:
+def central_box(layout: Layout, options: TaskOptions) -> Tensor:
     return _paint(layout, [(*_central(layout.h), *_central(layout.w))] * layout.t)
 
 
-def vertical_strip(layout: Layout, options: dict[str, Any]) -> Tensor:
+def vertical_strip(layout: Layout, options: TaskOptions) -> Tensor:
     return _paint(layout, [(0, layout.h, *_central(layout.w))] * layout.t)
 
 
-def horizontal_strip(layout: Layout, options: dict[str, Any]) -> Tensor:
+def horizontal_strip(layout: Layout, options: TaskOptions) -> Tensor:
     return _paint(layout, [(*_central(layout.h), 0, layout.w)] * layout.t)
 
 
-def moving_strip(layout: Layout, options: dict[str, Any]) -> Tensor:
+def moving_strip(layout: Layout, options: TaskOptions) -> Tensor:
     size = max(1, layout.w // 2)
     return _paint(layout, [(0, layout.h, o, o + size) for o in _offsets(layout, size)])
 
 
-def all_but_central_box(layout: Layout, options: dict[str, Any]) -> Tensor:
+def all_but_central_box(layout: Layout, options: TaskOptions) -> Tensor:
     return ~central_box(layout, options)
 
 
-def all_but_moving_box(layout: Layout, options: dict[str, Any]) -> Tensor:
+def all_but_moving_box(layout: Layout, options: TaskOptions) -> Tensor:
     size = max(1, layout.w // 2)
     return ~_paint(layout, [(*_central(layout.h), o, o + size) for o in _offsets(layout, size)])
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from magvit.data.shard_io import Members
 from magvit.errors import MagvitError
-from magvit.training.tokens import read_index
+from magvit.training.token_cache import read_index
 
 
 def token_samples(directory: Path, split: str) -> tuple[Iterator[tuple[str, Members]], int, dict[str, Any]]:

@@ -27,28 +27,55 @@ writes.
 
 from __future__ import annotations
 
-import bisect
 import json
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from magvit.config import from_dict, to_dict
+from magvit.config import to_dict
 from magvit.errors import MagvitError
-from magvit.fileio import read_json
-from magvit.tasks import RULE_BEFORE_V2, TASKS, check_rule
+from magvit.tasks import NO_OPTIONS, TASKS, Task, TaskOptions
+from magvit.tasks.base import TokenGrid
+from magvit.training.token_cache import TokenCache, TokenIndex, read_index
 
-FORMAT, VERSION = "magvit-tokens", 1
+if TYPE_CHECKING:
+    from accelerate import PartialState
 
+    from magvit.tokenizers import Tokenizer
+
+
+class TokenConfig(Protocol):
+    """What a token source reads of a `train_transformer` config (`TransformerTrainConfig`, whose module
+    imports this one): where the tokens come from and the tasks' conditions."""
+
+    @property
+    def tokenizer(self) -> str | None: ...  # a tokenizer folder (tokenize on the fly)
+
+    @property
+    def tokens(self) -> str | None: ...  # a token cache folder
+
+    @property
+    def data(self) -> object | None: ...  # a registered data config (magvit.data.DATASETS)
+
+    @property
+    def val_data(self) -> object | None: ...
+
+    @property
+    def tasks(self) -> Mapping[str, float]: ...
+
+    @property
+    def task_options(self) -> Mapping[str, TaskOptions]: ...
+
+    @property
+    def condition_rule(self) -> str: ...
 
 @dataclass
 class TaskTokens:
@@ -60,12 +87,12 @@ class TaskTokens:
     refine: bool = True  # COMMIT refines condition positions; False: they stay fixed (image editing)
 
 
-def task_tokens(task: Any, video: Tensor, tokenizer: Any, options: Mapping[str, Any], rule: str) -> TaskTokens:
+def task_tokens(task: Task, video: Tensor, tokenizer: TokenGrid, options: TaskOptions, rule: str) -> TaskTokens:
     """The condition tokens and latent mask of `task` for real clips `video` (B, 3, T, H, W), under the
     condition rule `rule` (any | all).
 
     The one place both training paths get a condition from, so the cache equals the on-the-fly path."""
-    cond = task.condition(video, tokenizer, rule, **dict(options))
+    cond = task.condition(video, tokenizer, rule, options)
     return TaskTokens(cond.tokens.long(), cond.latent_mask.bool(), bool(cond.use_class), bool(cond.refine))
 
 
@@ -77,7 +104,7 @@ def dataset_classes(dataset: Dataset) -> tuple[int, list[str] | None]:
     return int(getattr(dataset, "num_classes", 0) or 0), None
 
 
-def build_tasks(names: Iterable[str]) -> dict[str, Any]:
+def build_tasks(names: Iterable[str]) -> dict[str, Task]:
     return {name: TASKS[name].build() for name in names}
 
 
@@ -94,7 +121,7 @@ class Indexed(Dataset):
     def __getitem__(self, index: int) -> dict:
         return {**self.dataset[index], "index": index}
 
-    def __getattr__(self, name: str) -> Any:  # classes, num_classes, ... of the dataset
+    def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
         if name == "dataset":
             raise AttributeError(name)
         return getattr(self.dataset, name)
@@ -111,8 +138,8 @@ class TokenSource:
 
     MEMO_BYTES = 2 << 30
 
-    def __init__(self, *, tokenizer: Any, tokenizer_dir: Path, train: Dataset, val: Dataset, tasks: dict[str, Any],
-                 task_options: Mapping[str, Mapping[str, Any]], flags: dict[str, dict[str, bool]],
+    def __init__(self, *, tokenizer: Tokenizer, tokenizer_dir: Path, train: Dataset, val: Dataset,
+                 tasks: dict[str, Task], task_options: Mapping[str, TaskOptions], flags: dict[str, dict[str, bool]],
                  grid: tuple[int, ...],
                  clip: tuple[int, ...], num_classes: int, class_names: list[str] | None,
                  device: str | torch.device, rule: str):
@@ -143,7 +170,8 @@ class TokenSource:
     def _tokenize(self, video: Tensor, task: str) -> tuple[Tensor, TaskTokens]:
         video = video.to(self.device)  # (B, 3, T, H, W)
         tokens = self.tokenizer.encode(video)
-        cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, {}), self.rule)
+        cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, NO_OPTIONS),
+                           self.rule)
         self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
         return tokens, cond
 
@@ -168,7 +196,7 @@ class TokenSource:
         return tokens.long(), TaskTokens(cond_tokens.long(), mask.bool(), **self.flags[task])
 
 
-def open_token_source(cfg: Any, device: str | torch.device = "cpu") -> TokenSource:
+def open_token_source(cfg: TokenConfig, device: str | torch.device = "cpu") -> TokenSource:
     """The token source of a `train_transformer` config: its `tokens` cache if set, else its tokenizer."""
     if cfg.tokens is not None:
         return _cached_source(cfg, device)
@@ -196,7 +224,7 @@ def check_tokenizer(path: str | Path) -> None:
                       "<run_dir>/tokenizer; recipes in configs/tokenizer/) and set tokenizer=<run_dir>/tokenizer")
 
 
-def build_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
+def build_datasets(cfg: TokenConfig) -> tuple[Dataset, Dataset]:
     """The training set of a `train_transformer` config and its held-out set (`val_data`, else the held-out
     version of `data`)."""
     from magvit.data import build_dataset
@@ -207,7 +235,7 @@ def build_datasets(cfg: Any) -> tuple[Dataset, Dataset]:
     return build_dataset(cfg.data), build_dataset(cfg.val_data or held_out_version(cfg.data))
 
 
-def _on_the_fly_source(cfg: Any, device: str | torch.device,
+def _on_the_fly_source(cfg: TokenConfig, device: str | torch.device,
                        datasets: tuple[Dataset, Dataset] | None = None, memo: bool = True) -> TokenSource:
     from magvit.tokenizers import Tokenizer
 
@@ -224,7 +252,7 @@ def _on_the_fly_source(cfg: Any, device: str | torch.device,
                        rule=cfg.condition_rule)
 
 
-def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
+def _cached_source(cfg: TokenConfig, device: str | torch.device) -> TokenSource:
     from magvit.tokenizers import Tokenizer
 
     directory = Path(cfg.tokens)
@@ -233,10 +261,10 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
         raise MagvitError(f"{directory}: the conditions were extracted with condition_rule={index.condition_rule}, the "
                           f"config sets {cfg.condition_rule}; extract tokens again")
     for task in cfg.tasks:
-        used = dict(index.task_options.get(task, {}))
-        if task in index.tasks and used != to_dict(cfg.task_options.get(task, {})):
-            raise MagvitError(f"{directory}: task '{task}' was extracted with options {used}, the config sets "
-                              f"{to_dict(cfg.task_options.get(task, {}))}; extract tokens again")
+        used, wanted = index.task_options.get(task, NO_OPTIONS), cfg.task_options.get(task, NO_OPTIONS)
+        if task in index.tasks and used != wanted:
+            raise MagvitError(f"{directory}: task '{task}' was extracted with options {used.given()}, the config "
+                              f"sets {wanted.given()}; extract tokens again")
     names = tuple(cfg.tasks)
     tokenizer_dir = directory / index.tokenizer
     tokenizer = Tokenizer.from_pretrained(tokenizer_dir).eval().requires_grad_(False).to(device)
@@ -251,8 +279,8 @@ def _cached_source(cfg: Any, device: str | torch.device) -> TokenSource:
 # Writing
 
 
-def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: int = 16, shard_size: int = 1024,
-                   device: str | torch.device = "cpu", quiet: bool = False, dtype: str = "fp32",
+def extract_tokens(cfg: TokenConfig, directory: str | Path | None = None, batch_size: int = 16,
+                   shard_size: int = 1024, device: str | torch.device = "cpu", quiet: bool = False, dtype: str = "fp32",
                    compile: bool = False, overwrite: bool = False) -> Path:
     """Tokenize `cfg.data` (split "train") and its held-out version ("val") with `cfg.tokenizer`, plus
     every task's condition, into `directory` (default `cfg.tokens`; a cache already there is replaced
@@ -308,7 +336,7 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
             grid=tuple(source.grid), clip=tuple(source.clip), codebook_size=source.codebook_size,
             num_classes=source.num_classes, class_names=source.class_names,
             tasks={t: source.flags[t] for t in source.tasks},
-            task_options={t: to_dict(o) for t, o in cfg.task_options.items()}, condition_rule=source.rule,
+            task_options=dict(cfg.task_options), condition_rule=source.rule,
             splits=splits, data=to_dict(cfg.data), tokenizer="tokenizer", dtype=dtype,
         )
         (tmp / "index.json").write_text(json.dumps(index.to_json(), indent=1) + "\n")
@@ -318,7 +346,7 @@ def extract_tokens(cfg: Any, directory: str | Path | None = None, batch_size: in
     return directory
 
 
-def _scan_once(cfg: Any, state: Any) -> tuple[Dataset, Dataset]:
+def _scan_once(cfg: TokenConfig, state: PartialState) -> tuple[Dataset, Dataset]:
     """The datasets, built on process 0 only and sent to the others (pickled): a folder dataset's scan
     opens every file, which W processes need not repeat. An error there reaches every process as
     the same one line (no process is left waiting for the others)."""
@@ -342,7 +370,7 @@ def _shard_name(split: str, j: int) -> str:
     return f"{split}-{j:05d}.safetensors"
 
 
-def _write_shard(source: TokenSource, part: Dataset, batch_size: int, path: Path, bar: Any) -> None:
+def _write_shard(source: TokenSource, part: Dataset, batch_size: int, path: Path, bar: tqdm) -> None:
     """Tokens, labels and every task's condition of the samples of `part`, as one safetensors file."""
     from magvit.data import build_dataloader
 
@@ -357,92 +385,3 @@ def _write_shard(source: TokenSource, part: Dataset, batch_size: int, path: Path
         rows.append(row)
         bar.update(len(tokens))
     save_file({k: torch.cat([r[k] for r in rows]).contiguous() for k in rows[0]}, str(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenIndex:
-    """index.json of a token cache, typed: what training from the cache needs to know of the tokens."""
-
-    grid: tuple[int, int, int]  # (t, h, w) of one clip's tokens
-    clip: tuple[int, int, int]  # (T, H, W) of the clips they encode
-    codebook_size: int
-    num_classes: int = 0
-    class_names: tuple[str, ...] | None = None
-    tasks: Mapping[str, Mapping[str, bool]]  # task -> {"use_class", "refine"}: its condition's flags
-    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # as extracted
-    condition_rule: str = RULE_BEFORE_V2  # older caches: the strict rule they were made with
-    splits: Mapping[str, Mapping[str, Any]]  # split -> {"count", "shards": [file names]}
-    data: Mapping[str, Any] = field(default_factory=dict)  # the data config the tokens come from
-    tokenizer: str = "tokenizer"  # the tokenizer folder, relative to the cache
-    dtype: str = "fp32"  # the tokenizer's precision when the tokens were extracted
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, **to_dict(self)}
-
-
-def read_index(directory: str | Path) -> TokenIndex:
-    """The cache's index.json, checked and typed; one clear line if the folder is not a token cache."""
-    path = Path(directory) / "index.json"
-    if not path.is_file():
-        raise MagvitError(f"{directory}: not a token cache (no index.json); write one with `magvit extract-tokens`")
-    raw = read_json(path)
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != VERSION:
-        raise MagvitError(f"{path}: not a magvit token cache of version {VERSION}")
-    index = from_dict(TokenIndex, {k: v for k, v in raw.items() if k not in ("format", "version")}, str(path))
-    check_rule(index.condition_rule)
-    return index
-
-
-class TokenCache(Dataset):
-    """One split of a token cache as a dataset: {"tokens", "label", "cond.<task>", "mask.<task>"}.
-
-    Holds the split in memory (int32 tokens: 4 bytes per token per task); `tasks` limits which
-    tasks' conditions are loaded."""
-
-    def __init__(self, directory: str | Path, split: str = "train", tasks: tuple[str, ...] | None = None):
-        self.directory = Path(directory)
-        self.index = read_index(directory)
-        if split not in self.index.splits:
-            raise MagvitError(f"{directory}: the token cache has no '{split}' split "
-                              f"(it has {', '.join(self.index.splits)})")
-        missing = [t for t in tasks or () if t not in self.index.tasks]
-        if missing:
-            raise MagvitError(f"{directory}: the token cache has no conditions for task(s) {', '.join(missing)} "
-                              f"(it has {', '.join(self.index.tasks)}); extract tokens again with them")
-        keep = tasks if tasks is not None else tuple(self.index.tasks)
-        wanted = {"tokens", "label", *(f"cond.{t}" for t in keep), *(f"mask.{t}" for t in keep)}
-        self.shards: list[dict[str, Tensor]] = []
-        for name in self.index.splits[split]["shards"]:
-            try:
-                shard = load_file(str(self.directory / name))
-            except (SafetensorError, OSError) as e:
-                raise MagvitError(f"{self.directory / name}: cannot read token shard ({e})") from None
-            self.shards.append({k: v for k, v in shard.items() if k in wanted})
-        self.starts = [0]
-        for shard in self.shards:
-            self.starts.append(self.starts[-1] + len(shard["tokens"]))
-        self.num_classes = self.index.num_classes
-
-    def __len__(self) -> int:
-        return self.starts[-1]
-
-    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        s = bisect.bisect_right(self.starts, index) - 1
-        shard, i = self.shards[s], index - self.starts[s]
-        out: dict[str, Tensor | int] = {"label": int(shard["label"][i])}
-        for key, value in shard.items():
-            if key.startswith("mask."):
-                out[key] = value[i].bool()
-            elif key != "label":
-                out[key] = value[i].long()
-        return out
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        return self.index.grid

@@ -16,9 +16,10 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from torch import nn
 
 from magvit.config import registry_field, save_config, to_dict
 from magvit.data import DATASETS, build_dataloader
@@ -27,7 +28,7 @@ from magvit.media import write_video
 from magvit.release import ModelInfo, write_model_folder
 from magvit.runtime import compile_forward
 from magvit.schedules import MASK_SCHEDULES
-from magvit.tasks import TASKS, commit_inputs, prefix_tokens
+from magvit.tasks import TASKS, TaskOptions, commit_inputs, prefix_tokens
 from magvit.tasks.base import KIND_GIVEN, KIND_MASK, KIND_ORIGINAL, KIND_REFINE
 from magvit.training.common import (
     LoopConfig,
@@ -44,10 +45,14 @@ from magvit.training.common import (
     start_trackers,
     step_generator,
 )
-from magvit.training.loop import TrainingLoop, restore
+from magvit.training.loop import Batch, Terms, TrainingLoop, restore
 from magvit.training.sharding import Sharding
 from magvit.training.tokens import TokenSource, check_tokenizer, open_token_source
-from magvit.transformer import TRANSFORMERS, masked_token_loss, split_ids, token_cross_entropy
+from magvit.transformer import TRANSFORMERS, TransformerBase, masked_token_loss, split_ids, token_cross_entropy
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class TransformerTrainConfig:
     data: object | None = registry_field(DATASETS, default=None)
     val_data: object | None = registry_field(DATASETS, default=None)
     tasks: Mapping[str, float] = field(default_factory=lambda: {"cg": 1.0})  # task -> sampling weight
-    task_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. {fp: {cond_frames: 5}}
+    task_options: Mapping[str, TaskOptions] = field(default_factory=dict)  # e.g. {fp: {cond_frames: 5}}
     num_classes: int | None = None  # default: the dataset's
     condition_rule: Literal["any", "all"] = "any"  # MAGVIT | only fully given blocks condition (magvit.tasks)
     loss: TransformerLossConfig = TransformerLossConfig()
@@ -128,7 +133,7 @@ def check_config(cfg: TransformerTrainConfig) -> None:
         raise MagvitError(f"loss.class_dropout must lie in [0, 1], got {cfg.loss.class_dropout}")
 
 
-def build_model(cfg: TransformerTrainConfig, source: TokenSource):
+def build_model(cfg: TransformerTrainConfig, source: TokenSource) -> TransformerBase:
     """The transformer sized for the tokens: codebook, classes and grid come from the data."""
     tcfg = cfg.transformer
     if tcfg.codebook_size not in (0, source.codebook_size):
@@ -150,7 +155,8 @@ def draw_task(names: list[str], weights: torch.Tensor, seed: int, step: int) -> 
     return names[int(torch.multinomial(weights, 1, generator=gen))]
 
 
-def class_ids(model, labels: torch.Tensor, use_class: bool, dropout: float, gen: torch.Generator) -> torch.Tensor:
+def class_ids(model: TransformerBase, labels: torch.Tensor, use_class: bool, dropout: float,
+              gen: torch.Generator) -> torch.Tensor:
     """(B,) class prompt ids: the label's class token, or UNCOND (no label, a task without class,
     a model without classes, or dropped with probability `dropout` for classifier-free guidance)."""
     vocab = model.vocab
@@ -163,7 +169,8 @@ def class_ids(model, labels: torch.Tensor, use_class: bool, dropout: float, gen:
     return torch.where(keep, vocab.cls(labels.clamp(min=0)), uncond)
 
 
-def commit_loss(logits, tokens, kinds, loss: TransformerLossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def commit_loss(logits: torch.Tensor, tokens: torch.Tensor, kinds: torch.Tensor,
+                loss: TransformerLossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """COMMIT's loss and its terms. logits (B, t, h, w, k, V), tokens and kinds (B, t, h, w).
 
     Returns the loss to minimise (normalised as `loss.normalize` says) and, for the logs,
@@ -256,8 +263,9 @@ def train_transformer(cfg: TransformerTrainConfig, resume: bool = False, quiet: 
     return val_metrics
 
 
-def prepare_model(model: Any, optimizer: torch.optim.Optimizer, ema: Any, loader: Any, cfg: TransformerTrainConfig,
-                  accelerator: Any, sharding: Sharding | None, previous: Any) -> tuple[Any, Any, Any, Any]:
+def prepare_model(model: TransformerBase, optimizer: torch.optim.Optimizer, ema: TransformerBase | None,
+                  loader: DataLoader, cfg: TransformerTrainConfig, accelerator: Accelerator, sharding: Sharding | None,
+                  previous: Path | None) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, TransformerBase]:
     """The model, optimizer and loader wrapped for this process (DDP, FSDP2 or DeepSpeed), the EMA moved
     (sharded like the model under FSDP2), and the plain model with its speed options."""
     loop = cfg.loop
@@ -284,8 +292,8 @@ class TransformerStep:
     tokens, the mask + refine + reconstruction loss, the gradients; `log_row` turns its terms into the
     logs' row."""
 
-    def __init__(self, cfg: TransformerTrainConfig, source: TokenSource, model: Any, raw: Any,
-                 optimizer: torch.optim.Optimizer, accelerator: Any):
+    def __init__(self, cfg: TransformerTrainConfig, source: TokenSource, model: nn.Module, raw: TransformerBase,
+                 optimizer: torch.optim.Optimizer, accelerator: Accelerator):
         self.cfg, self.source, self.model, self.raw = cfg, source, model, raw
         self.optimizer, self.accelerator = optimizer, accelerator
         self.engine = deepspeed_engine(model)
@@ -293,7 +301,7 @@ class TransformerStep:
         self.weights = torch.tensor([float(cfg.tasks[n]) for n in self.names], dtype=torch.float64)
         self.guard = NonFiniteGuard()
 
-    def __call__(self, step: int, next_batch: Callable[[], dict]) -> dict[str, Any]:
+    def __call__(self, step: int, next_batch: Callable[[], Batch]) -> Terms:
         loop, losses, raw, accelerator = self.cfg.loop, self.cfg.loss, self.raw, self.accelerator
         task = draw_task(self.names, self.weights, loop.seed, step)
         terms: dict[str, Any] = {}
@@ -320,10 +328,11 @@ class TransformerStep:
         return {"task": task, **terms}
 
     @staticmethod
-    def log_row(terms: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    def log_row(terms: Terms) -> tuple[dict[str, Any], dict[str, str]]:
         metrics = {k: float(v.detach().float()) if torch.is_tensor(v) else float(v)
                    for k, v in terms.items() if k != "task"}
-        return {"task": terms["task"], **metrics}, {"task": terms["task"], "mask": f"{metrics['mask']:.3f}"}
+        task = str(terms["task"])
+        return {"task": task, **metrics}, {"task": task, "mask": f"{metrics['mask']:.3f}"}
 
 
 def model_info(cfg: TransformerTrainConfig, source: TokenSource, step: int, ema: bool) -> ModelInfo:
@@ -349,7 +358,8 @@ def held_out_batches(source: TokenSource, batches: int, batch_size: int) -> Iter
 
 
 @torch.no_grad()
-def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_size: int, seed: int) -> dict:
+def evaluate(model: TransformerBase, source: TokenSource, tasks: list[str], batches: int, batch_size: int,
+             seed: int) -> dict[str, float]:
     """Held-out CE (no label smoothing) and accuracy on COMMIT-masked tokens per task, with fixed
     masks; and `unigram_entropy`, the entropy of the held-out tokens' own histogram: no model that
     ignores context can have a lower masked-token CE on them."""
@@ -384,7 +394,7 @@ def evaluate(model, source: TokenSource, tasks: list[str], batches: int, batch_s
 
 
 @torch.no_grad()
-def preview_clip(model, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, seed: int,
+def preview_clip(model: TransformerBase, source: TokenSource, tasks: Iterable[str], preview: PreviewConfig, seed: int,
                  info: ModelInfo) -> torch.Tensor:
     """A grid clip (3, T, H', W'): for each task a row of held-out clips (as the tokenizer reconstructs
     them) over a row of samples decoded from their condition, through the pipeline's decode path (the
