@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -33,11 +34,21 @@ _SPLIT_SEED = 20260101  # fixed: the pools never depend on the dataset seed
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    """(1797, 8, 8) float32 in [0, 1] and (1797,) int64 labels."""
-    from sklearn.datasets import load_digits
+    """(1797, 8, 8) float32 in [0, 1] and (1797,) int64 labels: scikit-learn's bundled digits.csv.gz (rows of
+    64 pixel values 0-16, then the label) read directly: importing sklearn.datasets costs ~1 s in every
+    process that builds moving digits (each test worker, each launched training process); load_digits
+    reads the same file, and is the fallback where a scikit-learn release moves it."""
+    import importlib.util
 
-    data = load_digits()
-    return (data.images / 16.0).astype(np.float32), data.target.astype(np.int64)
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        return (data.images / 16.0).astype(np.float32), data.target.astype(np.int64)
+    rows = np.loadtxt(path, delimiter=",", dtype=np.float64)  # (1797, 65)
+    return (rows[:, :-1].reshape(-1, 8, 8) / 16.0).astype(np.float32), rows[:, -1].astype(np.int64)
 
 
 @functools.lru_cache(maxsize=8)
