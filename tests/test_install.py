@@ -73,6 +73,6 @@ def test_a_fresh_venv_runs_the_installed_package_from_another_folder(wheel, tmp_
             "tokenizer.loop.val_batches=1", "tokenizer.data.num_samples=8", "transformer.data.num_samples=32",
             "transformer.loop.steps=2", "transformer.loop.val_every=2", "transformer.loop.save_every=2",
             "report.samples_per_class=1", "report.eval_clips=2", "report.shown_clips=2", "report.decode.steps=2",
-            "report.classifier={clips: 20, epochs: 1}"]
+            "report.score_decode.steps=2", "report.classifier={clips: 20, epochs: 1}"]
     _run([magvit, "quickstart", "--out", "q", *tiny], cwd=work, MAGVIT_CACHE=str(tmp_path / "cache"))
     assert (work / "q" / "summary.json").is_file() and (work / "q" / "transformer" / "model" / "magvit.json").is_file()

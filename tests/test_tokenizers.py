@@ -275,13 +275,15 @@ def test_saved_flags_and_saved_names_both_load(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Each tiny tokenizer can learn: overfit two moving-digit clips to >= 24 dB PSNR
+# Each tiny tokenizer can learn: overfit two 16x16 moving-digit clips to >= 24 dB PSNR
 
 
-OVERFIT = {  # name: (frames, optimizer steps); each reaches 24 dB in about 70% of its steps
-    "vqgan2d": (4, 180),
-    "vq3d": (4, 180),
-    "causal3d": (5, 260),
+OVERFIT = {  # name: (frames, optimizer steps); each reaches 24 dB in at most 75% of its steps. Measured at
+    # 16x16, checked every 10 steps, seeds 0 / 1 / 2: vqgan2d at 110 / 150 / 150 steps, vq3d at 140 / 150 / 140,
+    # causal3d at 80 / 70 / 100; at the last step the worst of the three seeds is 27.3, 27.4 and 30.3 dB
+    "vqgan2d": (4, 200),
+    "vq3d": (4, 200),
+    "causal3d": (5, 140),
 }
 
 
@@ -290,8 +292,8 @@ OVERFIT = {  # name: (frames, optimizer steps); each reaches 24 dB in about 70% 
 def test_each_tiny_tokenizer_overfits_moving_digits(name):
     frames, steps = OVERFIT[name]
     torch.manual_seed(0)
-    dataset = MovingDigits(frames=frames, size=32, num_samples=2, seed=1)
-    clips = torch.stack([dataset[i]["video"] for i in range(2)])  # (2, 3, T, 32, 32) in [-1, 1]
+    dataset = MovingDigits(frames=frames, size=16, num_samples=2, seed=1)
+    clips = torch.stack([dataset[i]["video"] for i in range(2)])  # (2, 3, T, 16, 16) in [-1, 1]
     tok = build_tokenizer(name, "tiny")
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3, betas=(0.9, 0.99))
     for _ in range(steps):

@@ -54,13 +54,13 @@ def test_each_tiny_config_trains_and_writes_a_release(path, tmp_path):
 
 
 GAN_RUN = [
-    "data.frames=5", "loop.steps=20", "loop.save_every=10", "loop.val_every=10", "loop.ema_decay=0.9",
+    "data.frames=5", "loop.steps=10", "loop.save_every=5", "loop.val_every=5", "loop.ema_decay=0.9",
     "discriminator.name=stylegan3d", "discriminator.preset=tiny",
     "loss.gan_weight=0.1", "loss.gan_start_step=4", "loss.gan_warmup_steps=4", "loss.lecam_weight=0.01",
     "loss.r1_weight=1.0", "loss.r1_every=2",
     "loss.perceptual_weight=0.1", "loss.perceptual_net=alex", "loss.perceptual_pretrained=false",
     "loss.gradient_weight=0.5",
-    "tokenizer.quantizer.entropy_anneal_steps=10", "tokenizer.quantizer.entropy_anneal_factor=3.0",
+    "tokenizer.quantizer.entropy_anneal_steps=6", "tokenizer.quantizer.entropy_anneal_factor=3.0",
     *SHORT,
 ]
 
@@ -71,36 +71,37 @@ def test_gan_lpips_run_checkpoints_and_resumes_exactly(tmp_path):
     cfg = load_config(config, [f"run_dir={run}", *GAN_RUN])
     train_tokenizer(cfg, quiet=True)
     rows = _rows(run / "train.csv")
-    assert len(rows) == 20
+    assert len(rows) == 10
     for key in ("rec", "grad_diff", "lpips", "gan_g", "gan_d", "gan_w", "lecam", "r1", "q_entropy_loss"):
         logged = [float(r[key]) for r in rows if r[key] != ""]
         assert logged and all(torch.isfinite(torch.tensor(logged))), key
     assert rows[0]["gan_g"] == "" and rows[4]["gan_g"] != ""  # no GAN term during the warm-up
-    # LFQ's entropy weight (0.1 by default) annealed from 3x over 10 steps: row i logs step i + 1
+    # LFQ's entropy weight (0.1 by default) annealed from 3x over 6 steps: row i logs step i + 1
     weights = [float(r["q_entropy_weight"]) for r in rows]
-    assert weights[0] == pytest.approx(0.3) and weights[5] == pytest.approx(0.2) and set(weights[10:]) == {0.1}
+    assert weights[0] == pytest.approx(0.3) and weights[3] == pytest.approx(0.2) and set(weights[6:]) == {0.1}
     ckpt = run / "checkpoints"
-    assert [p.name for p in sorted(ckpt.iterdir())] == ["step-00000010", "step-00000020"]
-    files = {p.name for p in (ckpt / "step-00000020").iterdir()}
+    assert [p.name for p in sorted(ckpt.iterdir())] == ["step-00000005", "step-00000010"]
+    files = {p.name for p in (ckpt / "step-00000010").iterdir()}
     assert {"tokenizer.safetensors", "ema.safetensors", "disc.safetensors", "lecam.safetensors",
             "opt_g.optim.safetensors", "opt_d.optim.safetensors"} <= files
 
     with pytest.raises(MagvitError, match="already holds checkpoints"):
         train_tokenizer(cfg, quiet=True)
 
-    # interrupt after step 10: drop what came later, resume, and compare with the full run
+    # interrupt after step 5 (the GAN on, the entropy weight still annealing): drop what came later, resume,
+    # and compare with the full run
     reference = tmp_path / "reference"
-    shutil.move(ckpt / "step-00000020", reference)
+    shutil.move(ckpt / "step-00000010", reference)
     shutil.rmtree(run / "tokenizer")
     train_tokenizer(cfg, resume=True, quiet=True)
-    resumed = ckpt / "step-00000020"
+    resumed = ckpt / "step-00000010"
     for name in ("tokenizer", "ema", "disc", "lecam", "opt_g.optim", "opt_d.optim"):
         before, after = load_file(reference / f"{name}.safetensors"), load_file(resumed / f"{name}.safetensors")
         assert before.keys() == after.keys()
         for key in before:
             assert torch.equal(before[key], after[key]), f"{name}.{key} differs after resume"
     again = _rows(run / "train.csv")
-    assert [r["step"] for r in again] == [str(s) for s in range(1, 21)]  # rows after step 10 logged once
+    assert [r["step"] for r in again] == [str(s) for s in range(1, 11)]  # rows after step 5 logged once
     skip = {"clips_per_s"}
     assert [{k: v for k, v in r.items() if k not in skip} for r in again] == [
         {k: v for k, v in r.items() if k not in skip} for r in rows

@@ -71,9 +71,10 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def test_learns_masked_tokens_beyond_the_unigram_baseline(tmp_path, tokenizer_dir):
+    # 60 steps: held-out CE 0.79 of the unigram entropy (40 steps: 0.85, 120: 0.77), against the 0.9 asserted
     raw = _config(tmp_path, tokenizer_dir, tokens=str(tmp_path / "cache"), tasks={"cg": 1.0},
                   data={"num_samples": 256}, val_data={"num_samples": 64},
-                  loop={"steps": 120, "batch_size": 32, "val_every": 10**6, "save_every": 10**6, "log_every": 20,
+                  loop={"steps": 60, "batch_size": 32, "val_every": 10**6, "save_every": 10**6, "log_every": 20,
                         "val_batches": 2, "ema_decay": None},
                   preview={"num": 0}, optim={"lr": 0.003, "betas": [0.9, 0.96], "warmup_steps": 20})
     cfg = from_dict(TransformerTrainConfig, raw)
