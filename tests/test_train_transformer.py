@@ -295,6 +295,14 @@ def test_a_fixed_set_is_tokenized_once_and_the_same(tmp_path, tokenizer_dir):
             assert torch.equal(tokens, again) and torch.equal(cond.tokens, cond_again.tokens)
             assert torch.equal(cond.latent_mask, cond_again.latent_mask) and cond.use_class == cond_again.use_class
             assert torch.equal(labels, batch["label"])
+    for k in batches[0]["index"][:2].tolist():  # a batch half seen, half not: rows looked up and rows made now
+        del source.memo[("fp", k)]
+    calls.clear()
+    tokens, _, cond = source.batch(batches[0], "fp")
+    assert calls == [2, 2]  # only the two not seen: their clips and their condition clips
+    again, cond_again = source._tokenize(batches[0]["video"], "fp")
+    assert torch.equal(tokens, again) and torch.equal(cond.tokens, cond_again.tokens)
+    assert tokens.device == again.device and torch.equal(cond.latent_mask, cond_again.latent_mask)
     source.memo.clear()
     source.MEMO_BYTES = 0  # over the budget: nothing kept, every batch tokenized
     calls.clear()

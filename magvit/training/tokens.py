@@ -166,7 +166,6 @@ class TokenSource:
         labels = batch["label"] if "label" in batch else torch.full((len(tokens),), -1)
         return tokens, labels.long().to(self.device), cond
 
-
     def _tokenize(self, video: Tensor, task: str) -> tuple[Tensor, TaskTokens]:
         video = video.to(self.device)  # (B, 3, T, H, W)
         tokens = self.tokenizer.encode(video)
@@ -179,18 +178,17 @@ class TokenSource:
         """`_tokenize` for the samples not seen under `task` yet; the rest from `memo`."""
         keys = batch["index"].tolist()
         todo = [i for i, k in enumerate(keys) if (task, k) not in self.memo]
+        made: dict[int, tuple[Tensor, ...]] = {}  # the rows made now, as kept: on the CPU like the memo's
         if todo:
             tokens, cond = self._tokenize(batch["video"][todo], task)
             for row, i in enumerate(todo):
                 kept = (tokens[row].int().cpu(), cond.tokens[row].int().cpu(), cond.latent_mask[row].cpu())
+                made[keys[i]] = kept
                 size = sum(t.numel() * t.element_size() for t in kept)
                 if self.memo_bytes + size <= self.MEMO_BYTES:
                     self.memo[(task, keys[i])], self.memo_bytes = kept, self.memo_bytes + size
             if len(todo) == len(keys):
                 return tokens, cond
-            made = {keys[i]: (tokens[row], cond.tokens[row], cond.latent_mask[row]) for row, i in enumerate(todo)}
-        else:
-            made = {}
         rows = [made.get(k) or self.memo[(task, k)] for k in keys]
         tokens, cond_tokens, mask = (torch.stack([r[j] for r in rows]).to(self.device) for j in range(3))
         return tokens.long(), TaskTokens(cond_tokens.long(), mask.bool(), **self.flags[task])
