@@ -1,6 +1,6 @@
 """Streaming shards: a dataset (or a token cache) as WebDataset tar files, each process reading its own.
 
-`write_shards` (`magvit data shard CONFIG --out DIR`; a token cache: magvit.training.tokens'
+`write_shards` (`magvit data shard CONFIG --out DIR`; a token cache: magvit.training.token_shards'
 `shard_token_cache`, through `write_samples`) writes into `DIR.tmp`, renamed when complete,
 `DIR/shard-000000.tar ...` (shard j: samples [j S, (j + 1) S) of the source), per sample `<key>.mp4`
 (H.264 4:4:4, crf 10, PyAV: visually lossless), `<key>.npy` ((T, H, W, 3) uint8, exact: `encode:
@@ -72,7 +72,7 @@ def write_shards(source: Dataset | RegisteredConfig | DataConfig, out: str | os.
     """Write `source` as shards of `samples_per_shard` samples into `out` (see the module docstring).
 
     `source`: a dataset (len and [i]), a registered dataset config or a `kind: data` config (a token
-    cache: magvit.training.tokens.shard_token_cache). `encode`: mp4 | frames. An existing `out` is
+    cache: magvit.training.token_shards.shard_token_cache). `encode`: mp4 | frames. An existing `out` is
     replaced only with `overwrite`, and only when it is a shard folder, once the new one is complete."""
     from magvit.config import to_dict
     from magvit.data.base import build_dataset

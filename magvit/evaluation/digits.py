@@ -107,7 +107,7 @@ class DigitClassifier(nn.Module):
 
 
 def moving_digit_clips(split: str, count: int, frames: int, size: int, seed: int,
-                       **options: float | int) -> tuple[Tensor, Tensor]:
+                       **options: object) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits clips (N, 3, T, size, size) of `split` and their labels (N,); `options` are
     further MovingDigits arguments (speed, start, ...)."""
     from magvit.data import MovingDigits

@@ -109,7 +109,7 @@ def task_conditions(release: MagvitPipeline, task: str, clips: Tensor, batch_siz
                 for b in batches(clips, batch_size)]
 
 
-def real_clips(frames: int, size: int, count: int, seed: int, **options: float | int) -> tuple[Tensor, Tensor]:
+def real_clips(frames: int, size: int, count: int, seed: int, **options: object) -> tuple[Tensor, Tensor]:
     """`count` MovingDigits test clips and labels; `options` (speed, start, ...) as the model was trained
     (see `digits_options`)."""
     return moving_digit_clips("test", count, frames, size, seed, **options)
@@ -150,7 +150,7 @@ def frame_change(clip: Tensor) -> Tensor:
     return (clip[:, 1:] - clip[:, :-1]).abs().mean()
 
 
-def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, float | int]:
+def digits_options(info: ModelInfo | Mapping[str, Any]) -> dict[str, object]:
     """How the model's moving digits move (speed, start, size of the digit, how many), from the training
     data its model folder records (`ModelInfo`, or magvit.json as a dict); {} (the defaults) for other
     data or older folders."""

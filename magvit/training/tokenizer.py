@@ -8,7 +8,7 @@ that starts after a warm-up, LeCAM and R1 on the discriminator, plus the quantiz
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +133,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
                  **({"opt_d": (parts.opt_d, cfg.disc_optim)} if parts.opt_d is not None else {})}
     val_metrics = TrainingLoop(loop, accelerator, run_dir, start, "train-tokenizer", quiet).run(
         parts.loader, schedules, step_fn, step_fn.log_row, validate_at,
-        lambda: modules_for_save(parts.modules(), parts.raw, parts.raw_disc), ema=parts.ema, raw=parts.raw,
+        parts.modules, ema=parts.ema, raw=parts.raw,
         sharding=sharding)
 
     # ---------------------------------------------------------------- release weights
@@ -182,8 +182,12 @@ class Parts:
     raw_disc: torch.nn.Module | None = None
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        optional = {"ema": self.ema, "disc": self.raw_disc or self.disc, "lecam": self.lecam}
-        return {"tokenizer": self.raw or self.tokenizer, **{k: m for k, m in optional.items() if m is not None}}
+        """The modules under their checkpoint names, unwrapped (no DDP wrapper, no compile prefix) once
+        `prepare_parts` has set `raw` / `raw_disc`."""
+        disc = self.raw_disc if self.raw_disc is not None else self.disc
+        optional = {"ema": self.ema, "disc": disc, "lecam": self.lecam}
+        tokenizer = self.raw if self.raw is not None else self.tokenizer
+        return {"tokenizer": tokenizer, **{k: m for k, m in optional.items() if m is not None}}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_g": self.opt_g, **({"opt_d": self.opt_d} if self.opt_d is not None else {})}
@@ -354,16 +358,6 @@ def speed_options(tokenizer: Tokenizer, loop: LoopConfig, channels_last: bool = 
         runtime.channels_last(tokenizer)
     if loop.compile:
         runtime.compile_tokenizer(tokenizer)
-
-
-def modules_for_save(modules: Mapping[str, torch.nn.Module], raw: Tokenizer,
-                     raw_disc: torch.nn.Module | None) -> dict[str, torch.nn.Module]:
-    """The unwrapped modules (no DDP wrapper, no compile prefix) under their checkpoint names."""
-    out = dict(modules)
-    out["tokenizer"] = raw
-    if raw_disc is not None:
-        out["disc"] = raw_disc
-    return out
 
 
 @torch.no_grad()
