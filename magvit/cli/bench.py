@@ -1,3 +1,6 @@
+"""`magvit bench tokenizers | decode | train | quality`: each from its config kind (magvit.bench.configs)
+or flags made from that config's fields; the resolved settings land next to the tables."""
+
 from __future__ import annotations
 
 import argparse

@@ -30,7 +30,7 @@ def _typed(value: object) -> str:
 def eval_command(args: argparse.Namespace) -> None:
     from magvit.evaluation.protocols import EvalConfig, evaluate, markdown
 
-    given_elsewhere = " (or a config file: configs/eval/*.yaml)"
+    given_elsewhere = "" if args.config else " (or a config file: configs/eval/*.yaml)"
     how = {"checkpoint": f"--checkpoint DIR{given_elsewhere}", "tasks": f"--tasks TASK{given_elsewhere}",
            "data": f"data.name=NAME data.root=DIR data.split=SPLIT{given_elsewhere}"}
     cfg, config, overrides, flags = command_settings(EvalConfig, args, how=how)

@@ -82,9 +82,9 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: obj
 
 def word(tp: type[T], flag: str, what: str | None = None, instead: str = "") -> Callable[[str], T]:
     """A value of a flag that takes every word up to the next flag (`what` it is, default "a number" or
-    "a value of it"): a key=value override there is one line saying where it goes (`instead`: another
+    "a value of FLAG"): a key=value override there is one line saying where it goes (`instead`: another
     way), not "invalid int value"."""
-    what = what or ("a number" if tp in (int, float) else "a value of it")
+    what = what or ("a number" if tp in (int, float) else f"a value of {flag}")
 
     def parse(text: str) -> T:
         if "=" in text:  # never a name, path or number these flags take: an override in the wrong place

@@ -102,10 +102,14 @@ for _name, (_, _, _help) in _COMMANDS.items():
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
+    from magvit import shipped
     from magvit.demo.session import DemoConfig
 
     config_arg(p, "demo", "its keys are the flags' names")
-    p.set_defaults(dests=add_config_flags(p, DemoConfig))
+    shipped_names = names(shipped.names("checkpoints"))
+    shown = (f"the model shown first: a model folder, a run folder, a shipped name ({shipped_names}; the page "
+             "can switch between these) or a Hugging Face Hub id owner/name (default digits-video)")
+    p.set_defaults(dests=add_config_flags(p, DemoConfig, helps={"checkpoint": shown}))
     overrides_arg(p)
 
 

@@ -126,11 +126,12 @@ class Tokenizer(nn.Module):
         self.config = config
         _check_architecture(config)
         temporal: tuple[bool, ...] = ()
-        if isinstance(config, Conv3dTokenizerConfig):
+        three_d = isinstance(config, Conv3dTokenizerConfig)
+        if three_d:
             temporal = temporal_flags(config.name, config.temporal_downsample, len(config.multipliers) - 1)
         self.quantizer: Quantizer = build_quantizer(config.quantizer)
         self.spec = ConvSpec(
-            nd=3 if isinstance(config, Conv3dTokenizerConfig) else 2, channels=config.channels,
+            nd=3 if three_d else 2, channels=config.channels,
             multipliers=tuple(config.multipliers), num_res_blocks=config.num_res_blocks,
             latent_dim=self.quantizer.dim, temporal_downsample=temporal, **layout,
         )
