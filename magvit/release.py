@@ -211,7 +211,7 @@ def model_card(name: str, model: nn.Module, tokenizer: nn.Module, info: ModelInf
         f"({info.fps:g} fps), {'x'.join(map(str, info.grid or ()))} tokens per clip.",
         "", "## Training", "",
         f"- tasks: {', '.join(info.tasks)}"
-        + (f" (options: {to_dict(info.task_options)})" if info.task_options else ""),
+        + (f" (options: {info.to_json()['task_options']})" if info.task_options else ""),
         f"- classes: {info.num_classes}" + (f" ({', '.join(info.class_names)})" if info.class_names else ""),
         f"- transformer: {cfg.layers} layers, width {cfg.width}, {cfg.heads} heads, conditioning "
         f"{cfg.conditioning}; {sum(p.numel() for p in model.parameters()):,} parameters",
