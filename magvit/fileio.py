@@ -27,6 +27,23 @@ def ensure_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """`ensure_folder(folder)` for a command's run: if the run fails, the folders this call made are
+    removed again where they are still empty, so a refused or failed run leaves nothing behind (and
+    no empty folder that looks like a result)."""
+    folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    ensure_folder(folder)
+    try:
+        yield folder
+    except BaseException:
+        for p in made:
+            with contextlib.suppress(OSError):  # not empty (a file written before the failure): kept
+                p.rmdir()
+        raise
+
+
 def check_outputs(paths: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike | None] = (),
                   overwrite: bool = False) -> None:
     """Before a command writes `paths`: one MagvitError line if one of them is also an input (the same

@@ -21,9 +21,13 @@ SKIP = ("step", "epoch")  # the x axis and the counters, not curves
 
 
 def read_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """A run's CSV -> {column: (steps, values)} for every numeric column (empty cells skipped)."""
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    """A run's CSV -> {column: (steps, values)} for every numeric column (empty cells and cells past
+    the header's columns skipped); a file that is not CSV text is one MagvitError line."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise MagvitError(f"{path}: not a CSV text file ({type(e).__name__}: {e})") from None
     curves: dict[str, tuple[list[float], list[float]]] = {}
     for row in rows:
         try:
@@ -31,8 +35,8 @@ def read_curves(path: Path) -> dict[str, tuple[list[float], list[float]]]:
         except (KeyError, TypeError, ValueError):
             continue
         for key, raw in row.items():
-            if key in SKIP or raw in ("", None):
-                continue
+            if key is None or key in SKIP or not isinstance(raw, str) or raw == "":
+                continue  # a cell past the header's columns (key None), an empty one
             try:
                 value = float(raw)
             except ValueError:

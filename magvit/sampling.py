@@ -27,7 +27,7 @@ from torch import Tensor
 from magvit.config import find_config, option, resolve, save_config
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
-from magvit.fileio import check_outputs, ensure_folder
+from magvit.fileio import check_outputs, output_folder
 from magvit.inputs import TaskInputs, describe_frames
 from magvit.media import OUTPUT_SUFFIXES
 from magvit.pipeline import FAMILIES, MagvitPipeline, Samples, sample_count, save_videos
@@ -99,14 +99,14 @@ def run_sampling(command: str, cfg: SampleConfig, quiet: bool = False, overwrite
                                       if isinstance(path := getattr(cfg, key), str) and path.startswith("configs/")})
     check_decode_config(cfg.decode)  # before any work: a bad schedule or temperature is one line
     files, settings = output_files(cfg.out)  # a bad or taken --out: now, not at the end
-    ensure_folder(settings.parent)
     check_outputs([*files, settings], [*cfg.files(), *([source] if source is not None else [])], overwrite)
-    pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
-    cfg, samples = sample_with(pipe, command, cfg, progress=not quiet)
-    if samples.frames is not None and not quiet:
-        print(f"read {describe_frames(samples.frames)} of {cfg.input}")
-    videos, nrow = grid(samples)
-    return write_outputs(cfg, videos, nrow=nrow, fps=cfg.fps or pipe.info.fps, quiet=quiet)
+    with output_folder(settings.parent):  # a failed run leaves no empty --out folder behind
+        pipe = MagvitPipeline.from_pretrained(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile)
+        cfg, samples = sample_with(pipe, command, cfg, progress=not quiet)
+        if samples.frames is not None and not quiet:
+            print(f"read {describe_frames(samples.frames)} of {cfg.input}")
+        videos, nrow = grid(samples)
+        return write_outputs(cfg, videos, nrow=nrow, fps=cfg.fps or pipe.info.fps, quiet=quiet)
 
 
 def sample_with(pipe: MagvitPipeline, command: str, cfg: SampleConfig, progress: bool = False,

@@ -126,10 +126,13 @@ def test_bench_tokenizers_shared_columns_only_when_frames_differ(tmp_path):
 
 
 def test_bench_tokenizers_names_the_tokenizer_and_the_fix(tmp_path, capsys):
+    out = tmp_path / "deep" / "out"
+
     def error(*args):
-        assert main(["bench", "tokenizers", "--tokenizers", *args, *FAST]) == 2
+        assert main(["bench", "tokenizers", "--tokenizers", *args, *FAST, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0
+        assert not (tmp_path / "deep").exists(), "a failed run leaves no settings and no folder behind"
         return err
 
     err = error("vqgan2d:tiny", "vq3d:tiny", "--frames", "3", "--size", "16")  # no prefix of 3 frames is 4k
@@ -235,6 +238,22 @@ def test_bench_decode_runs_from_the_settings_it_wrote(tmp_path):
     assert redone == {**saved, "out": str(again), "steps": 3}
     assert _table(again, "decode")["rows"][0]["forwards"] == 3
     assert main(["bench", "decode", str(settings), "--out", str(again)]) == 2  # its tables exist: --overwrite
+
+
+def test_bench_never_writes_over_the_settings_it_reads(tmp_path, capsys):
+    """`magvit bench decode first/decode.settings.yaml --overwrite` would re-make the tables into the folder
+    the settings name, over the YAML being read: refused in one line, every file kept byte for byte."""
+    first = tmp_path / "first"
+    argv = ["bench", "decode", "--grid", "1,4,4", "--steps", "2", "--batch", "1", "--codebook-size", "64",
+            "--fast-paths", "--out", str(first), *FAST]
+    assert main(argv) == 0
+    kept = {p: p.read_bytes() for p in first.iterdir()}
+    capsys.readouterr()
+    assert main(["bench", "decode", str(first / "decode.settings.yaml"), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "decode.settings.yaml is also an input" in err, err
+    assert {p: p.read_bytes() for p in first.iterdir()} == kept
+    assert main(["bench", "decode", str(first / "decode.settings.yaml"), "--out", str(tmp_path / "b")]) == 0
 
 
 def test_bench_decode_rejects_a_bad_grid(capsys):

@@ -166,6 +166,7 @@ def test_a_placeholder_checkpoint_says_what_to_replace(weights, tmp_path, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "runs/bair/transformer/model" in err and "--checkpoint" in err
+    assert not (tmp_path / "o").exists(), "a failed run leaves no empty --out folder behind"
 
 
 def test_help_lists_the_flags(capsys):

@@ -71,3 +71,20 @@ def test_plot_runs_from_a_plot_config_and_flags_win(tmp_path):
     assert main(["plot", str(config)]) == 0 and (tmp_path / "a.png").is_file()
     assert main(["plot", str(config), "--out", str(tmp_path / "b.png")]) == 0 and (tmp_path / "b.png").is_file()
     assert main(["plot", str(config)]) == 2  # a.png exists: --overwrite
+
+
+def test_plot_reads_a_torn_csv_and_refuses_a_binary_one(tmp_path, capsys):
+    """A row with more cells than the header (a run appended to by another version) is drawn from the
+    cells that have a column; a file that is not text is one line, not a traceback."""
+    from magvit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.csv").write_text("step,loss\n1,2.0\n2,1.5,0.3,x\n3,1.2\n")
+    assert main(["plot", str(run)]) == 0 and (run / "curves.png").is_file()
+    (run / "train.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    capsys.readouterr()
+    assert main(["plot", str(run), "--overwrite", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.csv: not a CSV text file" in err, err
+    assert not (tmp_path / "x.png").exists()

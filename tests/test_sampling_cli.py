@@ -347,9 +347,10 @@ def test_a_quickstart_or_run_folder_names_its_model(files, tmp_path, capsys):
     assert _run("generate", "--checkpoint", tmp_path / "quickstart", *COMMON, "--out", tmp_path / "g.png") == 0
     capsys.readouterr()
     (tmp_path / "empty").mkdir()
-    assert _run("generate", "--checkpoint", tmp_path / "empty", *COMMON, "--out", tmp_path / "h.png") == 2
+    assert _run("generate", "--checkpoint", tmp_path / "empty", *COMMON, "--out", tmp_path / "new" / "h") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a model folder" in err and "<folder>/transformer/model" in err, err
+    assert not (tmp_path / "new").exists(), "a failed run leaves no empty --out folder behind"
 
 
 def test_edit_on_a_model_without_classes_names_class_labels(files, tmp_path, capsys):

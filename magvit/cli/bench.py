@@ -4,11 +4,20 @@ or flags made from that config's fields; the resolved settings land next to the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
+from magvit.cli.flags import (
+    add_config_flags,
+    command_settings,
+    config_arg,
+    overrides_arg,
+    overwrite_arg,
+    split_config,
+)
 from magvit.errors import MagvitError
 
 if TYPE_CHECKING:
@@ -45,16 +54,13 @@ def _settings(args: argparse.Namespace, kind: str) -> BenchCommon:
     return command_settings(CONFIG_KINDS[kind].config, args, parse={"grid": parse_grid})[0]
 
 
-def _setup(cfg: BenchCommon, tables: tuple[str, ...], overwrite: bool) -> None:
-    """Before a benchmark runs: its thread count, and an --out folder it can write into where none of
-    its `tables` (<name>.json / .csv / .md / .png / .settings.yaml) exists yet, unless --overwrite; the
-    resolved settings are written there first (`magvit bench NAME <that file>` re-makes the table)."""
-    from pathlib import Path
-
+def _setup(cfg: BenchCommon, tables: tuple[str, ...], overwrite: bool, source: str | None) -> None:
+    """Before a benchmark runs: its thread count, and the files it will write into --out (none if no
+    --out): its `tables` (<name>.json / .csv / .md / .png) and <first table>.settings.yaml, refused
+    where one exists (unless --overwrite) or is the YAML read (`source`, never written over)."""
     import torch
 
-    from magvit.config import to_yaml
-    from magvit.fileio import atomic_write_text, check_outputs, ensure_folder
+    from magvit.fileio import check_outputs
 
     if cfg.threads is not None:
         if cfg.threads < 1:
@@ -63,11 +69,9 @@ def _setup(cfg: BenchCommon, tables: tuple[str, ...], overwrite: bool) -> None:
     if cfg.out is None:
         return
     out = Path(cfg.out)
-    exts = ("json", "csv", "md", "png")
-    check_outputs([out / f"{name}.{ext}" for name in tables for ext in exts] + [out / f"{tables[0]}.settings.yaml"],
-                  overwrite=overwrite)
-    ensure_folder(out)
-    atomic_write_text(out / f"{tables[0]}.settings.yaml", to_yaml(cfg))
+    files = [out / f"{name}.{ext}" for name in tables for ext in ("json", "csv", "md", "png")]
+    files.append(out / f"{tables[0]}.settings.yaml")
+    check_outputs(files, [source], overwrite=overwrite)
 
 
 def _bench(name: str, help: str, tables: tuple[str, ...] | None = None) -> Callable[[Callable], Callable]:
@@ -82,11 +86,20 @@ def _bench(name: str, help: str, tables: tuple[str, ...] | None = None) -> Calla
         def run(args: argparse.Namespace) -> None:
             from magvit.bench import write_table
             from magvit.bench.measure import resolve_device
+            from magvit.config import to_yaml
+            from magvit.fileio import atomic_write_text, output_folder
 
             cfg = _settings(args, kind)
-            _setup(cfg, tables or (name,), args.overwrite)
-            for table in measure(cfg, resolve_device(cfg.device)):
-                write_table(table, cfg.out)
+            source = split_config(args.config, args.overrides)[0]
+            names = tables or (name,)
+            _setup(cfg, names, args.overwrite, source)
+            # the tables (printed; with --out also written), then the resolved settings (`magvit bench
+            # NAME <that file>` re-makes them); a run that fails leaves neither, nor the --out folder it made
+            with output_folder(cfg.out) if cfg.out is not None else contextlib.nullcontext() as out:
+                for table in measure(cfg, resolve_device(cfg.device)):
+                    write_table(table, out)
+                if out is not None:
+                    atomic_write_text(out / f"{names[0]}.settings.yaml", to_yaml(cfg))
 
         return run
 

@@ -41,7 +41,7 @@ from magvit.config import option, registry_field, to_dict, to_yaml
 from magvit.data import DATASETS, build_dataset
 from magvit.decode import DecodeConfig, check_decode_config
 from magvit.errors import MagvitError
-from magvit.fileio import atomic_write_text, check_outputs, ensure_folder
+from magvit.fileio import atomic_write_text, check_outputs, output_folder
 from magvit.metrics import feature_statistics, frechet_distance, inception_score, region_psnr, ssim
 from magvit.pipeline import MagvitPipeline
 from magvit.runtime import Dtype
@@ -279,25 +279,25 @@ def evaluate(cfg: EvalConfig, overwrite: bool = False, source: str | None = None
     check_config(cfg)
     out = Path(cfg.out)
     check_outputs([out / name for name in REPORT_FILES], [source], overwrite)
-    ensure_folder(out)
-    pipe = load_pipeline(cfg)
-    data, dataset, indices = held_out(cfg, pipe.clip)
-    ex = load_extractors(cfg, pipe.device)
-    real_stats: dict[str, tuple] = {}
-    rows = [{"task": task, **score_task(pipe, cfg, task, dataset, indices, ex, real_stats)} for task in cfg.tasks]
-    report = {
-        "protocol": Path(source).stem if source else "eval", "paper": to_dict(cfg.paper),
-        "results": results(cfg, rows), "tasks": rows,
-        "model": {"checkpoint": cfg.checkpoint, "folder": str(pipe.directory), "trained_tasks": list(pipe.info.tasks),
-                  "clip": "x".join(map(str, pipe.clip))},
-        "data": to_dict(data), "clips": len(indices), "samples_per_task": len(indices),
-        "notes": notes(cfg, rows), "settings": to_dict(dataclasses.replace(cfg, data=data)),
-        "environment": environment(pipe.device, list(argv) if argv is not None else None),
-    }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
-    atomic_write_text(out / "report.md", markdown(report))
-    atomic_write_text(out / "settings.yaml", to_yaml(dataclasses.replace(cfg, data=data)))  # the clips as read
-    return report
+    with output_folder(out):  # a failed run leaves no empty --out folder behind
+        pipe = load_pipeline(cfg)
+        data, dataset, indices = held_out(cfg, pipe.clip)
+        ex = load_extractors(cfg, pipe.device)
+        real_stats: dict[str, tuple] = {}
+        rows = [{"task": task, **score_task(pipe, cfg, task, dataset, indices, ex, real_stats)} for task in cfg.tasks]
+        report = {
+            "protocol": Path(source).stem if source else "eval", "paper": to_dict(cfg.paper),
+            "results": results(cfg, rows), "tasks": rows,
+            "model": {"checkpoint": cfg.checkpoint, "folder": str(pipe.directory),
+                      "trained_tasks": list(pipe.info.tasks), "clip": "x".join(map(str, pipe.clip))},
+            "data": to_dict(data), "clips": len(indices), "samples_per_task": len(indices),
+            "notes": notes(cfg, rows), "settings": to_dict(dataclasses.replace(cfg, data=data)),
+            "environment": environment(pipe.device, list(argv) if argv is not None else None),
+        }
+        atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out / "report.md", markdown(report))
+        atomic_write_text(out / "settings.yaml", to_yaml(dataclasses.replace(cfg, data=data)))  # the clips as read
+        return report
 
 
 def results(cfg: EvalConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
