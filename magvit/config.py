@@ -95,6 +95,16 @@ def _type_name(tp: object) -> str:
     return str(tp).replace("typing.", "")
 
 
+def _shown(value: object, typed: bool = False) -> str:
+    """A value as an error line shows it: its repr (after its type's name if `typed`), or for a long one
+    (a tensor, an array) its type and shape, so that the line stays one short line."""
+    text, kind = repr(value), type(value).__name__
+    if len(text) > 80 or "\n" in text:
+        shape = getattr(value, "shape", None)
+        return f"a {kind}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+    return f"{kind} {text}" if typed else text
+
+
 def _validate(value: object, tp: object, key: str) -> object:  # tp: a type or a typing form
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -110,16 +120,16 @@ def _validate(value: object, tp: object, key: str) -> object:  # tp: a type or a
                 return _validate(value, arm, key)
             except _Invalid as e:
                 errors.append(e.message)
-        raise _Invalid(key, errors[0] if len(errors) == 1 else f"must be {_type_name(tp)}, got {value!r}")
+        raise _Invalid(key, errors[0] if len(errors) == 1 else f"must be {_type_name(tp)}, got {_shown(value)}")
     if origin is Literal:
         if value not in args:
-            raise _Invalid(key, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+            raise _Invalid(key, f"must be one of {', '.join(map(repr, args))}, got {_shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, key)
     if origin in (tuple, list, Sequence):
         if not isinstance(value, (list, tuple)):
-            raise _Invalid(key, f"must be a list, got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be a list, got {_shown(value, typed=True)}")
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise _Invalid(key, f"must be a list of {len(args)} items, got {len(value)}")
@@ -128,30 +138,30 @@ def _validate(value: object, tp: object, key: str) -> object:  # tp: a type or a
         return tuple(_validate(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
-            raise _Invalid(key, f"must be a mapping, got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be a mapping, got {_shown(value, typed=True)}")
         ktp, vtp = args if args else (Any, Any)
         return types.MappingProxyType(
             {_validate(k, ktp, key): _validate(v, vtp, f"{key}.{k}") for k, v in value.items()}
         )
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(key, f"must be a number, got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be a number, got {_shown(value, typed=True)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(key, f"must be an integer, got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be an integer, got {_shown(value, typed=True)}")
         return value
     if tp in (bool, str):
         if not isinstance(value, tp):
-            raise _Invalid(key, f"must be {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be {tp.__name__}, got {_shown(value, typed=True)}")
         return value
     if tp is type(None):
         if value is not None:
-            raise _Invalid(key, f"must be null, got {value!r}")
+            raise _Invalid(key, f"must be null, got {_shown(value)}")
         return None
     if isinstance(tp, type) and tp.__module__ not in ("builtins", "typing"):  # a Python-only value (a Tensor mask)
         if not isinstance(value, tp):
-            raise _Invalid(key, f"must be a {tp.__name__} (given from Python), got {type(value).__name__} {value!r}")
+            raise _Invalid(key, f"must be a {tp.__name__} (given from Python), got {_shown(value, typed=True)}")
         return value
     raise TypeError(f"config field {key!r} has a type the loader does not handle: {tp!r}")
 
@@ -159,7 +169,7 @@ def _validate(value: object, tp: object, key: str) -> object:  # tp: a type or a
 def _build_dataclass(cls: type[T], data: object, key: str) -> T:
     where = f"'{key}'" if key else "the top level"
     if not isinstance(data, dict):
-        raise _Invalid(key, f"must be a mapping of keys for {cls.__name__}, got {data!r}")
+        raise _Invalid(key, f"must be a mapping of keys for {cls.__name__}, got {_shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for k in data:

@@ -67,6 +67,8 @@ def read_input(input: Input, size: tuple[int, int], max_frames: int | None, star
     A tensor's frames are taken from `start` and, when `explicit_stride`, `stride` apart (a trained
     stride is applied to files only: a tensor holds the frames its caller chose)."""
     if torch.is_tensor(input):
+        if input.numel() == 0:
+            raise MagvitError(f"the input tensor is empty (shape {tuple(input.shape)})")
         step = stride if explicit_stride else 1
         if input.dtype == torch.uint8:
             _check_square(size)
@@ -101,6 +103,8 @@ def _float_clip(input: Tensor, size: tuple[int, int]) -> Tensor:
                           f"{size[0]}x{size[1]}, got {tuple(input.shape)}; pass a file or a uint8 tensor to resize")
     if not input.is_floating_point():
         raise MagvitError(f"an input tensor must be uint8 (0-255) or float in [-1, 1], got {input.dtype}")
+    if not bool(torch.isfinite(input).all()):
+        raise MagvitError("the float input tensor holds NaN or infinite values")
     low, high = float(input.min()), float(input.max())
     if low < -1.001 or high > 1.001:  # a little slack for pixels computed in low precision
         hint = " (uint8-like values: pass a uint8 tensor)" if high > 2 else ""
@@ -174,6 +178,9 @@ def read_mask(mask: str | Path | Tensor, size: tuple[int, int]) -> Tensor:
     if torch.is_tensor(mask):
         if tuple(mask.shape) != tuple(size):
             raise MagvitError(f"a mask tensor must be (H, W) = {tuple(size)}, got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise MagvitError("a mask tensor holds True / False (or 1 / 0) per pixel; this one holds other values "
+                              f"(in [{float(mask.min()):.3g}, {float(mask.max()):.3g}]): threshold it, e.g. mask > 0.5")
         out = mask.bool().cpu()
     else:
         gray = torch.from_numpy(_read_image(Path(mask), "L"))  # (H, W)

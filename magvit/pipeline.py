@@ -51,6 +51,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "outpaint": ("outpaint", "opc", "opv", "oph", "opd"),
     "edit": ("edit",),
 }
+
+
+def check_family(command: str, task: str, where: str = "") -> None:
+    """One MagvitError line where `task` is unknown or is not one the sampling `command` runs (`where`:
+    the file the task was read from, as a prefix)."""
+    TASKS[task]  # an unknown name: one line listing the tasks
+    if task not in FAMILIES[command]:
+        runs = next(c for c, tasks in FAMILIES.items() if task in tasks)
+        raise MagvitError(f"{where}task '{task}' runs with `magvit {runs}` (MagvitPipeline.{runs}), not "
+                          f"`magvit {command}`")
+
+
 # an image task the model was not trained on runs with the first of these prompts it was trained on
 PROMPTS: dict[str, tuple[str, ...]] = {
     "edit": ("cg",),
@@ -236,7 +248,7 @@ class MagvitPipeline:
                               f"{', '.join(trained)} with {self.info.num_classes or 'no'} classes (`inpaint` "
                               "regenerates a region without a class)")
         if task is not None:
-            TASKS[task]  # an unknown name: one line listing the tasks
+            check_family(command, task)
             chosen = task
         else:
             takes_region = {t: bool({"box", "mask"} & set(TASKS.build(t).options)) for t in FAMILIES[command]}
@@ -321,14 +333,14 @@ class MagvitPipeline:
         """(total,) class of each sample, cycled from `classes` (default 0, 1, 2, ...), or None."""
         if not use_class:
             if classes:
-                raise MagvitError(f"--classes: task {task} takes no class")
+                raise MagvitError(f"classes given (--classes / classes=), but task {task} takes no class")
             return None
         num_classes = self.info.num_classes
         if num_classes == 0:
             raise MagvitError(f"task {task} needs a class, but {self.name} was trained without classes")
         bad = [c for c in classes if not 0 <= c < num_classes]
         if bad:
-            raise MagvitError(f"--classes {bad[0]}: this model has classes 0 to {num_classes - 1}")
+            raise MagvitError(f"class {bad[0]} (--classes / classes=): this model has classes 0 to {num_classes - 1}")
         pool = list(classes) or list(range(num_classes))
         return torch.tensor([pool[i % len(pool)] for i in range(total)])
 
@@ -351,10 +363,13 @@ class MagvitPipeline:
     def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
         """Write a self-contained model folder: the transformer, a copy of the tokenizer, magvit.json,
         the source folder's summary.json (if any) and a model card README.md. An existing non-empty
-        folder is written into only with `overwrite`, or when it is the folder this model came from."""
+        folder is written into only with `overwrite`; the folder this model was loaded from never is
+        (its files are the inputs being copied)."""
         directory = Path(directory)
-        own = self.directory is not None and directory.is_dir() and directory.samefile(self.directory)
-        if directory.is_dir() and any(directory.iterdir()) and not own and not overwrite:
+        if self.directory is not None and directory.is_dir() and directory.samefile(self.directory):
+            raise MagvitError(f"{directory} is the folder this model was loaded from: its files are never written "
+                              "over, even with overwrite=True; save to another folder")
+        if directory.is_dir() and any(directory.iterdir()) and not overwrite:
             raise MagvitError(f"{directory} exists and is not empty: pass overwrite=True to write the model into "
                               "it, or save to another folder")
         if directory.exists() and not directory.is_dir():

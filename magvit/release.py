@@ -82,6 +82,10 @@ class ModelInfo:
         extra = {k: v for k, v in raw.items() if k not in known and k not in ("format", "version")}
         info = from_dict(cls, {**body, "extra": extra}, source)
         check_rule(info.condition_rule)
+        if info.num_classes < 0 or info.frames < 1 or min(info.size) < 1 or info.fps <= 0 or not info.tasks:
+            raise MagvitError(f"{source}: a model has at least one task, num_classes >= 0, frames and size >= 1 and "
+                              f"fps > 0; this one says tasks {list(info.tasks)}, num_classes {info.num_classes}, "
+                              f"frames {info.frames}, size {list(info.size)}, fps {info.fps}")
         return info
 
     def to_json(self) -> dict[str, Any]:

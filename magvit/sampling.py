@@ -30,9 +30,8 @@ from magvit.errors import MagvitError
 from magvit.fileio import check_outputs, output_folder
 from magvit.inputs import TaskInputs, describe_frames
 from magvit.media import OUTPUT_SUFFIXES
-from magvit.pipeline import FAMILIES, MagvitPipeline, Samples, sample_count, save_videos
+from magvit.pipeline import MagvitPipeline, Samples, check_family, sample_count, save_videos
 from magvit.runtime import Dtype
-from magvit.tasks import TASKS
 
 FOLDER_FILES = ("samples.mp4", "samples.gif", "samples.png")  # clips; images: samples.png alone
 
@@ -63,11 +62,8 @@ def sample_settings(command: str, config: str | None = None, overrides: Mapping[
     """YAML (optional) < `key=value` overrides < command-line flags (dotted keys; None = not given)."""
     source = str(config) if config else "command line"
     cfg = resolve(SampleConfig, config, overrides, flags, how={"checkpoint": "--checkpoint DIR (or checkpoint=DIR)"})
-    task = cfg.task
-    if task is not None and task not in FAMILIES[command]:
-        TASKS[task]  # an unknown name: one line listing the tasks
-        runs = next((c for c, tasks in FAMILIES.items() if task in tasks), None)
-        raise MagvitError(f"{source}: task '{task}' runs with `magvit {runs}`, not `magvit {command}`")
+    if cfg.task is not None:
+        check_family(command, cfg.task, f"{source}: ")
     return cfg
 
 

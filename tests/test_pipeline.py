@@ -14,6 +14,7 @@ from PIL import Image
 from magvit import MagvitPipeline
 from magvit.cli import main
 from magvit.errors import MagvitError
+from magvit.inputs import TaskInputs
 from magvit.release import ModelInfo, read_info, write_model_folder
 from magvit.tasks import TaskOptions
 
@@ -141,7 +142,11 @@ def test_save_pretrained_keeps_a_folder_that_holds_something_else(folder, tmp_pa
     pipe.save_pretrained(tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine" and (tmp_path / "mine" / "magvit.json").is_file()
     again = MagvitPipeline.from_pretrained(tmp_path / "mine")
-    again.save_pretrained(tmp_path / "mine")  # the folder it came from: the same model, written back
+    kept = {f: f.read_bytes() for f in (tmp_path / "mine").rglob("*") if f.is_file()}
+    for overwrite in (False, True):  # the folder it was loaded from holds its inputs: never written over
+        with pytest.raises(MagvitError, match="is the folder this model was loaded from"):
+            again.save_pretrained(tmp_path / "mine", overwrite=overwrite)
+    assert {f: f.read_bytes() for f in (tmp_path / "mine").rglob("*") if f.is_file()} == kept
     pipe.save_pretrained(tmp_path / "empty")
     (tmp_path / "file").write_text("x")
     with pytest.raises(MagvitError, match="is a file"):
@@ -236,6 +241,41 @@ def test_python_arguments_are_checked_as_the_command_line_checks_them(pipe, kwar
     with pytest.raises(MagvitError) as caught:
         pipe.generate(**kwargs)
     assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def _one_line(call):
+    with pytest.raises(MagvitError) as caught:
+        call()
+    text = str(caught.value)
+    assert "\n" not in text and len(text) < 300, text
+    return text
+
+
+def test_python_inputs_that_cannot_be_videos_are_one_short_line(pipe):
+    """An empty tensor, a NumPy array (named by its shape, not printed), NaN pixels, a soft mask, a task of
+    another method and classes for a task without them: each one MagvitError line in Python's words."""
+    clip = torch.zeros(1, 3, 9, 16, 16)
+    assert "the input tensor is empty" in _one_line(lambda: pipe.predict(torch.zeros(1, 3, 0, 16, 16)))
+    text = _one_line(lambda: pipe.predict(np.zeros((3, 9, 16, 16), np.float32)))
+    assert "got a ndarray of shape (3, 9, 16, 16)" in text
+    nan = clip.clone()
+    nan[0, 0, 0, 0, 0] = float("nan")
+    assert "NaN or infinite" in _one_line(lambda: pipe.predict(nan))
+    assert "threshold it" in _one_line(lambda: pipe.inpaint(clip, mask=torch.full((16, 16), 0.3)))
+    pipe.inpaint(clip, mask=torch.ones(16, 16), steps=1)  # a 0/1 float mask is a mask
+    text = _one_line(lambda: pipe.predict(clip, task="fi"))
+    assert "task 'fi' runs with `magvit interpolate` (MagvitPipeline.interpolate)" in text
+    assert "runs with `magvit interpolate`" in _one_line(lambda: pipe.sample("predict", TaskInputs(task="fi")))
+    assert "classes given (--classes / classes=), but task fp" in _one_line(lambda: pipe.predict(clip, classes=[1]))
+
+
+def test_a_model_description_with_impossible_values_is_one_line(folder, tmp_path):
+    shutil.copytree(folder, tmp_path / "m")
+    raw = json.loads((tmp_path / "m" / "magvit.json").read_text())
+    for key, value in (("num_classes", -1), ("fps", 0), ("tasks", [])):
+        (tmp_path / "m" / "magvit.json").write_text(json.dumps({**raw, key: value}))
+        assert "a model has at least one task, num_classes >= 0" in _one_line(
+            lambda: MagvitPipeline.from_pretrained(tmp_path / "m"))
 
 
 def test_python_and_the_command_line_share_their_defaults(folder, pipe, tmp_path):
