@@ -175,7 +175,10 @@ def _build_dataclass(cls: type[T], data: object, key: str) -> T:
     for k in data:
         if k not in fields:
             dotted = f"{key}.{k}" if key else str(k)
-            raise _Invalid(dotted, f"unknown key (valid keys under {where}: {', '.join(fields)})")
+            nested = [f"{key}.{n}.{k}".lstrip(".") for n, tp in hints.items()
+                      if n in fields and dataclasses.is_dataclass(tp) and k in {f.name for f in dataclasses.fields(tp)}]
+            hint = f"; did you mean {' or '.join(repr(n) for n in nested)}?" if nested else ""
+            raise _Invalid(dotted, f"unknown key (valid keys under {where}: {', '.join(fields)}){hint}")
     kwargs = {}
     for name, f in fields.items():
         dotted = f"{key}.{name}" if key else name

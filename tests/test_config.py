@@ -122,3 +122,11 @@ def test_resolve_names_how_to_give_a_missing_required_key(tmp_path):
         resolve(SampleConfig, path, how={"checkpoint": "--checkpoint DIR"})
     assert resolve(SampleConfig, path, {"checkpoint": "digits-video"}).num == 2
     assert resolve(BenchDecodeConfig, None, None, {"grid": (1, 4, 4), "steps": None}).steps == 12  # None: not given
+
+
+def test_a_key_of_a_section_given_at_the_top_points_to_its_section(tmp_path):
+    """`magvit generate cg.yaml steps=4`: steps is a key of the decode section; the line names it."""
+    path = _write(tmp_path, "kind: sample\ncheckpoint: digits-video\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["steps=4"])
+    assert "key 'steps': unknown key" in str(info.value) and "did you mean 'decode.steps'?" in str(info.value)

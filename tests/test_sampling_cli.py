@@ -171,6 +171,7 @@ def test_every_shipped_sampling_config_runs_as_shipped(tmp_path, monkeypatch, ca
     (["predict", "--video", "missing.mp4"], "video file not found"),
     (["inpaint", "--image", "in.png", "--box", "10,10,8,8"], "lies outside the 16x16 frame"),
     (["inpaint", "--image", "in.png", "--box", "1,2,3"], "--box must be top,left,height,width"),
+    (["inpaint", "--image", "in.png", "--box", "-5,0,8,8"], "--box -5,0,8,8 (top,left,height,width) lies outside"),
     (["generate", "--task", "uncond", "--class", "3"], "task uncond takes no class"),
     (["generate", "--class", "12"], "classes 0 to 9"),
     (["generate", "--task", "fp"], "task 'fp' runs with `magvit predict`"),

@@ -16,6 +16,7 @@ corrupt video, ...), an unwritable path or a bad flag is one line `magvit: error
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -64,9 +65,21 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"magvit: warning: {message}\n"
 
 
+def _negative_values(argv: list[str]) -> list[str]:
+    """`--box -5,0,8,8` as `--box=-5,0,8,8`: argparse reads a value starting with '-' that is not a plain
+    number as the next option; a comma list of numbers after a --flag is that flag's value."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-\d+(,-?\d+)+", item):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _negative_values(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(only=requested(argv))
     # key=value overrides may come after options (`--out x.gif frames=8`), which argparse's
     # positional matching does not allow: collect them from the leftovers instead.
