@@ -281,10 +281,13 @@ def test_a_fixed_set_is_tokenized_once_and_the_same(tmp_path, tokenizer_dir):
     calls = []
     encode = source.tokenizer.encode
     source.tokenizer.encode = lambda video: calls.append(len(video)) or encode(video)
-    for task in ("cg", "fp"):
-        for batch in batches:  # the first epoch: every sample tokenized, in its batch
-            source.batch(batch, task)
+    for batch in batches:  # the first epoch: every sample tokenized, in its batch
+        source.batch(batch, "cg")
     assert calls  # the first epoch encoded
+    calls.clear()
+    for batch in batches:  # a second task: the clips' tokens are kept, only fp's condition clips are encoded
+        source.batch(batch, "fp")
+    assert calls == [4, 4, 4, 4]
     mixed = {k: torch.cat([batches[0][k][:2], batches[1][k][2:]]) for k in batches[0]}  # seen, in another batch
     for batch in (*batches, mixed):
         for task in ("cg", "fp"):
@@ -296,7 +299,7 @@ def test_a_fixed_set_is_tokenized_once_and_the_same(tmp_path, tokenizer_dir):
             assert torch.equal(cond.latent_mask, cond_again.latent_mask) and cond.use_class == cond_again.use_class
             assert torch.equal(labels, batch["label"])
     for k in batches[0]["index"][:2].tolist():  # a batch half seen, half not: rows looked up and rows made now
-        del source.memo[("fp", k)]
+        del source.memo[("fp", k)], source.memo[("clip", k)]
     calls.clear()
     tokens, _, cond = source.batch(batches[0], "fp")
     assert calls == [2, 2]  # only the two not seen: their clips and their condition clips

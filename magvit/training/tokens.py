@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -168,30 +168,45 @@ class TokenSource:
 
     def _tokenize(self, video: Tensor, task: str) -> tuple[Tensor, TaskTokens]:
         video = video.to(self.device)  # (B, 3, T, H, W)
-        tokens = self.tokenizer.encode(video)
-        cond = task_tokens(self.tasks[task], video, self.tokenizer, self.task_options.get(task, NO_OPTIONS),
-                           self.rule)
+        return self.tokenizer.encode(video), self._condition(video, task)
+
+    def _condition(self, video: Tensor, task: str) -> TaskTokens:
+        cond = task_tokens(self.tasks[task], video.to(self.device), self.tokenizer,
+                           self.task_options.get(task, NO_OPTIONS), self.rule)
         self.flags.setdefault(task, {"use_class": cond.use_class, "refine": cond.refine})
-        return tokens, cond
+        return cond
 
     def _remembered(self, batch: Mapping[str, Tensor], task: str) -> tuple[Tensor, TaskTokens]:
-        """`_tokenize` for the samples not seen under `task` yet; the rest from `memo`."""
-        keys = batch["index"].tolist()
-        todo = [i for i, k in enumerate(keys) if (task, k) not in self.memo]
+        """`_tokenize` with each sample's clip tokens made once (memo key ("clip", sample)) and its
+        condition once per task ((task, sample)); only the rows not seen yet are computed."""
+        keys, video = batch["index"].tolist(), batch["video"]
+        (tokens,) = self._rows("clip", keys, lambda rows: (self.tokenizer.encode(video[rows].to(self.device)),))
+
+        def condition(rows: list[int]) -> tuple[Tensor, Tensor]:
+            cond = self._condition(video[rows], task)
+            return cond.tokens, cond.latent_mask
+
+        cond_tokens, mask = self._rows(task, keys, condition)
+        return tokens.long(), TaskTokens(cond_tokens.long(), mask.bool(), **self.flags[task])
+
+    def _rows(self, kind: str, keys: list[int], make: Callable[[list[int]], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+        """The tensors of samples `keys` under memo `kind`, stacked on the device: `make(rows)` computes
+        the batch rows whose samples are not in the memo (int tokens kept as int32, masks as bool, on the
+        CPU, while the memo holds under MEMO_BYTES); a batch made whole now is returned as made."""
+        todo = [i for i, k in enumerate(keys) if (kind, k) not in self.memo]
         made: dict[int, tuple[Tensor, ...]] = {}  # the rows made now, as kept: on the CPU like the memo's
         if todo:
-            tokens, cond = self._tokenize(batch["video"][todo], task)
+            fresh = make(todo)
             for row, i in enumerate(todo):
-                kept = (tokens[row].int().cpu(), cond.tokens[row].int().cpu(), cond.latent_mask[row].cpu())
+                kept = tuple(t[row].int().cpu() if t.dtype != torch.bool else t[row].cpu() for t in fresh)
                 made[keys[i]] = kept
                 size = sum(t.numel() * t.element_size() for t in kept)
                 if self.memo_bytes + size <= self.MEMO_BYTES:
-                    self.memo[(task, keys[i])], self.memo_bytes = kept, self.memo_bytes + size
+                    self.memo[(kind, keys[i])], self.memo_bytes = kept, self.memo_bytes + size
             if len(todo) == len(keys):
-                return tokens, cond
-        rows = [made.get(k) or self.memo[(task, k)] for k in keys]
-        tokens, cond_tokens, mask = (torch.stack([r[j] for r in rows]).to(self.device) for j in range(3))
-        return tokens.long(), TaskTokens(cond_tokens.long(), mask.bool(), **self.flags[task])
+                return fresh
+        rows = [made.get(k) or self.memo[(kind, k)] for k in keys]
+        return tuple(torch.stack([r[j] for r in rows]).to(self.device) for j in range(len(rows[0])))
 
 
 def open_token_source(cfg: TokenConfig, device: str | torch.device = "cpu") -> TokenSource:
