@@ -10,14 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magvit.cli.base import arguments, command
-from magvit.cli.flags import (
-    add_config_flags,
-    command_settings,
-    config_arg,
-    overrides_arg,
-    overwrite_arg,
-    split_config,
-)
+from magvit.cli.flags import add_config_flags, command_settings, config_arg, overrides_arg, overwrite_arg
 from magvit.errors import MagvitError
 
 if TYPE_CHECKING:
@@ -46,12 +39,13 @@ def _bench_args(kind: str) -> Callable[[argparse.ArgumentParser], None]:
     return add
 
 
-def _settings(args: argparse.Namespace, kind: str) -> BenchCommon:
-    """The benchmark's config: its YAML < key=value < flags (--grid given as T,H,W text)."""
+def _settings(args: argparse.Namespace, kind: str) -> tuple[BenchCommon, str | None]:
+    """The benchmark's config (its YAML < key=value < flags; --grid given as T,H,W text) and the YAML read."""
     from magvit.bench.decode import parse_grid
     from magvit.kinds import CONFIG_KINDS
 
-    return command_settings(CONFIG_KINDS[kind].config, args, parse={"grid": parse_grid})[0]
+    cfg, source, _, _ = command_settings(CONFIG_KINDS[kind].config, args, parse={"grid": parse_grid})
+    return cfg, source
 
 
 def _setup(cfg: BenchCommon, tables: tuple[str, ...], overwrite: bool, source: str | None) -> None:
@@ -89,8 +83,7 @@ def _bench(name: str, help: str, tables: tuple[str, ...] | None = None) -> Calla
             from magvit.config import to_yaml
             from magvit.fileio import atomic_write_text, output_folder
 
-            cfg = _settings(args, kind)
-            source = split_config(args.config, args.overrides)[0]
+            cfg, source = _settings(args, kind)
             names = tables or (name,)
             _setup(cfg, names, args.overwrite, source)
             # the tables (printed; with --out also written), then the resolved settings (`magvit bench
