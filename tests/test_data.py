@@ -1,5 +1,6 @@
 """Datasets yield (3, T, H, W) clips in [-1, 1]; bad files are skipped and counted; seeds reproduce."""
 
+import dataclasses
 import shutil
 import warnings
 
@@ -139,6 +140,32 @@ def test_bundled_clips_random_crops_in_train_centre_crop_in_val():
     assert torch.equal(val[0]["video"], full[..., 4:20, 4:20])
     with pytest.raises(MagvitError, match="crop_from"):
         BundledClips(size=32, crop_from=16)
+
+
+def test_variants_repeat_the_random_draws_every_k_epochs():
+    """`variants: K`: epoch e draws as epoch e mod K, and a sample's key names (variant, index), so the
+    transformer's token memo keeps K augmented copies; without it the keys are None (nothing kept)."""
+    from magvit.data import build_dataset
+    from magvit.data.bundled import BundledClipsConfig
+    from magvit.training.tokens import Indexed, repeats
+
+    cfg = BundledClipsConfig(frames=4, size=16, crop_from=24, hop=4, flip=True)
+    plain, two = build_dataset(cfg), build_dataset(dataclasses.replace(cfg, variants=2))
+    assert not repeats(plain) and plain.sample_key(0) is None
+    assert repeats(two) and two.sample_key(3) == 3
+    seen = {}
+    for epoch in range(5):
+        two.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        seen[epoch] = (two[0]["video"], Indexed(two)[0]["index"], plain[0]["video"])
+    assert torch.equal(seen[0][0], seen[2][0]) and torch.equal(seen[1][0], seen[3][0])
+    assert torch.equal(seen[0][0], seen[0][2]), "variant 0 draws as epoch 0 of the plain set"
+    assert any(not torch.equal(seen[0][0], seen[e][0]) for e in (1, 3)), "the other variant is another draw"
+    assert [seen[e][1] for e in range(5)] == [0, len(two), 0, len(two), 0]
+    moving = MovingDigits(frames=4, size=16, num_samples=4)
+    assert repeats(moving) and moving.sample_key(2) == 2  # a fixed set: the index is the key
+    with pytest.raises(MagvitError, match="variants must be >= 1"):
+        build_dataset(dataclasses.replace(cfg, variants=0))
 
 
 # ---------------------------------------------------------------------------------------------- folders

@@ -6,7 +6,9 @@ only when the dataset has labels. An image is a one-frame clip (T = 1).
 Randomness (which clip of a video, where to crop, whether to flip) comes from a generator seeded
 by (dataset seed, epoch, sample index), never from a process-global RNG. A sample is therefore
 the same whatever the number of DataLoader workers or processes, and a resumed run sees exactly
-the data it would have seen.
+the data it would have seen. A config with `variants: K` makes the draws repeat every K epochs
+(epoch e draws as epoch e mod K): K augmented copies of the set, so a transformer trained on a frozen
+tokenizer's tokens computes each copy's tokens once (magvit.training.tokens.TokenSource.memo).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from magvit.config import RegisteredConfig, registry_field
+from magvit.errors import MagvitError
 from magvit.registry import Registry
 
 DATASETS: Registry[Dataset] = Registry("dataset")
@@ -36,22 +39,41 @@ class DataConfig:
 def build_dataset(cfg: RegisteredConfig) -> Dataset:
     """Build the dataset a registered config dataclass describes (its `name` picks the entry)."""
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "name"}
-    return DATASETS[cfg.name].build(**kwargs)
+    variants = kwargs.pop("variants", None)  # a key of the configs of sets with random draws (ClipDataset)
+    if variants is not None and variants < 1:
+        raise MagvitError(f"{cfg.name}: variants must be >= 1 (or null: new draws every epoch), got {variants}")
+    dataset = DATASETS[cfg.name].build(**kwargs)
+    if variants is not None:
+        dataset.variants = variants
+    return dataset
 
 
 class ClipDataset(Dataset):
     """Base class: per-(seed, epoch, index) generators and `set_epoch`."""
 
+    fixed = False  # True: sample i is the same in every epoch (no random draws)
+
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.epoch = 0
+        self.variants: int | None = None  # draws repeat every `variants` epochs (build_dataset sets it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def generator(self, index: int) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, dtype=np.uint32)
+        epoch = self.epoch if self.variants is None else self.epoch % self.variants
+        state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(2, dtype=np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+    def sample_key(self, index: int) -> int | None:
+        """What sample `index` of this epoch is across epochs: equal keys, equal samples. None when the
+        samples are drawn anew every epoch."""
+        if self.fixed:
+            return index
+        if self.variants is not None:
+            return (self.epoch % self.variants) * len(self) + index
+        return None
 
 
 def resize_crop(

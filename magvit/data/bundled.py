@@ -59,6 +59,7 @@ class BundledClipsConfig:
     flip: bool = False
     crop_from: int | None = None  # resize to this side, then crop `size` (random: train, centre: val)
     seed: int = 0
+    variants: int | None = None  # the random crops and flips repeat every `variants` epochs (magvit.data.base)
 
 
 @DATASETS.register("bundled_clips", BundledClipsConfig)

@@ -45,6 +45,7 @@ class ImageFilesConfig:
     random_crop: bool = False  # the largest square at a random offset, else the centred one
     flip: bool = False  # a random horizontal flip
     seed: int = 0
+    variants: int | None = None  # the random draws repeat every `variants` epochs (magvit.data.base)
 
 
 @dataclass(frozen=True)

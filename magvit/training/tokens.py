@@ -109,8 +109,9 @@ def build_tasks(names: Iterable[str]) -> dict[str, Task]:
 
 
 class Indexed(Dataset):
-    """A fixed dataset (`fixed = True`: sample i the same in every epoch) whose samples also carry their
-    index, so that tokenizing on the fly computes each sample's tokens once (`TokenSource.memo`)."""
+    """A dataset whose samples repeat across epochs (`sample_key(i)` not None: a fixed set, or one with
+    `variants`) and carry that key as "index", so that tokenizing on the fly computes each distinct
+    sample's tokens once (`TokenSource.memo`)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -119,7 +120,7 @@ class Indexed(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "index": index}
+        return {**self.dataset[index], "index": self.dataset.sample_key(index)}
 
     def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
         if name == "dataset":
@@ -131,8 +132,9 @@ class TokenSource:
     """Where training gets its tokens: a frozen tokenizer on the fly, or a token cache.
 
     `batch(loader_batch, task)` -> tokens (B, t, h, w) int64, labels (B,) int64 (-1: none) and the
-    task's condition (`TaskTokens`), on `device`. On the fly, a fixed training set's batches carry their
-    sample indices (`Indexed`) and each sample's tokens and conditions are computed once and kept in
+    task's condition (`TaskTokens`), on `device`. On the fly, the batches of a training set whose samples
+    repeat (a fixed set, or `variants`) carry their sample keys (`Indexed`) and each sample's tokens and
+    conditions are computed once and kept in
     `memo` (int32 / bool on the CPU, up to MEMO_BYTES): the tokenizer is frozen, so later epochs only
     look them up (the quickstart's transformer spent a quarter of its step re-encoding the same clips)."""
 
@@ -159,7 +161,7 @@ class TokenSource:
             tokens = batch["tokens"].to(self.device)
             cond = TaskTokens(batch[f"cond.{task}"].to(self.device), batch[f"mask.{task}"].to(self.device),
                               **self.flags[task])
-        elif "index" in batch:  # a fixed set: each sample tokenized once
+        elif "index" in batch:  # samples that repeat: each one tokenized once
             tokens, cond = self._remembered(batch, task)
         else:
             tokens, cond = self._tokenize(batch["video"], task)
@@ -248,6 +250,12 @@ def build_datasets(cfg: TokenConfig) -> tuple[Dataset, Dataset]:
     return build_dataset(cfg.data), build_dataset(cfg.val_data or held_out_version(cfg.data))
 
 
+def repeats(dataset: Dataset) -> bool:
+    """Whether the samples of `dataset` repeat across epochs (a fixed set, or one with `variants`)."""
+    key = getattr(dataset, "sample_key", None)
+    return key is not None and len(dataset) > 0 and key(0) is not None
+
+
 def _on_the_fly_source(cfg: TokenConfig, device: str | torch.device,
                        datasets: tuple[Dataset, Dataset] | None = None, memo: bool = True) -> TokenSource:
     from magvit.tokenizers import Tokenizer
@@ -257,7 +265,7 @@ def _on_the_fly_source(cfg: TokenConfig, device: str | torch.device,
     clip = tuple(train[0]["video"].shape[1:])  # (T, H, W)
     grid = tokenizer.token_shape(*clip)  # a clip that cannot tile fails here, with one line
     num_classes, names = dataset_classes(train)
-    if memo and getattr(train, "fixed", False):  # each sample's tokens computed once (TokenSource.memo)
+    if memo and repeats(train):  # each distinct sample's tokens computed once (TokenSource.memo)
         train = Indexed(train)
     return TokenSource(tokenizer=tokenizer, tokenizer_dir=Path(cfg.tokenizer), train=train, val=val,
                        tasks=build_tasks(cfg.tasks), task_options=cfg.task_options, flags={}, grid=grid,
