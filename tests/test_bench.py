@@ -40,6 +40,16 @@ class MeanFeatures(nn.Module):
         return torch.cat([flat.mean(-1), flat.std(-1)], 1)
 
 
+def test_temporal_agreement_counts_ids_and_bits_equal_to_the_previous_latent_frame():
+    from magvit.bench.tokenizers import temporal_agreement
+
+    # (1, 3, 1, 2), 3-bit codes: frame 1 vs 0: 101 = 101, 011 vs 000 (2 bits); frame 2 vs 1: 100 vs 101 (1 bit), 011 = 011
+    ids = torch.tensor([[[[0b101, 0b000]], [[0b101, 0b011]], [[0b100, 0b011]]]])
+    same_id, same_bit = temporal_agreement(ids, 8).tolist()
+    assert same_id == 0.5 and same_bit == 1 - 3 / 12
+    assert temporal_agreement(ids[:, :1], 8).tolist() == [0.0, 0.0]
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is how I3D files ship
 def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
     saved = build_tokenizer("vqgan2d", "tiny").save_pretrained(tmp_path / "mine")
@@ -65,6 +75,10 @@ def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
         assert -1 <= row["ssim"] <= 1 and math.isfinite(row["psnr"])
         assert row["fvd"] >= -1e-6 and row["fid"] >= -1e-6
         assert row["encode_clips_per_s"] > 0 and row["decode_clips_per_s"] > 0 and row["peak_mib"] >= 0
+        if row["token_grid"].startswith("1x"):  # one latent frame: nothing to compare with
+            assert row["same_id_pct"] is None and row["same_bit_pct"] is None
+        else:
+            assert 0 <= row["same_id_pct"] <= row["same_bit_pct"] <= 100
         assert row["lpips"] is None  # no AlexNet weights in the test machine's hub cache
     assert any("LPIPS n/a" in n for n in data["notes"]) and any("random" in n for n in data["notes"])
     with open(out / "tokenizers.csv") as f:

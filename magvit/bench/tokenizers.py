@@ -8,7 +8,10 @@ own tiling rule allows (column `frames`), and the quality is scored twice: on th
 and on the frames every row reconstructs (the shortest prefix: the same pixels for every row, the
 fair comparison). A tokenizer that tiles no prefix, or not the frame size, is an error naming it and
 the fix. Per tokenizer: reconstruction PSNR / SSIM / LPIPS, FVD / FID when a local
-feature-extractor file is given, codebook usage and perplexity, tokens per clip and bits per pixel
+feature-extractor file is given, codebook usage and perplexity, how stable the ids are from one latent
+frame to the next (the share of positions whose id, or whose bit for LFQ, equals the previous latent
+frame's: what a transformer can copy; a tokenizer whose codes all flip on a still scene leaves it
+nothing to learn from, BENCHMARKS.md section 12), tokens per clip and bits per pixel
 (tokens x log2(codebook) / pixels, pixels = frames x height x width), parameters, encode and decode
 clips/s and the peak memory of one encode + decode. With `--compile`, the same tokenizer compiled
 (torch.compile of its encoder and decoder, magvit.runtime) is timed next to the eager one, with the
@@ -185,6 +188,7 @@ def columns(shared: int | None = None, compiled: bool = False, low_precision: bo
         Column("codebook_size", "codebook"), Column("bits_per_pixel", "bits/pixel"), Column("params_m", "params M"),
         *QUALITY, *again,
         Column("usage_pct", "usage %"), Column("perplexity", "perplexity"),
+        Column("same_id_pct", "id = previous %"), Column("same_bit_pct", "bit = previous %"),
         Column("encode_clips_per_s", "encode clips/s"), Column("decode_clips_per_s", "decode clips/s"),
         *(SPEED_COMPILED if compiled else []), *ids, Column("peak_mib", "peak MiB"),
     ]
@@ -265,12 +269,14 @@ def bench_one(
     # on its own frames, and on the shared prefix when that is shorter
     qualities = [Quality(frames, extractors)] + ([Quality(shared, extractors)] if shared < frames else [])
     histogram = torch.zeros(model.codebook_size, dtype=torch.float64)
+    same = torch.zeros(2, dtype=torch.float64)  # ids, bits equal to the previous latent frame's (summed)
     with eval_mode(model), autocast(device, dtype):
         for batch in batches(clips, batch_size):
             x = batch.to(device)
             ids = model.encode(x)  # (B, t, h, w)
             recon = model.decode(ids).float().clamp(-1, 1)  # (B, 3, T, H, W)
             histogram += code_histogram(ids, model.codebook_size)
+            same += temporal_agreement(ids, model.codebook_size) * ids[:, 1:].numel()
             for quality in qualities:
                 quality.add(recon, x)
         first = clips[:batch_size].to(device)
@@ -301,12 +307,29 @@ def bench_one(
         **{f"{key}_shared": value for key, value in qualities[-1].scores(real[shared]).items()},
         "usage_pct": 100.0 * (histogram > 0).double().mean().item(),
         "perplexity": math.exp(-(p * p.log()).sum().item()),
+        **({"same_id_pct": None, "same_bit_pct": None} if t < 2 else
+           {"same_id_pct": 100 * same[0].item() / (len(clips) * (t - 1) * h * w),
+            "same_bit_pct": 100 * same[1].item() / (len(clips) * (t - 1) * h * w)}),
         "encode_clips_per_s": len(first) / encode_s,
         "decode_clips_per_s": len(first) / decode_s,
         **extra,
         "peak_mib": memory.bytes / 2**20,
     }
     return row, memory.kind
+
+
+def temporal_agreement(ids: Tensor, codebook_size: int) -> Tensor:
+    """ids (B, t, h, w) -> (2,) float64: the share of positions of latent frames 1..t-1 whose id equals
+    the previous latent frame's at the same place, and the share of their bits that do (the bits of the
+    id's binary code: LFQ's sign bits; for a lookup codebook only the first share means anything).
+    (0, 0) when t < 2."""
+    if ids.shape[1] < 2:
+        return torch.zeros(2, dtype=torch.float64)
+    now, before = ids[:, 1:].long(), ids[:, :-1].long()
+    bits = max(1, (codebook_size - 1).bit_length())
+    differ = now ^ before  # (B, t-1, h, w): the bits that changed
+    flipped = sum(((differ >> b) & 1).double().sum() for b in range(bits))
+    return torch.stack([(now == before).double().mean(), 1 - flipped / (differ.numel() * bits)])
 
 
 def compiled_speed(model: Tokenizer, first: Tensor, ids: Tensor, device: torch.device, dtype: str, warmup: int,
