@@ -43,7 +43,8 @@ class MeanFeatures(nn.Module):
 def test_temporal_agreement_counts_ids_and_bits_equal_to_the_previous_latent_frame():
     from magvit.bench.tokenizers import temporal_agreement
 
-    # (1, 3, 1, 2), 3-bit codes: frame 1 vs 0: 101 = 101, 011 vs 000 (2 bits); frame 2 vs 1: 100 vs 101 (1 bit), 011 = 011
+    # (1, 3, 1, 2), 3-bit codes. Frame 1 vs 0: 101 = 101, 011 vs 000 (2 bits differ);
+    # frame 2 vs 1: 100 vs 101 (1 bit), 011 = 011
     ids = torch.tensor([[[[0b101, 0b000]], [[0b101, 0b011]], [[0b100, 0b011]]]])
     same_id, same_bit = temporal_agreement(ids, 8).tolist()
     assert same_id == 0.5 and same_bit == 1 - 3 / 12
