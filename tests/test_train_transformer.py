@@ -159,6 +159,30 @@ def test_cached_tokens_equal_the_tokenizer(tmp_path, tokenizer_dir):
         open_token_source(strict)
 
 
+def test_a_token_cache_holds_every_variant_of_a_random_crop_set(tmp_path, tokenizer_dir):
+    """`variants: 2`: the cache's train split is the set's two draws one after the other (sample N + i =
+    sample i as epoch 1 draws it), each equal to tokenizing that draw; the held-out split is as before."""
+    from magvit.data import build_dataset
+    from magvit.data.bundled import BundledClipsConfig
+    from magvit.tokenizers import Tokenizer
+
+    clips = {"name": "bundled_clips", "frames": 9, "size": 16, "crop_from": 24, "flip": True, "hop": 60}
+    raw = {**_config(tmp_path, tokenizer_dir, tasks={"fp": 1.0}), "data": {**clips, "variants": 2},
+           "val_data": {**clips, "split": "val"}}  # in place of the moving digits (not merged with them)
+    cache = extract_tokens(from_dict(TransformerTrainConfig, raw), tmp_path / "cache", batch_size=4, quiet=True)
+    options = {k: v for k, v in clips.items() if k != "name"}
+    data = build_dataset(BundledClipsConfig(**options))
+    n = len(data)
+    cached, val = TokenCache(cache, "train"), TokenCache(cache, "val")
+    assert len(cached) == 2 * n and len(val) == len(build_dataset(BundledClipsConfig(**options, split="val")))
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+    for epoch, i in ((0, 0), (1, 0), (1, n - 1)):
+        data.set_epoch(epoch)
+        want = tokenizer.encode(data[i]["video"][None])[0]
+        assert torch.equal(cached[epoch * n + i]["tokens"], want), (epoch, i)
+    assert not torch.equal(cached[0]["tokens"], cached[n]["tokens"]), "epoch 1 is another crop / flip"
+
+
 def test_commit_loss_normalisations():
     """positions (MAGVIT): sum of per-position weighted CE / N; per_kind: the weighted sum of each kind's mean."""
     torch.manual_seed(0)

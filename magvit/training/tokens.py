@@ -16,7 +16,9 @@
 The cache is written into `<dir>.tmp` and renamed when complete, so a crash never leaves a cache
 that training would read. Sample i of a split is sample i of the dataset, so a cached run sees
 exactly the batches an on-the-fly run sees (the same `EpochSampler`). A dataset with per-epoch
-randomness (random clips, crops, flips) is frozen at its epoch-0 samples.
+randomness (random clips, crops, flips) is frozen at its epoch-0 samples, unless its config sets
+`variants: K` (magvit.data.base): then the train split holds its K draws one after the other (sample
+e N + i is sample i as epoch e draws it), so one pass over the cache sees K epochs' crops and flips.
 
 On several processes (`accelerate launch -m magvit extract-tokens ...`) process 0 builds the datasets
 once (a folder dataset opens every file to vet it) and sends them to the others; shard j (samples
@@ -121,6 +123,27 @@ class Indexed(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {**self.dataset[index], "index": self.dataset.sample_key(index)}
+
+    def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class Variants(Dataset):
+    """The `variants` draws of a dataset one after the other: sample e N + i is sample i as epoch e draws
+    it (N samples, e < K). What a token cache holds of a set whose random draws repeat every K epochs."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.k = dataset, int(dataset.variants)
+
+    def __len__(self) -> int:
+        return self.k * len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        epoch, i = divmod(index, len(self.dataset))
+        self.dataset.set_epoch(epoch)  # the draws of sample i depend on (seed, epoch, i) only
+        return self.dataset[i]
 
     def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
         if name == "dataset":
@@ -340,7 +363,8 @@ def extract_tokens(cfg: TokenConfig, directory: str | Path | None = None, batch_
     state.wait_for_everyone()
 
     splits: dict[str, Any] = {}
-    for split, dataset in (("train", source.train), ("val", source.val)):
+    train = source.train if getattr(source.train, "variants", None) is None else Variants(source.train)
+    for split, dataset in (("train", train), ("val", source.val)):
         starts = range(0, len(dataset), shard_size)  # shard j: samples [j S, (j + 1) S)
         mine = list(enumerate(starts))[state.process_index :: state.num_processes]
         count = sum(min(shard_size, len(dataset) - start) for _, start in mine)
