@@ -31,6 +31,7 @@ warning line says so and the module runs eagerly from then on.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Literal, ParamSpec, TypedDict, TypeVar
@@ -99,6 +100,14 @@ def use_tf32(enabled: bool = True) -> None:
     global _tf32_chosen
     _tf32_chosen = True
     _set_tf32(enabled)
+
+
+def quiet_deepspeed_detection() -> None:
+    """Without CUDA, name the CPU as DeepSpeed's accelerator (`DS_ACCELERATOR`, unless the user set it):
+    DeepSpeed, which accelerate imports whenever it is installed, would pick the CPU anyway, but its
+    detection logs a warning in every command. A CUDA machine is left to DeepSpeed's own detection."""
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def default_tf32() -> None:

@@ -302,3 +302,24 @@ def test_bench_tokenizers_reports_the_ids_a_low_precision_keeps(tmp_path):
     table = json.loads((tmp_path / "tokenizers.json").read_text())
     assert "ids = fp32 %" in [c["header"] for c in table["columns"]] and "bf16" in table["title"]
     assert 99.0 <= table["rows"][0]["ids_fp32_pct"] <= 100.0
+
+
+def test_deepspeed_is_told_the_cpu_only_without_cuda_and_never_over_the_users_choice(monkeypatch):
+    """DeepSpeed's detection logs a warning in every command on a CPU machine (accelerate imports it when
+    installed): the CLI names the CPU, which DeepSpeed would pick anyway; a user's value and a CUDA
+    machine are left alone."""
+    import os
+
+    from magvit.runtime import quiet_deepspeed_detection
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    quiet_deepspeed_detection()
+    assert os.environ["DS_ACCELERATOR"] == "cpu"
+    monkeypatch.setenv("DS_ACCELERATOR", "xpu")
+    quiet_deepspeed_detection()
+    assert os.environ["DS_ACCELERATOR"] == "xpu"
+    monkeypatch.delenv("DS_ACCELERATOR")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    quiet_deepspeed_detection()
+    assert "DS_ACCELERATOR" not in os.environ

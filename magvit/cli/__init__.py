@@ -90,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"magvit: error: unrecognized arguments: {' '.join(stray)} (see {prog} --help)\n")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from magvit.runtime import default_tf32
+    from magvit.runtime import default_tf32, quiet_deepspeed_detection
 
     default_tf32()  # on CUDA, fp32 matmuls and convolutions of every command run on TF32 tensor cores
+    quiet_deepspeed_detection()
     try:
         args.run(args)
     except MagvitError as e:
