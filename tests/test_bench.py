@@ -76,10 +76,11 @@ def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
         assert -1 <= row["ssim"] <= 1 and math.isfinite(row["psnr"])
         assert row["fvd"] >= -1e-6 and row["fid"] >= -1e-6
         assert row["encode_clips_per_s"] > 0 and row["decode_clips_per_s"] > 0 and row["peak_mib"] >= 0
+        assert row["same_bit_pct"] is None  # VQ tokenizers: an id's bits are not its code
         if row["token_grid"].startswith("1x"):  # one latent frame: nothing to compare with
-            assert row["same_id_pct"] is None and row["same_bit_pct"] is None
+            assert row["same_id_pct"] is None
         else:
-            assert 0 <= row["same_id_pct"] <= row["same_bit_pct"] <= 100
+            assert 0 <= row["same_id_pct"] <= 100
         assert row["lpips"] is None  # no AlexNet weights in the test machine's hub cache
     assert any("LPIPS n/a" in n for n in data["notes"]) and any("random" in n for n in data["notes"])
     with open(out / "tokenizers.csv") as f:
@@ -90,7 +91,7 @@ def test_bench_tokenizers_rows_and_files(tmp_path, capsys):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_bench_tokenizers_three_families_on_their_own_and_on_shared_frames(tmp_path):
-    from magvit.bench.tokenizers import data_options, load_clips
+    from magvit.bench.tokenizers import data_options, load_clips, temporal_agreement
     from magvit.metrics import psnr, ssim
     from magvit.tokenizers import Tokenizer
 
@@ -123,6 +124,13 @@ def test_bench_tokenizers_three_families_on_their_own_and_on_shared_frames(tmp_p
         assert row["psnr_shared"] == pytest.approx(psnr(recon[:, :, :16], clips[:, :, :16]).mean().item(), rel=1e-4)
         assert row["ssim_shared"] == pytest.approx(ssim(recon[:, :, :16], clips[:, :, :16]).mean().item(), abs=1e-5)
         assert row["psnr_shared"] != row["psnr"]  # frame 16 counts in one, not the other
+    # the latent-frame agreement of the LFQ row is temporal_agreement over its clips' ids; bits only for LFQ
+    with torch.no_grad():
+        ids = Tokenizer.from_pretrained(folders["causal3d"]).eval().encode(clips)
+    same_id, same_bit = temporal_agreement(ids, 2**10).tolist()
+    assert causal3d["same_id_pct"] == pytest.approx(100 * same_id) and causal3d["same_bit_pct"] == pytest.approx(
+        100 * same_bit)
+    assert vqgan2d["same_bit_pct"] is None and vqgan2d["same_id_pct"] is not None and vq3d["same_bit_pct"] is None
 
 
 def test_bench_tokenizers_shared_columns_only_when_frames_differ(tmp_path):

@@ -307,9 +307,10 @@ def bench_one(
         **{f"{key}_shared": value for key, value in qualities[-1].scores(real[shared]).items()},
         "usage_pct": 100.0 * (histogram > 0).double().mean().item(),
         "perplexity": math.exp(-(p * p.log()).sum().item()),
-        **({"same_id_pct": None, "same_bit_pct": None} if t < 2 else
-           {"same_id_pct": 100 * same[0].item() / (len(clips) * (t - 1) * h * w),
-            "same_bit_pct": 100 * same[1].item() / (len(clips) * (t - 1) * h * w)}),
+        "same_id_pct": None if t < 2 else 100 * same[0].item() / (len(clips) * (t - 1) * h * w),
+        # an id's bits are its code only for LFQ (signs); a VQ / FSQ id's bits mean nothing
+        "same_bit_pct": None if t < 2 or model.config.quantizer.name != "lfq" else
+        100 * same[1].item() / (len(clips) * (t - 1) * h * w),
         "encode_clips_per_s": len(first) / encode_s,
         "decode_clips_per_s": len(first) / decode_s,
         **extra,
@@ -321,7 +322,7 @@ def bench_one(
 def temporal_agreement(ids: Tensor, codebook_size: int) -> Tensor:
     """ids (B, t, h, w) -> (2,) float64: the share of positions of latent frames 1..t-1 whose id equals
     the previous latent frame's at the same place, and the share of their bits that do (the bits of the
-    id's binary code: LFQ's sign bits; for a lookup codebook only the first share means anything).
+    id's binary code: LFQ's sign bits; for VQ or FSQ ids only the first share means anything).
     (0, 0) when t < 2."""
     if ids.shape[1] < 2:
         return torch.zeros(2, dtype=torch.float64)
