@@ -110,10 +110,8 @@ def build_tasks(names: Iterable[str]) -> dict[str, Task]:
     return {name: TASKS[name].build() for name in names}
 
 
-class Indexed(Dataset):
-    """A dataset whose samples repeat across epochs (`sample_key(i)` not None: a fixed set, or one with
-    `variants`) and carry that key as "index", so that tokenizing on the fly computes each distinct
-    sample's tokens once (`TokenSource.memo`)."""
+class DatasetView(Dataset):
+    """A dataset seen through a wrapper: its length, and its attributes (classes, num_classes, ...)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -121,34 +119,32 @@ class Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "index": self.dataset.sample_key(index)}
-
-    def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
-        if name == "dataset":
+    def __getattr__(self, name: str) -> object:
+        if name == "dataset":  # not set yet (unpickling): never recurse
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
 
-class Variants(Dataset):
+class Indexed(DatasetView):
+    """A dataset whose samples repeat across epochs (`sample_key(i)` not None: a fixed set, or one with
+    `variants`) and carry that key as "index", so that tokenizing on the fly computes each distinct
+    sample's tokens once (`TokenSource.memo`)."""
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "index": self.dataset.sample_key(index)}
+
+
+class Variants(DatasetView):
     """The `variants` draws of a dataset one after the other: sample e N + i is sample i as epoch e draws
     it (N samples, e < K). What a token cache holds of a set whose random draws repeat every K epochs."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset, self.k = dataset, int(dataset.variants)
-
     def __len__(self) -> int:
-        return self.k * len(self.dataset)
+        return self.dataset.variants * len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         epoch, i = divmod(index, len(self.dataset))
         self.dataset.set_epoch(epoch)  # the draws of sample i depend on (seed, epoch, i) only
         return self.dataset[i]
-
-    def __getattr__(self, name: str) -> object:  # classes, num_classes, ... of the dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class TokenSource:
@@ -276,7 +272,7 @@ def build_datasets(cfg: TokenConfig) -> tuple[Dataset, Dataset]:
 def repeats(dataset: Dataset) -> bool:
     """Whether the samples of `dataset` repeat across epochs (a fixed set, or one with `variants`)."""
     key = getattr(dataset, "sample_key", None)
-    return key is not None and len(dataset) > 0 and key(0) is not None
+    return key is not None and key(0) is not None
 
 
 def _on_the_fly_source(cfg: TokenConfig, device: str | torch.device,
