@@ -1,6 +1,7 @@
 """`magvit bench`: each command on tiny presets on CPU, its JSON / CSV / Markdown, and its helpers."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -317,6 +318,29 @@ def test_digit_classifier_is_cached_and_reloaded(tmp_path, monkeypatch):
     logits, feats = loaded.clips(clips)
     assert logits.shape == (3, 10) and feats.shape == (3, 64)
     assert torch.allclose(logits, model.eval().clips(clips)[0], atol=1e-5)
+
+
+def test_the_default_digit_classifier_is_the_shipped_one(tmp_path, monkeypatch):
+    from magvit import shipped
+    from magvit.evaluation import digits
+
+    monkeypatch.setattr(digits, "train_classifier", lambda *a, **k: pytest.fail("trained despite the shipped weights"))
+    monkeypatch.setenv("MAGVIT_CACHE", str(tmp_path / "empty-cache"))
+    model, meta = digits.digit_classifier()
+    folder = shipped.find("checkpoints", digits.SHIPPED)
+    assert folder is not None and meta == json.loads((folder / "config.json").read_text())
+    assert meta["recipe"] == json.loads(json.dumps(dataclasses.asdict(digits.Recipe())))  # not a stale recipe
+    assert meta["test_clip_accuracy"] >= 0.95  # a judge that misreads real clips caps every class accuracy
+    assert not (tmp_path / "empty-cache").exists()
+    # it reads real held-out clips of the quickstart's kind
+    videos, labels = digits.moving_digit_clips("test", 40, 9, 32, seed=3, speed=(0.75, 1.5), start="center")
+    assert (model.clips(videos)[0].argmax(1) == labels).float().mean() >= 0.9
+    # a folder trained with another recipe is refused by name, not used
+    other = digits.Recipe(epochs=1)
+    digits.save_classifier(digits.DigitClassifier().eval(), tmp_path / "c" / digits.cache_name(other), digits.Recipe(),
+                           {"test_clip_accuracy": 0.1})
+    with pytest.raises(MagvitError, match="another recipe"):
+        digits.digit_classifier(tmp_path / "c", other)
 
 
 def _tiny_release(folder):

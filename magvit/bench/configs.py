@@ -97,7 +97,7 @@ class BenchQualityConfig(BenchCommon):
 
     kind: str = option("bench_quality", cli=False)
     checkpoint: str = option(help="a model folder written by `magvit train` (or its run folder)")
-    cache_dir: str | None = option(None, "where the digit classifier is cached (default ~/.cache/magvit)")
+    cache_dir: str | None = option(None, "digit classifiers to use in place of the shipped one (trained if absent)")
     num: int = option(100, "clips per measurement")
     steps: int = option(12, "decoding steps of the main row")
     schedule: str = option("cosine", "mask schedule of the main row", names="magvit.schedules:MASK_SCHEDULES")
