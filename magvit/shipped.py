@@ -43,5 +43,7 @@ def find(kind: str, name: str) -> Path | None:
 
 
 def names(kind: str) -> list[str]:
-    """The top-level names shipped under `kind` (e.g. the checkpoint names), sorted, without repeats."""
-    return sorted({p.name for root in roots(kind) for p in root.iterdir() if not p.name.startswith(".")})
+    """The top-level names shipped under `kind`, sorted, without repeats; for checkpoints the model
+    folders only (a `magvit.json` inside: not the digit classifier that judges the digits models)."""
+    return sorted({p.name for root in roots(kind) for p in root.iterdir() if not p.name.startswith(".")
+                   and (kind != "checkpoints" or (p / "magvit.json").is_file())})

@@ -329,6 +329,7 @@ def test_the_default_digit_classifier_is_the_shipped_one(tmp_path, monkeypatch):
     model, meta = digits.digit_classifier()
     folder = shipped.find("checkpoints", digits.SHIPPED)
     assert folder is not None and meta == json.loads((folder / "config.json").read_text())
+    assert digits.SHIPPED not in shipped.names("checkpoints")  # a judge, not a model the sampling commands offer
     assert meta["recipe"] == json.loads(json.dumps(dataclasses.asdict(digits.Recipe())))  # not a stale recipe
     assert meta["test_clip_accuracy"] >= 0.95  # a judge that misreads real clips caps every class accuracy
     assert not (tmp_path / "empty-cache").exists()
