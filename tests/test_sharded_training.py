@@ -209,3 +209,31 @@ def test_shipped_accelerate_configs_load():
     stages = {n: load_config_from_file(str(CONFIGS / f"{n}.yaml")).deepspeed_config["zero_stage"]
               for n in ("deepspeed_zero2", "deepspeed_zero3")}
     assert stages == {"deepspeed_zero2": 2, "deepspeed_zero3": 3}
+
+
+def test_a_mismatched_checkpoint_is_refused_before_the_engine_loads_it(tmp_path):
+    """The sharded resume checks each optimizer state against the run's parameters (one line, no
+    traceback from inside FSDP or DeepSpeed); no process group is needed: the check comes first."""
+    from types import SimpleNamespace
+
+    from magvit.errors import MagvitError
+    from magvit.training.checkpoint import save_checkpoint
+    from magvit.training.sharding import Sharding
+
+    small, large = torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    opt = torch.optim.AdamW(small.parameters())
+    small(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path, 1, {"model": small}, {"opt": opt}, {"step": 1}, keep=1)
+    sharding = Sharding(SimpleNamespace(is_main_process=True), "deepspeed")
+    loaded = []
+    sharding.load_optimizer_state = lambda name, saved: loaded.append(name)  # the engine's part, not tested here
+    sharding.pairs, sharding.names = {"opt": (large, None)}, {"opt": [n for n, _ in large.named_parameters()]}
+    with pytest.raises(MagvitError, match=r"optimizer state opt holds parameter groups of \[2\] parameters; "
+                                          r"this run's has \[4\]"):
+        sharding.load_optimizers(path)
+    sharding.pairs["disc"], sharding.names["disc"] = (small, None), ["weight", "bias"]
+    sharding.names["opt"] = ["weight", "bias"]
+    with pytest.raises(MagvitError, match="no optimizer state disc"):  # a GAN run resuming a plain checkpoint
+        sharding.load_optimizers(path)
+    assert loaded == ["opt"]  # the matching state went through to the engine

@@ -264,10 +264,20 @@ class Sharding:
                     safe_set_full_optimizer_state(params[n], v.to(self.accelerator.device), k)
 
     def load_optimizers(self, checkpoint: Path) -> None:
+        """Every optimizer's full state from `checkpoint`, checked against this run's parameters first:
+        a checkpoint of another kind of run or model is refused in one line, as the unsharded resume does."""
         from magvit.training.checkpoint import read_optimizer_state
 
         for name in self.pairs:
-            self.load_optimizer_state(name, read_optimizer_state(checkpoint, name))
+            if not (checkpoint / f"{name}.optim.json").is_file():
+                raise MagvitError(f"{checkpoint}: checkpoint has no optimizer state {name}; it was written by "
+                                  "another kind of run")
+            saved = read_optimizer_state(checkpoint, name)
+            held = [len(g["params"]) for g in saved["param_groups"]]
+            if held != self._client_group_sizes(name) or any(int(i) >= sum(held) for i in saved["state"]):
+                raise MagvitError(f"{checkpoint}: optimizer state {name} holds parameter groups of {held} "
+                                  f"parameters; this run's has {self._client_group_sizes(name)}")
+            self.load_optimizer_state(name, saved)
 
     def gathered(self, modules: Mapping[str, nn.Module]) -> tuple[dict[str, Gathered], dict[str, Gathered]]:
         """The modules and optimizers of a checkpoint, gathered (every process calls this; the main
