@@ -195,6 +195,39 @@ def test_imagenet_labels_follow_the_sorted_wnids(fixtures, tmp_path):
         ImageNet(tmp_path, split="val")
 
 
+def test_imagenet_flat_val_folder_is_labelled_by_the_solution_csv(fixtures, tmp_path):
+    """The validation archive unpacks flat; LOC_val_solution.csv (Kaggle's release) gives each image's
+    wnid as the first word of its box list. Unlisted images are counted and skipped, a wnid outside the
+    classes and a missing CSV are one line each."""
+    fx = fixtures["imagenet"]
+    root = tmp_path / "imagenet"
+    shutil.copytree(fx["root"] / "train", root / "train")
+    shutil.copy(fx["root"] / "LOC_synset_mapping.txt", root)
+    (root / "val").mkdir()
+    for image in sorted((fx["root"] / "val").glob("*/*.JPEG")):
+        shutil.copy(image, root / "val" / image.name)  # ILSVRC2012_val_000000 (class 0), ...010 (1), ...020 (2)
+    with _one_line_error("need their labels in .*LOC_val_solution.csv"):
+        ImageNet(root, split="val", size=16)
+    rows = ["ImageId,PredictionString", "ILSVRC2012_val_000020,n15075141 1 2 30 20 n15075141 4 4 9 9",
+            "ILSVRC2012_val_000000,n01440764 0 0 10 10", "ILSVRC2012_val_000010,n01443537 3 3 20 20"]
+    (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    val = ImageNet(root, split="val", size=16)
+    assert [p.name for p in val.items] == ["ILSVRC2012_val_000000.JPEG", "ILSVRC2012_val_000010.JPEG",
+                                          "ILSVRC2012_val_000020.JPEG"]
+    assert val.labels == [0, 1, 2] and val.unlabelled == []
+    _check(val[2], 1, 16)
+    assert val[2]["label"] == 2
+    shutil.copy(root / "val" / "ILSVRC2012_val_000000.JPEG", root / "val" / "ILSVRC2012_val_000099.JPEG")
+    with pytest.warns(UserWarning, match="1 of 4 images are not in LOC_val_solution.csv"):
+        assert ImageNet(root, split="val", size=16).unlabelled == ["ILSVRC2012_val_000099.JPEG"]
+    (root / "LOC_val_solution.csv").write_text("\n".join([*rows, "ILSVRC2012_val_000099,n99999999 0 0 1 1"]))
+    with _one_line_error("ILSVRC2012_val_000099.JPEG is labelled 'n99999999', not a class"):
+        ImageNet(root, split="val", size=16)
+    (root / "LOC_val_solution.csv").write_text("id,label\nx,y\n")
+    with _one_line_error("expected the columns ImageId,PredictionString"):
+        ImageNet(root, split="val", size=16)
+
+
 # ---------------------------------------------------------------------------------------------- loaders, CLI
 
 BUILD = {"ucf101": (UCF101, SMALL), "kinetics600": (Kinetics600, SMALL), "bair": (BAIR, SMALL),

@@ -7,6 +7,11 @@ folders as the usual preparation scripts do):
     root/val/n01440764/ILSVRC2012_val_00000293.JPEG
     root/LOC_synset_mapping.txt     "n01440764 tench, Tinca tinca"   (optional: class names)
 
+or the validation images flat, as the archive unpacks them, with the labels of the Kaggle release:
+
+    root/val/ILSVRC2012_val_00000001.JPEG
+    root/LOC_val_solution.csv       "ImageId,PredictionString" / "ILSVRC2012_val_00000001,n01751748 ..."
+
 The class index is the position of a wnid among the train folder's wnids in sorted order, the
 standard order (n01440764 -> 0 ... n15075141 -> 999). Without a train folder the order comes from
 LOC_synset_mapping.txt, which lists the same wnids sorted.
@@ -14,7 +19,9 @@ LOC_synset_mapping.txt, which lists the same wnids sorted.
 
 from __future__ import annotations
 
+import csv
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +32,7 @@ from magvit.data.folders import IMAGE_EXTENSIONS
 from magvit.errors import MagvitError
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
+VAL_SOLUTION = "LOC_val_solution.csv"  # a flat val folder's labels: the first wnid of each PredictionString
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,19 @@ def read_synsets(root: Path) -> dict[str, str]:
     return {wnid: name.strip() for wnid, _, name in pairs}
 
 
+def read_val_solution(path: Path) -> dict[str, str]:
+    """Image id -> wnid from LOC_val_solution.csv (the first wnid of the box list: every box of an
+    ImageNet validation image has the image's class)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise MagvitError(f"{path}: cannot read ImageNet's validation labels ({e})") from None
+    if not rows or not {"ImageId", "PredictionString"} <= set(rows[0]):
+        raise MagvitError(f"{path}: expected the columns ImageId,PredictionString")
+    return {row["ImageId"]: (row["PredictionString"] or "").split(" ", 1)[0] for row in rows}
+
+
 @DATASETS.register("imagenet", ImageNetConfig)
 class ImageNet(ImageClips):
     """ImageNet class folders (standard sorted-wnid labels): 256x256 centre crops by default."""
@@ -76,12 +97,16 @@ class ImageNet(ImageClips):
                               f"class order; {SYNSET_MAPPING} may stand in for it)")
         self.class_names = [synsets.get(wnid, wnid) for wnid in self.classes]
         self.split = split
-        super().__init__(images, self._entries(images), size, random_crop, flip, seed, probe)
+        self.unlabelled: list[str] = []  # images of a flat val folder that LOC_val_solution.csv does not list
+        super().__init__(images, self._entries(images, base), size, random_crop, flip, seed, probe)
 
-    def _entries(self, images: Path) -> list[Entry]:
+    def _entries(self, images: Path, base: Path) -> list[Entry]:
         index = {wnid: i for i, wnid in enumerate(self.classes)}
+        folders = _subfolders(images)
+        if not folders:
+            return self._flat_entries(images, base / VAL_SOLUTION, index)
         entries = []
-        for wnid in _subfolders(images):
+        for wnid in folders:
             if wnid not in index:
                 raise MagvitError(f"{images / wnid}: class folder {wnid!r} is not a class of the train folder")
             with os.scandir(images / wnid) as files:
@@ -89,4 +114,30 @@ class ImageNet(ImageClips):
             entries += [(images / wnid / name, index[wnid]) for name in names]
         if not entries:
             raise MagvitError(f"{images}: no image in class folders (<wnid>/*.JPEG) under this folder")
+        return entries
+
+    def _flat_entries(self, images: Path, solution: Path, index: dict[str, int]) -> list[Entry]:
+        """Images directly in the split folder, labelled by LOC_val_solution.csv; an image it does not
+        list is counted and skipped (one warning), a wnid outside the classes is one error."""
+        with os.scandir(images) as files:
+            names = sorted(f.name for f in files if os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS)
+        if not names:
+            raise MagvitError(f"{images}: no image, neither in class folders (<wnid>/*.JPEG) nor directly in it")
+        if not solution.is_file():
+            raise MagvitError(f"{images}: images directly in the folder need their labels in {solution}")
+        labels = read_val_solution(solution)
+        entries = []
+        for name in names:
+            wnid = labels.get(os.path.splitext(name)[0])
+            if wnid is None:
+                self.unlabelled.append(name)
+            elif wnid not in index:
+                raise MagvitError(f"{solution}: {name} is labelled {wnid!r}, not a class of the train folder")
+            else:
+                entries.append((images / name, index[wnid]))
+        if self.unlabelled:
+            warnings.warn(f"{images}: {len(self.unlabelled)} of {len(names)} images are not in {solution.name} "
+                          f"and are skipped (first: {self.unlabelled[0]})", stacklevel=2)
+        if not entries:
+            raise MagvitError(f"{images}: none of its images is listed in {solution}")
         return entries
