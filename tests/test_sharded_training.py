@@ -67,7 +67,7 @@ def _launch(tmp: Path, config: str, args: list[str]) -> None:
     script = Path(sys.executable).parent / "accelerate"
     launch = [str(script), "launch"] if script.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    if config == "deepspeed_zero3":
+    if config.startswith("deepspeed"):
         env["DS_ACCELERATOR"] = "cpu"  # accelerate refuses DeepSpeed when told the device is the CPU
     else:
         env["ACCELERATE_USE_CPU"] = "true"
@@ -197,6 +197,28 @@ def test_a_ddp_tokenizer_gan_checkpoint_resumes_under_fsdp2(tmp_path):
     assert (run / "tokenizer" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # two launches of two processes
+def test_a_ddp_tokenizer_gan_checkpoint_resumes_under_deepspeed_zero2(tmp_path):
+    """The GAN without R1 under ZeRO-2: generator and discriminator as two engines (two optimizers,
+    both clipped), the EMA, the adaptive GAN weight, LeCAM and LFQ's entropy all-reduce, resumed from
+    DDP's step 2 and compared with DDP's own steps 3-4."""
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'magvit[deepspeed]'")
+    pytest.importorskip("transformers", reason="accelerate's DeepSpeed plugin imports transformers")
+    args = ["train-tokenizer", str(ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"),
+            "data.frames=5", "data.num_samples=16", "loop.steps=4", "loop.save_every=2", "loop.val_every=4",
+            "loop.batch_size=2", "loop.val_batches=1", "loop.log_every=1", "loop.keep_last=5",
+            "discriminator.name=stylegan3d", "discriminator.preset=tiny", "loss.gan_weight=0.1",
+            "loss.lecam_weight=0.01", "loss.r1_weight=0", "disc_optim.grad_clip=0.5"]
+    ddp = tmp_path / "ddp"
+    _launch(tmp_path, "ddp", [*args, f"run_dir={ddp}"])
+    run = _interrupted_copy(ddp, tmp_path / "zero2", keep=2)
+    _launch(tmp_path, "deepspeed_zero2", [*args, f"run_dir={run}", "--resume"])
+    rows = _rows(run)
+    assert rows[-1]["gan_d"] != "" and rows[-1]["gan_g"] != ""
+    _close_rows(rows, _rows(ddp))
+    _close_files(_files(run, 4), _files(ddp, 4), atol=3e-5)  # tokenizer, disc, EMA, LeCAM, both AdamW states
+
+
 def test_shipped_accelerate_configs_load():
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -237,3 +259,23 @@ def test_a_mismatched_checkpoint_is_refused_before_the_engine_loads_it(tmp_path)
     with pytest.raises(MagvitError, match="no optimizer state disc"):  # a GAN run resuming a plain checkpoint
         sharding.load_optimizers(path)
     assert loaded == ["opt"]  # the matching state went through to the engine
+
+
+def test_deepspeed_refuses_what_it_cannot_run_in_one_line():
+    """ZeRO-3 for the tokenizer and R1 under DeepSpeed are refused before any work; the GAN without R1
+    under ZeRO-2 is accepted (the test above runs it)."""
+    from types import SimpleNamespace
+
+    from magvit.config import load_as
+    from magvit.errors import MagvitError
+    from magvit.training.tokenizer import TokenizerTrainConfig, check_engine
+
+    path = ROOT / "configs" / "tokenizer" / "causal3d_tiny_digits.yaml"
+    gan = {"discriminator.name": "stylegan3d", "discriminator.preset": "tiny", "loss.gan_weight": 0.1}
+    engine = lambda stage: SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)))
+    deepspeed = SimpleNamespace(kind="deepspeed")
+    check_engine(load_as(TokenizerTrainConfig, path, {**gan, "loss.r1_weight": 0.0}), engine(2), deepspeed)
+    with pytest.raises(MagvitError, match="R1 .* does not run under DeepSpeed"):
+        check_engine(load_as(TokenizerTrainConfig, path, {**gan, "loss.r1_weight": 1.0}), engine(2), deepspeed)
+    with pytest.raises(MagvitError, match="ZeRO-2, not ZeRO-3"):
+        check_engine(load_as(TokenizerTrainConfig, path, {}), engine(3), deepspeed)

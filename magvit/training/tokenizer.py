@@ -155,12 +155,14 @@ def check_engine(cfg: TokenizerTrainConfig, accelerator: Accelerator, sharding: 
     losses = cfg.loss
     if losses.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
-    if sharding is not None and sharding.kind == "deepspeed" and (
-            losses.gan_weight > 0 or accelerator.state.deepspeed_plugin.zero_stage == 3):
-        raise MagvitError("train-tokenizer runs under DeepSpeed with ZeRO-2 and no GAN loss only (with the GAN, "
-                          "ZeRO-2's gradient hooks break R1's autograd.grad and ZeRO-3 frees D's weights before the "
-                          "generator's backward through D; ZeRO-3 also stops in DeepSpeed's backward hooks): use "
-                          "configs/accelerate/fsdp2.yaml")
+    if sharding is not None and sharding.kind == "deepspeed":
+        if accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise MagvitError("train-tokenizer runs under DeepSpeed ZeRO-2, not ZeRO-3 (it stops in DeepSpeed's "
+                              "backward hooks, and frees D's weights before the generator's backward through D): use "
+                              "configs/accelerate/deepspeed_zero2.yaml or fsdp2.yaml")
+        if losses.gan_weight > 0 and losses.r1_weight > 0:
+            raise MagvitError("R1 (loss.r1_weight > 0) does not run under DeepSpeed: ZeRO-2's gradient hooks break "
+                              "its autograd.grad; set loss.r1_weight=0 or use configs/accelerate/fsdp2.yaml")
 
 
 @dataclass
