@@ -38,9 +38,10 @@ CONFIG_KINDS: Registry[Any] = Registry("config kind")
 
 # `option` and `registry_field` return a dataclasses.Field, typed (as dataclasses.field is) as the value
 # it stands for, so that `steps: int = option(12, ...)` type-checks; without a default T is left open.
+# A default of `dataclasses.MISSING` (a required field) is typed Any: its class is private to dataclasses.
 
 
-def option(default: T | dataclasses._MISSING_TYPE = dataclasses.MISSING, help: str = "", *,
+def option(default: T | Any = dataclasses.MISSING, help: str = "", *,
            flags: tuple[str, ...] = (), metavar: str | None = None, names: str | None = None, cli: bool = True) -> T:
     """A config field that is also a command-line flag (magvit.cli.flags): its help, shown with the
     default; `flags` names the flag (default `--the-field-name`) and its aliases; `names` the registry
@@ -50,7 +51,7 @@ def option(default: T | dataclasses._MISSING_TYPE = dataclasses.MISSING, help: s
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def registry_field(registry: Registry, default: T | dataclasses._MISSING_TYPE = dataclasses.MISSING) -> T:
+def registry_field(registry: Registry, default: T | Any = dataclasses.MISSING) -> T:
     """A dataclass field whose value is the config of one entry of `registry`, picked by `name`."""
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata={"registry": registry})
