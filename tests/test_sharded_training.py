@@ -164,8 +164,7 @@ def test_fsdp2_transformer_matches_ddp_and_resumes_bit_for_bit(transformer_confi
 
 @pytest.mark.slow  # two or three launches of two processes
 def test_a_ddp_checkpoint_resumes_under_deepspeed_zero3(transformer_config, ddp_transformer, tmp_path):
-    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'magvit[deepspeed]'")
-    pytest.importorskip("transformers", reason="accelerate's DeepSpeed plugin imports transformers")
+    _needs_deepspeed()
     run = _interrupted_copy(ddp_transformer, tmp_path / "zero3", keep=2)
     _launch(tmp_path, "deepspeed_zero3", ["train", str(transformer_config), f"run_dir={run}", "--resume"])
     _close_rows(_rows(run), _rows(ddp_transformer))
@@ -180,6 +179,27 @@ TOKENIZER_GAN = ["train-tokenizer", str(ROOT / "configs" / "tokenizer" / "causal
                  "loss.lecam_weight=0.01", "disc_optim.grad_clip=0.5"]
 
 
+def _gan_resumed_from_ddp(tmp: Path, engine: str, args: list[str]) -> Path:
+    """A 4-step GAN tokenizer run under DDP, its step-2 checkpoint resumed under `engine`: the resumed
+    steps 3-4 match DDP's own. Returns the resumed run."""
+    ddp = tmp / "ddp"
+    _launch(tmp, "ddp", [*args, f"run_dir={ddp}"])
+    run = _interrupted_copy(ddp, tmp / engine, keep=2)
+    _launch(tmp, engine, [*args, f"run_dir={run}", "--resume"])
+    rows = _rows(run)
+    assert rows[-1]["gan_d"] != "" and rows[-1]["gan_g"] != ""  # the GAN ran in the resumed steps
+    _close_rows(rows, _rows(ddp))
+    # tokenizer, disc, EMA, LeCAM, both AdamW states; Adam divides by sqrt(v), so the engines' other
+    # reduction order in a near-zero gradient moves a weight by up to ~1.3e-5 here (measured, fused AdamW)
+    _close_files(_files(run, 4), _files(ddp, 4), atol=3e-5)
+    return run
+
+
+def _needs_deepspeed() -> None:
+    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'magvit[deepspeed]'")
+    pytest.importorskip("transformers", reason="accelerate's DeepSpeed plugin imports transformers")
+
+
 @pytest.mark.slow  # two or three launches of two processes
 def test_a_ddp_tokenizer_gan_checkpoint_resumes_under_fsdp2(tmp_path):
     """The GAN's generator and discriminator (two FSDP2 roots, two optimizers, both clipped), its
@@ -187,16 +207,8 @@ def test_a_ddp_tokenizer_gan_checkpoint_resumes_under_fsdp2(tmp_path):
     all-reduce, resumed from DDP's step 2."""
     args = [*TOKENIZER_GAN, "loss.r1_weight=1.0", "loss.r1_every=1", "loss.perceptual_weight=0.1",
             "loss.perceptual_net=alex", "loss.perceptual_pretrained=false"]
-    ddp = tmp_path / "ddp"
-    _launch(tmp_path, "ddp", [*args, f"run_dir={ddp}"])
-    run = _interrupted_copy(ddp, tmp_path / "fsdp2", keep=2)
-    _launch(tmp_path, "fsdp2", [*args, f"run_dir={run}", "--resume"])
-    rows = _rows(run)
-    assert rows[-1]["gan_d"] != "" and rows[-1]["r1"] != ""
-    _close_rows(rows, _rows(ddp))
-    # tokenizer, disc, EMA, LeCAM, both AdamW states; Adam divides by sqrt(v), so the engines' other
-    # reduction order in a near-zero gradient moves a weight by up to ~1.3e-5 here (measured, fused AdamW)
-    _close_files(_files(run, 4), _files(ddp, 4), atol=3e-5)
+    run = _gan_resumed_from_ddp(tmp_path, "fsdp2", args)
+    assert _rows(run)[-1]["r1"] != ""
     assert (run / "tokenizer" / "model.safetensors").is_file()
 
 
@@ -205,17 +217,8 @@ def test_a_ddp_tokenizer_gan_checkpoint_resumes_under_deepspeed_zero2(tmp_path):
     """The GAN without R1 under ZeRO-2: generator and discriminator as two engines (two optimizers,
     both clipped), the EMA, the adaptive GAN weight, LeCAM and LFQ's entropy all-reduce, resumed from
     DDP's step 2 and compared with DDP's own steps 3-4."""
-    pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'magvit[deepspeed]'")
-    pytest.importorskip("transformers", reason="accelerate's DeepSpeed plugin imports transformers")
-    args = [*TOKENIZER_GAN, "loss.r1_weight=0"]
-    ddp = tmp_path / "ddp"
-    _launch(tmp_path, "ddp", [*args, f"run_dir={ddp}"])
-    run = _interrupted_copy(ddp, tmp_path / "zero2", keep=2)
-    _launch(tmp_path, "deepspeed_zero2", [*args, f"run_dir={run}", "--resume"])
-    rows = _rows(run)
-    assert rows[-1]["gan_d"] != "" and rows[-1]["gan_g"] != ""
-    _close_rows(rows, _rows(ddp))
-    _close_files(_files(run, 4), _files(ddp, 4), atol=3e-5)  # tokenizer, disc, EMA, LeCAM, both AdamW states
+    _needs_deepspeed()
+    _gan_resumed_from_ddp(tmp_path, "deepspeed_zero2", [*TOKENIZER_GAN, "loss.r1_weight=0"])
 
 
 def test_shipped_accelerate_configs_load():
