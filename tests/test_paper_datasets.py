@@ -214,12 +214,13 @@ def test_imagenet_flat_val_folder_is_labelled_by_the_solution_csv(fixtures, tmp_
     val = ImageNet(root, split="val", size=16)
     assert [p.name for p in val.items] == ["ILSVRC2012_val_000000.JPEG", "ILSVRC2012_val_000010.JPEG",
                                           "ILSVRC2012_val_000020.JPEG"]
-    assert val.labels == [0, 1, 2] and val.unlabelled == []
+    assert val.labels == [0, 1, 2] and val.skipped == []
     _check(val[2], 1, 16)
     assert val[2]["label"] == 2
     shutil.copy(root / "val" / "ILSVRC2012_val_000000.JPEG", root / "val" / "ILSVRC2012_val_000099.JPEG")
-    with pytest.warns(UserWarning, match="1 of 4 images are not in LOC_val_solution.csv"):
-        assert ImageNet(root, split="val", size=16).unlabelled == ["ILSVRC2012_val_000099.JPEG"]
+    with pytest.warns(UserWarning, match=r"skipped 1 of 4 files .*\(1 not in LOC_val_solution.csv\)"):
+        skipped = ImageNet(root, split="val", size=16).skipped
+    assert skipped == [(root / "val" / "ILSVRC2012_val_000099.JPEG", "not in LOC_val_solution.csv")]
     (root / "LOC_val_solution.csv").write_text("\n".join([*rows, "ILSVRC2012_val_000099,n99999999 0 0 1 1"]))
     with _one_line_error("ILSVRC2012_val_000099.JPEG is labelled 'n99999999', not a class"):
         ImageNet(root, split="val", size=16)

@@ -106,7 +106,7 @@ class FileDataset(ClipDataset, abc.ABC):
         self.labels: list[int | None] = []
         self.skipped: list[tuple[Path, str]] = []
         for path, label in entries:
-            reason = _missing_or_empty(path) or (self._probe(path) if probe else None)
+            reason = self._rejected(path, label) or _missing_or_empty(path) or (self._probe(path) if probe else None)
             if reason is None:
                 self.items.append(path)
                 self.labels.append(label)
@@ -123,6 +123,11 @@ class FileDataset(ClipDataset, abc.ABC):
             raise MagvitError(
                 f"{root}: none of the {len(entries)} {self.kind} files is usable ({len(self.skipped)} skipped)"
             )
+
+    def _rejected(self, path: Path, label: int | None) -> str | None:
+        """A short reason when the entry itself is unusable, before its file is opened (a subclass's rule,
+        e.g. an image its label file does not list); None by default."""
+        return None
 
     @abc.abstractmethod
     def _probe(self, path: Path) -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -97,7 +96,6 @@ class ImageNet(ImageClips):
                               f"class order; {SYNSET_MAPPING} may stand in for it)")
         self.class_names = [synsets.get(wnid, wnid) for wnid in self.classes]
         self.split = split
-        self.unlabelled: list[str] = []  # images of a flat val folder that LOC_val_solution.csv does not list
         super().__init__(images, self._entries(images, base), size, random_crop, flip, seed, probe)
 
     def _entries(self, images: Path, base: Path) -> list[Entry]:
@@ -118,7 +116,8 @@ class ImageNet(ImageClips):
 
     def _flat_entries(self, images: Path, solution: Path, index: dict[str, int]) -> list[Entry]:
         """Images directly in the split folder, labelled by LOC_val_solution.csv; an image it does not
-        list is counted and skipped (one warning), a wnid outside the classes is one error."""
+        list gets no label and is skipped (`_rejected`: counted in the dataset's one warning), a wnid
+        outside the classes is one error."""
         with os.scandir(images) as files:
             names = sorted(f.name for f in files if os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS)
         if not names:
@@ -126,18 +125,15 @@ class ImageNet(ImageClips):
         if not solution.is_file():
             raise MagvitError(f"{images}: images directly in the folder need their labels in {solution}")
         labels = read_val_solution(solution)
-        entries = []
+        entries: list[Entry] = []
         for name in names:
             wnid = labels.get(os.path.splitext(name)[0])
-            if wnid is None:
-                self.unlabelled.append(name)
-            elif wnid not in index:
+            if wnid is not None and wnid not in index:
                 raise MagvitError(f"{solution}: {name} is labelled {wnid!r}, not a class of the train folder")
-            else:
-                entries.append((images / name, index[wnid]))
-        if self.unlabelled:
-            warnings.warn(f"{images}: {len(self.unlabelled)} of {len(names)} images are not in {solution.name} "
-                          f"and are skipped (first: {self.unlabelled[0]})", stacklevel=2)
-        if not entries:
+            entries.append((images / name, None if wnid is None else index[wnid]))
+        if all(label is None for _, label in entries):
             raise MagvitError(f"{images}: none of its images is listed in {solution}")
         return entries
+
+    def _rejected(self, path: Path, label: int | None) -> str | None:
+        return f"not in {VAL_SOLUTION}" if label is None else None  # every ImageNet image has a class
