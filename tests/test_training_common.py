@@ -66,6 +66,8 @@ def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
         load_checkpoint(latest_checkpoint(tmp_path), {"model": other}, {})
     with pytest.raises(MagvitError, match="no disc.safetensors"):
         load_checkpoint(latest_checkpoint(tmp_path), {"disc": model}, {})
+    with pytest.raises(MagvitError, match="no optimizer state disc_opt"):  # a GAN run resuming a plain run
+        load_checkpoint(latest_checkpoint(tmp_path), {"model": model}, {"opt": opt, "disc_opt": opt})
     with pytest.raises(MagvitError, match="not a magvit training checkpoint"):
         load_checkpoint(tmp_path, {"model": model}, {})
     (latest_checkpoint(tmp_path) / "model.safetensors").write_bytes(b"not safetensors")  # a damaged file

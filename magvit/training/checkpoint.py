@@ -137,7 +137,9 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def read_optimizer_state(path: Path, name: str) -> dict:
     """The optimizer `name`'s saved state in torch's layout (`optimizer.state_dict()`): its tensors
-    keyed by parameter index, its param groups."""
+    keyed by parameter index, its param groups. A checkpoint without it is one MagvitError line."""
+    if not (path / f"{name}.optim.json").is_file():
+        raise MagvitError(f"{path}: checkpoint has no optimizer state {name}; it was written by another kind of run")
     meta = json.loads((path / f"{name}.optim.json").read_text())
     return _optimizer_from_plain(load_file(str(path / f"{name}.optim.safetensors")), meta)
 

@@ -269,9 +269,6 @@ class Sharding:
         from magvit.training.checkpoint import read_optimizer_state
 
         for name in self.pairs:
-            if not (checkpoint / f"{name}.optim.json").is_file():
-                raise MagvitError(f"{checkpoint}: checkpoint has no optimizer state {name}; it was written by "
-                                  "another kind of run")
             saved = read_optimizer_state(checkpoint, name)
             held = [len(g["params"]) for g in saved["param_groups"]]
             if held != self._client_group_sizes(name) or any(int(i) >= sum(held) for i in saved["state"]):
