@@ -50,6 +50,10 @@ class Conv3dTokenizerConfig(ConvTokenizerConfig):
     temporal_downsample: Literal["early", "late"] | tuple[bool, ...] = "late"
 
 
+# A dataclass on purpose: a DeepSpeed engine (0.19) opens its backward when a gradient first reaches a tensor
+# it finds in its module's output (tuples, lists, dicts), once per forward; the adaptive GAN weight's
+# autograd.grad through `recon` would open and close it before the optimizer's backward. The tokenizer's
+# own input never needs a gradient, so ZeRO-3 does not need to see this output (its quantizer's: above).
 @dataclass
 class TokenizerOutput:
     recon: Tensor  # (B, 3, T, H, W), not clamped

@@ -65,5 +65,5 @@ class PeerLookupFreeQuantizer(Quantizer):
             quantized, _, loss = self.peer(z.float(), inv_temperature=self.cfg.inv_temperature)
         ids = bits_to_ids(flat.detach())  # our bit order: id = sum_i 2^i [z_i > 0]
         out = self._output(flat.detach().sign(), ids, ps, loss.sum(), {"peer_loss": loss.sum()})
-        out.quantized = quantized  # (B, d, *S): the peer's straight-through output, same values as ours
+        out = out._replace(quantized=quantized)  # (B, d, *S): the peer's straight-through output, same values as ours
         return out

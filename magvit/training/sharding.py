@@ -10,6 +10,10 @@ across the processes, and this is what changes:
 - gradients: FSDP2 goes through accelerate as DDP does. DeepSpeed's `accelerator.backward` drives only
   the first engine prepared, so a second one (the tokenizer's discriminator) is driven directly
   (`common.apply_gradients(..., engine=)`).
+- differentiating a network twice in one step (the tokenizer's R1 and adaptive GAN weight): DeepSpeed
+  opens an engine's backward when a gradient first reaches its output and ZeRO-3 gathers a module's
+  weights for one backward per forward, so under DeepSpeed each second differentiation gets a forward of
+  its own (`training.tokenizer.TokenizerStep`); FSDP2 gathers the discriminator again (`regather`).
 - EMA: under FSDP2 it is sharded like the model (its parameters become DTensors with the model's
   placements; the update is a local lerp, no communication). Under DeepSpeed it is a full copy on every
   process, updated from the gathered fp32 master weights (one gather of the weights per step).
@@ -260,7 +264,9 @@ class Sharding:
         params = dict(model.module.named_parameters())
         for i, n in enumerate(names):
             for k, v in saved["state"][i].items():
-                if k != "step":
+                if k != "step" and hasattr(params[n], "ds_tensor"):
+                    _set_zero3_optimizer_piece(params[n], v.to(self.accelerator.device), k)
+                elif k != "step":
                     safe_set_full_optimizer_state(params[n], v.to(self.accelerator.device), k)
 
     def load_optimizers(self, checkpoint: Path) -> None:
@@ -284,6 +290,21 @@ class Sharding:
 
     def _client_group_sizes(self, name: str) -> list[int]:
         return [len(self.names[name])]  # both recipes build one parameter group per optimizer
+
+
+def _set_zero3_optimizer_piece(param: nn.Parameter, full: torch.Tensor, key: str) -> None:
+    """This process's piece of a ZeRO-3 parameter's optimizer state `key` from its full value. DeepSpeed's
+    `safe_set_full_optimizer_state` (0.19.8) reads past the end of a parameter whose size does not divide by
+    the process count (the last piece is padded: a 3-channel bias over 2 processes has pieces of 2), so the
+    piece is cut here, the padding left at zero, through the same ZeRO-3 optimizer calls it makes."""
+    zero = param._z3_optimizer
+    piece, group = zero._get_fp32_opt_state_partition(param, release_swap_buffers=False, optim_state_key=key)
+    start = piece.numel() * zero._get_param_partition_rank(param)
+    mine = full.flatten()[start:start + piece.numel()]
+    piece.data.zero_()
+    piece.data[:mine.numel()].copy_(mine)
+    if zero._swappable_optimizer_subgroup(group):  # optimizer state offloaded to NVMe
+        zero._optimizer_states_and_gradient_swap_out(group)
 
 
 def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -105,7 +105,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
     main = accelerator.is_main_process
     sharding = Sharding.of(accelerator)  # None: one process or DDP
     previous = check_run_dir(run_dir, resume, main, quiet)
-    check_engine(cfg, accelerator, sharding)
+    check_recipe(cfg)
     set_seed(loop.seed)
     if main:
         save_config(cfg, run_dir)
@@ -150,19 +150,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool = False, quiet: bool
 
 
 
-def check_engine(cfg: TokenizerTrainConfig, accelerator: Accelerator, sharding: Sharding | None) -> None:
-    """What the recipe cannot run, in one line, before any work."""
-    losses = cfg.loss
-    if losses.gan_weight > 0 and cfg.discriminator is None:
+def check_recipe(cfg: TokenizerTrainConfig) -> None:
+    """What the recipe cannot run, in one line, before any work. (Every engine runs every recipe: DDP,
+    FSDP2, DeepSpeed ZeRO-2 and ZeRO-3, the GAN with R1 and the adaptive weight included.)"""
+    if cfg.loss.gan_weight > 0 and cfg.discriminator is None:
         raise MagvitError("loss.gan_weight > 0 needs a `discriminator` section (e.g. discriminator.name=patchgan3d)")
-    if sharding is not None and sharding.kind == "deepspeed":
-        if accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise MagvitError("train-tokenizer runs under DeepSpeed ZeRO-2, not ZeRO-3 (it stops in DeepSpeed's "
-                              "backward hooks, and frees D's weights before the generator's backward through D): use "
-                              "configs/accelerate/deepspeed_zero2.yaml or fsdp2.yaml")
-        if losses.gan_weight > 0 and losses.r1_weight > 0:
-            raise MagvitError("R1 (loss.r1_weight > 0) does not run under DeepSpeed: ZeRO-2's gradient hooks break "
-                              "its autograd.grad; set loss.r1_weight=0 or use configs/accelerate/fsdp2.yaml")
 
 
 @dataclass
@@ -268,6 +260,7 @@ class TokenizerStep:
         # FSDP2 keeps the requires_grad a parameter had at its first all-gather, so D cannot be frozen for the
         # generator step: the gradients that step leaves in D are set aside instead
         self.d_grads_aside = disc is not None and sharding is not None and sharding.kind == "fsdp2"
+        self.zero3 = self.engine_g is not None and accelerator.state.deepspeed_plugin.zero_stage == 3
 
     def __call__(self, step: int, next_batch: Callable[[], Batch]) -> Terms:
         losses, parts = self.cfg.loss, self.parts
@@ -310,12 +303,19 @@ class TokenizerStep:
         total = nll + out.quant.loss
         if parts.disc is not None and gan_scale > 0:
             parts.raw_disc.requires_grad_(self.d_grads_aside)  # the generator step must not train D (FSDP2: above)
-            g_loss = self.gan_g(parts.raw_disc(out.recon).float())
+            def gan_of_recon() -> torch.Tensor:
+                return self.gan_g(parts.raw_disc(out.recon).float())
+
+            weight = torch.ones((), device=out.recon.device)
+            if losses.adaptive_gan_weight and self.zero3:
+                # ZeRO-3 gathers a module's weights for one backward per forward, and a second forward before
+                # that backward upsets its count: the weight's autograd.grad through D gets a forward of its
+                # own, differentiated before the step's forward of D
+                weight = adaptive_generator_weight(nll, gan_of_recon(), parts.raw.last_layer_weight())
+            g_loss = gan_of_recon()
+            if losses.adaptive_gan_weight and not self.zero3:
+                weight = adaptive_generator_weight(nll, g_loss, parts.raw.last_layer_weight())
             parts.raw_disc.requires_grad_(True)
-            weight = (
-                adaptive_generator_weight(nll, g_loss, parts.raw.last_layer_weight())
-                if losses.adaptive_gan_weight else torch.ones((), device=g_loss.device)
-            )
             terms["gan_g"], terms["gan_w"] = g_loss, weight
             total = total + gan_scale * weight * g_loss
         terms.update({f"q_{k}": v for k, v in out.quant.metrics.items()})
@@ -325,7 +325,12 @@ class TokenizerStep:
         """D on real and reconstructed clips: the GAN loss, LeCAM and the lazy R1 penalty; its terms into `terms`."""
         losses, parts = self.cfg.loss, self.parts
         lazy_r1 = losses.r1_weight > 0 and step % losses.r1_every == 0
-        real_in = real.detach().requires_grad_(lazy_r1)
+        # under DeepSpeed, R1 differentiates its own forward of the plain module: an engine opens its backward
+        # the first time a gradient reaches its output (once per forward), and R1's autograd.grad through
+        # the engine's logits would use that up before the optimizer's backward (one more D forward on the
+        # real clips every r1_every steps)
+        r1_apart = lazy_r1 and self.engine_d is not None
+        real_in = real.detach().requires_grad_(lazy_r1 and not r1_apart)
         # one forward for real and fake: a DDP module runs once per backward
         logits = parts.disc(torch.cat([real_in, out.recon.detach().to(real_in.dtype)])).float()
         real_logits, fake_logits = logits.chunk(2)
@@ -335,6 +340,9 @@ class TokenizerStep:
             terms["lecam"] = parts.lecam(real_logits, fake_logits)
             d_loss = d_loss + losses.lecam_weight * terms["lecam"]
         if lazy_r1:
+            if r1_apart:
+                real_in = real.detach().requires_grad_(True)
+                real_logits = parts.raw_disc(real_in).float()
             terms["r1"] = r1_penalty(real_logits, real_in)
             d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
             if self.sharding:  # R1's autograd.grad let FSDP2 free D's gathered weights; the backward needs them

@@ -4,7 +4,7 @@ and the helpers they share. The families: vq.py, lfq.py, fsq.py (see the package
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -17,8 +17,10 @@ from magvit.registry import Registry
 QUANTIZERS: Registry[Quantizer] = Registry("quantizer")
 
 
-@dataclass
-class QuantizerOutput:
+# A NamedTuple, not a dataclass: DeepSpeed ZeRO-3 gathers a module's weights for its backward from hooks on
+# the tensors of its output, and finds them only in tuples, lists and dicts ("active_backward_submodules is
+# empty during backward pass" otherwise).
+class QuantizerOutput(NamedTuple):
     quantized: Tensor  # (B, D, *S) straight-through: value = code vectors, gradient flows to z
     ids: Tensor  # (B, *S) int64 in [0, codebook_size)
     loss: Tensor  # scalar: the weighted sum of this quantizer's auxiliary losses
