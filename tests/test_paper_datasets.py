@@ -6,6 +6,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import paper_fixtures
 import pytest
 import torch
@@ -226,6 +227,53 @@ def test_imagenet_flat_val_folder_is_labelled_by_the_solution_csv(fixtures, tmp_
         ImageNet(root, split="val", size=16)
     (root / "LOC_val_solution.csv").write_text("id,label\nx,y\n")
     with _one_line_error("expected the columns ImageId,PredictionString"):
+        ImageNet(root, split="val", size=16)
+
+
+def _devkit(root: Path, ids: list[int]) -> None:
+    """The devkit archive unpacked under `root`: meta.mat's synsets (ILSVRC2012_ID, WNID, ...; the real
+    one has 1,860 with the WordNet ancestors after the 1,000 classes, in an order that is not the wnids')
+    and the ground truth, one class id per validation image."""
+    from scipy.io import savemat
+
+    data = root / "ILSVRC2012_devkit_t12" / "data"
+    data.mkdir(parents=True)
+    rows = [(3, "n01440764", "tench", 0), (1, "n15075141", "toilet tissue", 0), (2, "n01443537", "goldfish", 0),
+            (1001, "n00001740", "entity", 3)]
+    synsets = np.array([(i, w, words, "", children) for i, w, words, children in rows],
+                       dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"),
+                              ("num_children", "O")])
+    savemat(str(data / "meta.mat"), {"synsets": synsets})
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{i}\n" for i in ids))
+
+
+def test_imagenet_flat_val_folder_is_labelled_by_the_devkit(fixtures, tmp_path):
+    """The official release: the flat validation images and the devkit, whose ground truth gives image
+    i's ILSVRC2012_ID and meta.mat that id's wnid; the label is the wnid's sorted position, as for the
+    class folders. The devkit comes before a Kaggle CSV; an unknown id or a corrupt meta.mat is one line."""
+    fx = fixtures["imagenet"]
+    root = tmp_path / "imagenet"
+    shutil.copytree(fx["root"] / "train", root / "train")
+    (root / "val").mkdir()
+    for n, image in enumerate(sorted((fx["root"] / "val").glob("*/*.JPEG")), start=1):
+        shutil.copy(image, root / "val" / f"ILSVRC2012_val_{n:08d}.JPEG")  # classes 0, 1, 2 in this order
+    _devkit(root, [3, 2, 1])  # n01440764, n01443537, n15075141: sorted positions 0, 1, 2
+    (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n15075141 0\n")
+    val = ImageNet(root, split="val", size=16)
+    assert val.labels == [0, 1, 2] and val.skipped == []
+    assert val[1]["label"] == 1
+    shutil.copy(root / "val" / "ILSVRC2012_val_00000001.JPEG", root / "val" / "ILSVRC2012_val_00000004.JPEG")
+    with pytest.warns(UserWarning, match=r"\(1 not in ILSVRC2012_validation_ground_truth.txt\)"):
+        assert len(ImageNet(root, split="val", size=16).skipped) == 1
+    truth = root / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("3\n2\n7\n")
+    with _one_line_error("class id 7 is not in meta.mat's synsets"):
+        ImageNet(root, split="val", size=16)
+    truth.write_text("3\n2\n1001\n")  # an ancestor, not a class
+    with _one_line_error("labelled 'n00001740', not a class"):
+        ImageNet(root, split="val", size=16)
+    (truth.parent / "meta.mat").write_bytes(b"not a MATLAB file")
+    with _one_line_error("cannot read the ImageNet devkit's validation labels"):
         ImageNet(root, split="val", size=16)
 
 
