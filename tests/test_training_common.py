@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +176,21 @@ def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
         os.umask(umask)
     for name in ("w.safetensors", "c.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_the_held_out_version_of_a_data_config_has_no_random_augmentation():
+    """Validation without a `val_data` section: the held-out split where the data has one, the same
+    files otherwise, and in both cases no random clip, crop or flip (every validation sees the same
+    clips: the bundled clips' val windows were flipped at random before)."""
+    from magvit.data import build_dataset
+    from magvit.data.bundled import BundledClipsConfig
+    from magvit.data.folders import VideoFolderConfig
+    from magvit.training.common import held_out_version
+
+    train = BundledClipsConfig(frames=5, size=16, flip=True, crop_from=20, hop=1)
+    val = held_out_version(train)
+    assert (val.split, val.flip, val.crop_from, val.frames) == ("val", False, 20, 5)
+    first = build_dataset(val)[0]["video"]
+    assert torch.equal(build_dataset(replace(val, seed=7))[0]["video"], first)  # nothing left to chance
+    folder = held_out_version(VideoFolderConfig(root="clips", frames=4, size=8, random_crop=True, flip=True))
+    assert (folder.random_clip, folder.random_crop, folder.flip, folder.root) == (False, False, False, "clips")

@@ -347,10 +347,12 @@ def step_generator(seed: int, *keys: int, device: str | torch.device = "cpu") ->
 
 
 def held_out_version(data_cfg):
-    """The validation counterpart of a training data config: the same data, held-out split (or,
-    for a folder without splits, the same files without random clips, crops and flips)."""
+    """The validation counterpart of a training data config: the held-out split where the data has
+    one (else the same files), without random clips, crops and flips, so that every validation sees the
+    same clips."""
     from dataclasses import replace
 
+    fixed = {k: False for k in ("random_clip", "random_crop", "flip") if hasattr(data_cfg, k)}
     if hasattr(data_cfg, "split"):
-        return replace(data_cfg, split="val", **({"num_samples": 64} if hasattr(data_cfg, "num_samples") else {}))
-    return replace(data_cfg, **{k: False for k in ("random_clip", "random_crop", "flip") if hasattr(data_cfg, k)})
+        fixed |= {"split": "val", **({"num_samples": 64} if hasattr(data_cfg, "num_samples") else {})}
+    return replace(data_cfg, **fixed)
