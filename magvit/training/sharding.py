@@ -263,11 +263,10 @@ class Sharding:
             zero._lazy_init_hp_params_optimizer_state()
         params = dict(model.module.named_parameters())
         for i, n in enumerate(names):
+            put = _set_zero3_optimizer_piece if hasattr(params[n], "ds_tensor") else safe_set_full_optimizer_state
             for k, v in saved["state"][i].items():
-                if k != "step" and hasattr(params[n], "ds_tensor"):
-                    _set_zero3_optimizer_piece(params[n], v.to(self.accelerator.device), k)
-                elif k != "step":
-                    safe_set_full_optimizer_state(params[n], v.to(self.accelerator.device), k)
+                if k != "step":
+                    put(params[n], v.to(self.accelerator.device), k)
 
     def load_optimizers(self, checkpoint: Path) -> None:
         """Every optimizer's full state from `checkpoint`, checked against this run's parameters first:

@@ -340,10 +340,11 @@ class TokenizerStep:
             terms["lecam"] = parts.lecam(real_logits, fake_logits)
             d_loss = d_loss + losses.lecam_weight * terms["lecam"]
         if lazy_r1:
+            r1_in, r1_logits = real_in, real_logits
             if r1_apart:
-                real_in = real.detach().requires_grad_(True)
-                real_logits = parts.raw_disc(real_in).float()
-            terms["r1"] = r1_penalty(real_logits, real_in)
+                r1_in = real.detach().requires_grad_(True)
+                r1_logits = parts.raw_disc(r1_in).float()
+            terms["r1"] = r1_penalty(r1_logits, r1_in)
             d_loss = d_loss + losses.r1_weight * losses.r1_every * terms["r1"]
             if self.sharding:  # R1's autograd.grad let FSDP2 free D's gathered weights; the backward needs them
                 self.sharding.regather(parts.raw_disc)
